@@ -1,0 +1,7 @@
+#include "core/error.h"
+
+namespace mel {
+
+std::string shape_str(const Shape& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
+
+}  // namespace mel

@@ -1,0 +1,30 @@
+// Generator: a seed and a Philox counter offset. Each random fill reserves a range of counter
+// blocks, so a seed determines every value drawn after it, on any device.
+#pragma once
+#include <cstdint>
+
+namespace mel {
+
+class Generator {
+ public:
+  explicit Generator(uint64_t seed = 0) : seed_(seed) {}
+  uint64_t seed() const { return seed_; }
+  uint64_t offset() const { return offset_; }
+  void set_offset(uint64_t offset) { offset_ = offset; }
+  void manual_seed(uint64_t seed) {
+    seed_ = seed;
+    offset_ = 0;
+  }
+  // Returns the current offset and advances it by `blocks`.
+  uint64_t reserve(uint64_t blocks) {
+    uint64_t o = offset_;
+    offset_ += blocks;
+    return o;
+  }
+
+ private:
+  uint64_t seed_;
+  uint64_t offset_ = 0;
+};
+
+}  // namespace mel
