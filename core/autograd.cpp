@@ -26,10 +26,16 @@ std::shared_ptr<Node> edge_of(const Tensor& t) {
 
 }  // namespace
 
-bool grad_enabled() { return g_grad_enabled; }
+bool grad_enabled() {
+  return g_grad_enabled;
+}
 
-NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) { g_grad_enabled = false; }
-NoGradGuard::~NoGradGuard() { g_grad_enabled = prev_; }
+NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) {
+  g_grad_enabled = false;
+}
+NoGradGuard::~NoGradGuard() {
+  g_grad_enabled = prev_;
+}
 
 bool needs_grad(const std::vector<Tensor>& inputs) {
   if (!g_grad_enabled) return false;
@@ -60,9 +66,10 @@ void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, Ba
 
 std::vector<Tensor> FunctionNode::apply(const Tensor& grad_out) {
   if (!fn_) {
-    fail("backward: the graph through '{}' was already freed by an earlier backward(); pass "
-         "retain_graph=true to the first call to go back through it twice",
-         name_);
+    fail(
+        "backward: the graph through '{}' was already freed by an earlier backward(); pass "
+        "retain_graph=true to the first call to go back through it twice",
+        name_);
   }
   std::vector<bool> need(next.size());
   for (size_t i = 0; i < next.size(); ++i) need[i] = next[i] != nullptr;

@@ -31,7 +31,7 @@ class Node {
   virtual std::string name() const = 0;
 
   std::vector<std::shared_ptr<Node>> next;  // null where an input needs no gradient
-  Shape out_shape;                           // shape and dtype of the gradient this node expects
+  Shape out_shape;                          // shape and dtype of the gradient this node expects
   DType out_dtype = DType::f32;
   bool released = false;
 };

@@ -53,9 +53,10 @@ int cuda_device_count() {
 void check_device_available(Device d) {
   if (d.is_cpu()) return;
   if (!cuda_built()) {
-    fail("device {}: this build of mel has no CUDA backend (configure with -DMEL_CUDA=ON on a "
-         "machine with the CUDA toolkit)",
-         d.str());
+    fail(
+        "device {}: this build of mel has no CUDA backend (configure with -DMEL_CUDA=ON on a "
+        "machine with the CUDA toolkit)",
+        d.str());
   }
   int n = cuda_device_count();
   if (n == 0) fail("device {}: no CUDA GPU is visible on this machine", d.str());

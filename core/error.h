@@ -28,7 +28,7 @@ std::string shape_str(const Shape& s);
 
 }  // namespace mel
 
-#define MEL_CHECK(cond, ...)                  \
-  do {                                        \
-    if (!(cond)) ::mel::fail(__VA_ARGS__);    \
+#define MEL_CHECK(cond, ...)               \
+  do {                                     \
+    if (!(cond)) ::mel::fail(__VA_ARGS__); \
   } while (0)

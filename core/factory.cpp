@@ -17,14 +17,18 @@ Tensor full(const Shape& shape, double value, DType dtype, Device device) {
   t.fill_(value);
   return t;
 }
-Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), t.dtype(), t.device()); }
-Tensor ones_like(const Tensor& t) { return ones(t.shape(), t.dtype(), t.device()); }
+Tensor zeros_like(const Tensor& t) {
+  return zeros(t.shape(), t.dtype(), t.device());
+}
+Tensor ones_like(const Tensor& t) {
+  return ones(t.shape(), t.dtype(), t.device());
+}
 
 Tensor arange(double start, double end, double step, DType dtype, Device device) {
   MEL_CHECK(step != 0.0 && std::isfinite(step), "arange: step must be finite and non-zero (got {})",
             step);
-  MEL_CHECK(std::isfinite(start) && std::isfinite(end), "arange: start {} and end {} must be finite",
-            start, end);
+  MEL_CHECK(std::isfinite(start) && std::isfinite(end),
+            "arange: start {} and end {} must be finite", start, end);
   const double count = std::ceil((end - start) / step);
   const int64_t n = count > 0 ? static_cast<int64_t>(count) : 0;
   Tensor f = empty({n}, DType::f64, Device::cpu());

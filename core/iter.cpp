@@ -9,9 +9,10 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
     int64_t da = i < n - a.size() ? 1 : a[i - (n - a.size())];
     int64_t db = i < n - b.size() ? 1 : b[i - (n - b.size())];
     if (da != db && da != 1 && db != 1) {
-      fail("{}: shapes {} and {} cannot be broadcast together (dimension {}: {} vs {}; sizes "
-           "must match or one must be 1)",
-           op, shape_str(a), shape_str(b), i, da, db);
+      fail(
+          "{}: shapes {} and {} cannot be broadcast together (dimension {}: {} vs {}; sizes "
+          "must match or one must be 1)",
+          op, shape_str(a), shape_str(b), i, da, db);
     }
     out[i] = da == 1 ? db : da;
   }

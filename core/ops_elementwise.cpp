@@ -17,7 +17,9 @@ using kernels::cpu::UnaryOp;
 namespace {
 
 // Half types compute in f32 and convert back (autograd flows through both conversions).
-bool upcast(const Tensor& t) { return is_half(t.dtype()); }
+bool upcast(const Tensor& t) {
+  return is_half(t.dtype());
+}
 
 Tensor binary_forward(BinaryOp op, const Tensor& a, const Tensor& b, const char* name) {
   check_same(name, {a, b});
@@ -35,7 +37,9 @@ Tensor binary_forward(BinaryOp op, const Tensor& a, const Tensor& b, const char*
   return out;
 }
 
-Tensor scalar_like(const Tensor& t, double v) { return full({}, v, t.dtype(), t.device()); }
+Tensor scalar_like(const Tensor& t, double v) {
+  return full({}, v, t.dtype(), t.device());
+}
 
 Tensor unary_forward(UnaryOp op, UnaryArgs args, const Tensor& x, const char* name) {
   check_defined(name, x, "the input");
@@ -65,11 +69,11 @@ Tensor unary_op(UnaryOp op, const Tensor& x, const char* name, UnaryArgs args = 
   check_defined(name, x, "the input");
   if (upcast(x)) return unary_op(op, x.to(DType::f32), name, args).to(x.dtype());
   Tensor y = unary_forward(op, args, x, name);
-  autograd::record(name, y, {x},
-                   [op, args, name, xs = x.detach(), ys = y.detach()](const Tensor& g,
-                                                                      const GradMask&) {
-                     return std::vector<Tensor>{unary_grad(op, args, xs, ys, g, name)};
-                   });
+  autograd::record(
+      name, y, {x},
+      [op, args, name, xs = x.detach(), ys = y.detach()](const Tensor& g, const GradMask&) {
+        return std::vector<Tensor>{unary_grad(op, args, xs, ys, g, name)};
+      });
   return y;
 }
 
@@ -107,8 +111,9 @@ Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward(BinaryOp::mul, a, b, "mul");
   autograd::record("mul", out, {a, b},
                    [ad = a.detach(), bd = b.detach()](const Tensor& g, const GradMask& need) {
-                     return std::vector<Tensor>{need[0] ? sum_to(mul(g, bd), ad.shape()) : Tensor(),
-                                                need[1] ? sum_to(mul(g, ad), bd.shape()) : Tensor()};
+                     return std::vector<Tensor>{
+                         need[0] ? sum_to(mul(g, bd), ad.shape()) : Tensor(),
+                         need[1] ? sum_to(mul(g, ad), bd.shape()) : Tensor()};
                    });
   return out;
 }
@@ -117,14 +122,13 @@ Tensor div(const Tensor& a, const Tensor& b) {
   check_same("div", {a, b});
   if (upcast(a)) return div(a.to(DType::f32), b.to(DType::f32)).to(a.dtype());
   Tensor out = binary_forward(BinaryOp::div, a, b, "div");
-  autograd::record("div", out, {a, b},
-                   [sa = a.shape(), bd = b.detach(), od = out.detach()](const Tensor& g,
-                                                                        const GradMask& need) {
-                     Tensor ga = div(g, bd);  // d(a/b)/db = -(a/b)/b, so gb = -ga * out
-                     return std::vector<Tensor>{
-                         need[0] ? sum_to(ga, sa) : Tensor(),
-                         need[1] ? sum_to(neg(mul(ga, od)), bd.shape()) : Tensor()};
-                   });
+  autograd::record(
+      "div", out, {a, b},
+      [sa = a.shape(), bd = b.detach(), od = out.detach()](const Tensor& g, const GradMask& need) {
+        Tensor ga = div(g, bd);  // d(a/b)/db = -(a/b)/b, so gb = -ga * out
+        return std::vector<Tensor>{need[0] ? sum_to(ga, sa) : Tensor(),
+                                   need[1] ? sum_to(neg(mul(ga, od)), bd.shape()) : Tensor()};
+      });
   return out;
 }
 
@@ -147,13 +151,25 @@ Tensor minmax(BinaryOp op, const Tensor& a, const Tensor& b, const char* name) {
 
 }  // namespace
 
-Tensor maximum(const Tensor& a, const Tensor& b) { return minmax(BinaryOp::maximum, a, b, "maximum"); }
-Tensor minimum(const Tensor& a, const Tensor& b) { return minmax(BinaryOp::minimum, a, b, "minimum"); }
+Tensor maximum(const Tensor& a, const Tensor& b) {
+  return minmax(BinaryOp::maximum, a, b, "maximum");
+}
+Tensor minimum(const Tensor& a, const Tensor& b) {
+  return minmax(BinaryOp::minimum, a, b, "minimum");
+}
 
-Tensor add(const Tensor& a, double b) { return add(a, scalar_like(a, b)); }
-Tensor sub(const Tensor& a, double b) { return sub(a, scalar_like(a, b)); }
-Tensor mul(const Tensor& a, double b) { return mul(a, scalar_like(a, b)); }
-Tensor div(const Tensor& a, double b) { return div(a, scalar_like(a, b)); }
+Tensor add(const Tensor& a, double b) {
+  return add(a, scalar_like(a, b));
+}
+Tensor sub(const Tensor& a, double b) {
+  return sub(a, scalar_like(a, b));
+}
+Tensor mul(const Tensor& a, double b) {
+  return mul(a, scalar_like(a, b));
+}
+Tensor div(const Tensor& a, double b) {
+  return div(a, scalar_like(a, b));
+}
 
 // ---- unary ---------------------------------------------------------------------------------
 
@@ -162,20 +178,40 @@ Tensor neg(const Tensor& x) {
   if (is_integral(x.dtype())) return sub(zeros_like(x), x);
   return unary_op(UnaryOp::neg, x, "neg");
 }
-Tensor pow(const Tensor& x, double e) { return unary_op(UnaryOp::pow, x, "pow", {e, 0}); }
-Tensor exp(const Tensor& x) { return unary_op(UnaryOp::exp, x, "exp"); }
-Tensor log(const Tensor& x) { return unary_op(UnaryOp::log, x, "log"); }
-Tensor sqrt(const Tensor& x) { return unary_op(UnaryOp::sqrt, x, "sqrt"); }
-Tensor rsqrt(const Tensor& x) { return unary_op(UnaryOp::rsqrt, x, "rsqrt"); }
-Tensor abs(const Tensor& x) { return unary_op(UnaryOp::abs, x, "abs"); }
-Tensor tanh(const Tensor& x) { return unary_op(UnaryOp::tanh, x, "tanh"); }
-Tensor sigmoid(const Tensor& x) { return unary_op(UnaryOp::sigmoid, x, "sigmoid"); }
-Tensor relu(const Tensor& x) { return unary_op(UnaryOp::relu, x, "relu"); }
+Tensor pow(const Tensor& x, double e) {
+  return unary_op(UnaryOp::pow, x, "pow", {e, 0});
+}
+Tensor exp(const Tensor& x) {
+  return unary_op(UnaryOp::exp, x, "exp");
+}
+Tensor log(const Tensor& x) {
+  return unary_op(UnaryOp::log, x, "log");
+}
+Tensor sqrt(const Tensor& x) {
+  return unary_op(UnaryOp::sqrt, x, "sqrt");
+}
+Tensor rsqrt(const Tensor& x) {
+  return unary_op(UnaryOp::rsqrt, x, "rsqrt");
+}
+Tensor abs(const Tensor& x) {
+  return unary_op(UnaryOp::abs, x, "abs");
+}
+Tensor tanh(const Tensor& x) {
+  return unary_op(UnaryOp::tanh, x, "tanh");
+}
+Tensor sigmoid(const Tensor& x) {
+  return unary_op(UnaryOp::sigmoid, x, "sigmoid");
+}
+Tensor relu(const Tensor& x) {
+  return unary_op(UnaryOp::relu, x, "relu");
+}
 Tensor gelu(const Tensor& x, GeluApprox approx) {
   return approx == GeluApprox::tanh ? unary_op(UnaryOp::gelu_tanh, x, "gelu")
                                     : unary_op(UnaryOp::gelu_erf, x, "gelu");
 }
-Tensor silu(const Tensor& x) { return unary_op(UnaryOp::silu, x, "silu"); }
+Tensor silu(const Tensor& x) {
+  return unary_op(UnaryOp::silu, x, "silu");
+}
 Tensor clamp(const Tensor& x, double lo, double hi) {
   MEL_CHECK(lo <= hi, "clamp: min {} is greater than max {}", lo, hi);
   return unary_op(UnaryOp::clamp, x, "clamp", {lo, hi});
@@ -191,22 +227,21 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   MEL_CHECK(cond.device() == a.device(), "where: condition on {} but values on {}",
             cond.device().str(), a.device().str());
   if (upcast(a)) return where(cond, a.to(DType::f32), b.to(DType::f32)).to(a.dtype());
-  Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(),
-                                 "where");
+  Shape shape =
+      broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
   Tensor out = empty(shape, a.dtype(), a.device());
   auto it = make_iter<4>(shape, {&out, &cond, &a, &b}, "where");
   dispatch_numeric(a.dtype(), "where", [&](auto tag) {
     using T = typename decltype(tag)::type;
     kernels::cpu::where<T>(it, out.data<T>(), cond.data<uint8_t>(), a.data<T>(), b.data<T>());
   });
-  autograd::record("where", out, {a, b},
-                   [c = cond.detach(), sa = a.shape(), sb = b.shape()](const Tensor& g,
-                                                                       const GradMask& need) {
-                     Tensor zero = full({}, 0.0, g.dtype(), g.device());
-                     return std::vector<Tensor>{
-                         need[0] ? sum_to(where(c, g, zero), sa) : Tensor(),
-                         need[1] ? sum_to(where(c, zero, g), sb) : Tensor()};
-                   });
+  autograd::record(
+      "where", out, {a, b},
+      [c = cond.detach(), sa = a.shape(), sb = b.shape()](const Tensor& g, const GradMask& need) {
+        Tensor zero = full({}, 0.0, g.dtype(), g.device());
+        return std::vector<Tensor>{need[0] ? sum_to(where(c, g, zero), sa) : Tensor(),
+                                   need[1] ? sum_to(where(c, zero, g), sb) : Tensor()};
+      });
   return out;
 }
 
@@ -232,11 +267,23 @@ Tensor compare_op(CompareOp op, const Tensor& a, const Tensor& b, const char* na
 
 }  // namespace
 
-Tensor eq(const Tensor& a, const Tensor& b) { return compare_op(CompareOp::eq, a, b, "eq"); }
-Tensor ne(const Tensor& a, const Tensor& b) { return compare_op(CompareOp::ne, a, b, "ne"); }
-Tensor lt(const Tensor& a, const Tensor& b) { return compare_op(CompareOp::lt, a, b, "lt"); }
-Tensor le(const Tensor& a, const Tensor& b) { return compare_op(CompareOp::le, a, b, "le"); }
-Tensor gt(const Tensor& a, const Tensor& b) { return compare_op(CompareOp::gt, a, b, "gt"); }
-Tensor ge(const Tensor& a, const Tensor& b) { return compare_op(CompareOp::ge, a, b, "ge"); }
+Tensor eq(const Tensor& a, const Tensor& b) {
+  return compare_op(CompareOp::eq, a, b, "eq");
+}
+Tensor ne(const Tensor& a, const Tensor& b) {
+  return compare_op(CompareOp::ne, a, b, "ne");
+}
+Tensor lt(const Tensor& a, const Tensor& b) {
+  return compare_op(CompareOp::lt, a, b, "lt");
+}
+Tensor le(const Tensor& a, const Tensor& b) {
+  return compare_op(CompareOp::le, a, b, "le");
+}
+Tensor gt(const Tensor& a, const Tensor& b) {
+  return compare_op(CompareOp::gt, a, b, "gt");
+}
+Tensor ge(const Tensor& a, const Tensor& b) {
+  return compare_op(CompareOp::ge, a, b, "ge");
+}
 
 }  // namespace mel

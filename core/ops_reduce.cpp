@@ -76,6 +76,8 @@ ReducePlan plan_reduce(const Tensor& x_in, const Shape& dims, const char* op) {
     }
   }
   p.x = x.permute(perm).contiguous();
+  p.permuted_shape = p.x.shape();
+  p.perm = std::move(perm);
   return p;
 }
 
@@ -136,25 +138,29 @@ std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim) {
   Tensor idx = empty(p.out_keep, DType::i64, x.device());
   dispatch_numeric(x.dtype(), "max", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    kernels::cpu::max_axis<T>(p.x.data<T>(), p.A, p.R, p.B, values.data<T>(),
-                              idx.data<int64_t>());
+    kernels::cpu::max_axis<T>(p.x.data<T>(), p.A, p.R, p.B, values.data<T>(), idx.data<int64_t>());
   });
   if (!keepdim) {
     values = values.view(p.out);
     idx = idx.view(p.out);
   }
   autograd::record("max", values, {x},
-                   [p, keep = p.out_keep, in = x.shape(), ix = idx](const Tensor& g,
-                                                                    const GradMask&) {
+                   [A = p.A, R = p.R, B = p.B, perm = p.perm,
+                    layout = p.perm.empty() ? x.shape() : p.permuted_shape,
+                    ix = idx](const Tensor& g, const GradMask&) {
                      Tensor gc = g.contiguous();
                      Tensor ixc = ix.contiguous();
-                     Tensor gx = empty(in, g.dtype(), g.device());
+                     Tensor gx = empty(layout, g.dtype(), g.device());
                      dispatch_float(g.dtype(), "max backward", [&](auto tag) {
                        using T = typename decltype(tag)::type;
-                       kernels::cpu::max_axis_backward<T>(gc.data<T>(), ixc.data<int64_t>(), p.A,
-                                                          p.R, p.B, gx.data<T>());
+                       kernels::cpu::max_axis_backward<T>(gc.data<T>(), ixc.data<int64_t>(), A, R,
+                                                          B, gx.data<T>());
                      });
-                     return std::vector<Tensor>{gx};
+                     if (perm.empty()) return std::vector<Tensor>{gx};
+                     Shape inv(perm.size());
+                     for (size_t i = 0; i < perm.size(); ++i)
+                       inv[perm[i]] = static_cast<int64_t>(i);
+                     return std::vector<Tensor>{gx.permute(inv)};
                    });
   return {values, idx};
 }

@@ -9,7 +9,7 @@
 namespace mel {
 namespace {
 
-constexpr int64_t kEdge = 3;       // values shown at each end of an elided dimension
+constexpr int64_t kEdge = 3;  // values shown at each end of an elided dimension
 constexpr int64_t kElideAbove = 8;
 
 void print_values(std::ostringstream& os, const Tensor& t, std::vector<int64_t>& idx, size_t d,
@@ -19,22 +19,28 @@ void print_values(std::ostringstream& os, const Tensor& t, std::vector<int64_t>&
   for (int64_t i = 0; i < n; ++i) {
     if (n > kElideAbove && i == kEdge) {
       os << "...";
-      if (d + 1 < t.shape().size()) os << ",\n" << std::string(indent + 1, ' ');
-      else os << ", ";
+      if (d + 1 < t.shape().size())
+        os << ",\n" << std::string(indent + 1, ' ');
+      else
+        os << ", ";
       i = n - kEdge - 1;
       continue;
     }
     idx[d] = i;
     if (d + 1 == t.shape().size()) {
       double v = t.at(idx);
-      if (is_floating(t.dtype())) os << fmt::format("{:.4g}", v);
-      else os << static_cast<int64_t>(v);
+      if (is_floating(t.dtype()))
+        os << fmt::format("{:.4g}", v);
+      else
+        os << static_cast<int64_t>(v);
     } else {
       print_values(os, t, idx, d + 1, indent + 1);
     }
     if (i + 1 < n) {
-      if (d + 1 < t.shape().size()) os << ",\n" << std::string(indent + 1, ' ');
-      else os << ", ";
+      if (d + 1 < t.shape().size())
+        os << ",\n" << std::string(indent + 1, ' ');
+      else
+        os << ", ";
     }
   }
   os << ']';
@@ -65,6 +71,8 @@ std::string Tensor::str() const {
   return os.str();
 }
 
-std::ostream& operator<<(std::ostream& os, const Tensor& t) { return os << t.str(); }
+std::ostream& operator<<(std::ostream& os, const Tensor& t) {
+  return os << t.str();
+}
 
 }  // namespace mel

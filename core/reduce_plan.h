@@ -13,6 +13,8 @@ struct ReducePlan {
   std::vector<bool> reduced;  // per input dimension
   Shape out_keep;             // output shape with keepdim (reduced dims are 1)
   Shape out;                  // output shape without keepdim
+  Shape perm;                 // when not empty, x is the input permuted by perm (reduced dims last)
+  Shape permuted_shape;       // the input's shape after that permutation
 };
 
 // dims empty: all dimensions. Repeated or out-of-range dims throw naming `op`.

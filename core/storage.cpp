@@ -25,9 +25,13 @@ void CpuAllocator::deallocate(void* p, size_t nbytes) {
   live_.fetch_sub(nbytes);
 }
 
-AllocatorStats CpuAllocator::stats() const { return {live_.load(), peak_.load(), count_.load()}; }
+AllocatorStats CpuAllocator::stats() const {
+  return {live_.load(), peak_.load(), count_.load()};
+}
 
-void CpuAllocator::reset_peak() { peak_.store(live_.load()); }
+void CpuAllocator::reset_peak() {
+  peak_.store(live_.load());
+}
 
 CpuAllocator& cpu_allocator() {
   static CpuAllocator alloc;  // the CPU's part of the per-device context
@@ -37,14 +41,17 @@ CpuAllocator& cpu_allocator() {
 Allocator& allocator_for(Device d) {
   if (d.is_cpu()) return cpu_allocator();
   check_device_available(d);
-  fail("device {}: CUDA tensors are not implemented in this build yet (the CUDA backend adds "
-       "the caching allocator)",
-       d.str());
+  fail(
+      "device {}: CUDA tensors are not implemented in this build yet (the CUDA backend adds "
+      "the caching allocator)",
+      d.str());
 }
 
 Storage::Storage(size_t nbytes, Allocator& alloc)
     : data_(alloc.allocate(nbytes)), nbytes_(nbytes), alloc_(&alloc) {}
 
-Storage::~Storage() { alloc_->deallocate(data_, nbytes_); }
+Storage::~Storage() {
+  alloc_->deallocate(data_, nbytes_);
+}
 
 }  // namespace mel

@@ -29,8 +29,8 @@ Shape contiguous_strides(const Shape& s) {
 int64_t wrap_dim(int64_t d, int64_t ndim, const char* op) {
   const int64_t lo = -std::max<int64_t>(ndim, 1), hi = std::max<int64_t>(ndim, 1) - 1;
   if (d < lo || d > hi) {
-    fail("{}: dimension {} is out of range for a tensor of {} dimension{} (expected {}..{})", op,
-         d, ndim, ndim == 1 ? "" : "s", lo, hi);
+    fail("{}: dimension {} is out of range for a tensor of {} dimension{} (expected {}..{})", op, d,
+         ndim, ndim == 1 ? "" : "s", lo, hi);
   }
   return d < 0 ? d + std::max<int64_t>(ndim, 1) : d;
 }
@@ -54,7 +54,9 @@ const TensorImpl& Tensor::checked() const {
   return *impl_;
 }
 
-int64_t Tensor::size(int64_t d) const { return shape()[wrap_dim(d, dim(), "Tensor::size")]; }
+int64_t Tensor::size(int64_t d) const {
+  return shape()[wrap_dim(d, dim(), "Tensor::size")];
+}
 int64_t Tensor::stride(int64_t d) const {
   return strides()[wrap_dim(d, dim(), "Tensor::stride")];
 }
@@ -73,7 +75,8 @@ bool Tensor::is_contiguous() const {
 void* Tensor::data_ptr() const {
   const TensorImpl& t = checked();
   if (!t.storage || !t.storage->data()) return nullptr;
-  return static_cast<char*>(t.storage->data()) + t.offset * static_cast<int64_t>(dtype_size(t.dtype));
+  return static_cast<char*>(t.storage->data()) +
+         t.offset * static_cast<int64_t>(dtype_size(t.dtype));
 }
 
 // ---- element access ------------------------------------------------------------------------
@@ -87,8 +90,9 @@ int64_t element_offset(const Tensor& t, const std::vector<int64_t>& index, const
   int64_t off = 0;
   for (size_t i = 0; i < index.size(); ++i) {
     int64_t v = index[i] < 0 ? index[i] + t.shape()[i] : index[i];
-    MEL_CHECK(v >= 0 && v < t.shape()[i], "{}: index {} is out of range for dimension {} of size {}",
-              op, index[i], i, t.shape()[i]);
+    MEL_CHECK(v >= 0 && v < t.shape()[i],
+              "{}: index {} is out of range for dimension {} of size {}", op, index[i], i,
+              t.shape()[i]);
     off += v * t.strides()[i];
   }
   return off;
@@ -138,14 +142,17 @@ Tensor& Tensor::requires_grad_(bool on) {
   MEL_CHECK(!on || is_floating(dtype()),
             "requires_grad_: only floating-point tensors can require gradients (got {})",
             dtype_name(dtype()));
-  MEL_CHECK(is_leaf(), "requires_grad_: only leaf tensors can change requires_grad (this one comes "
-                       "from {}); use detach() first",
+  MEL_CHECK(is_leaf(),
+            "requires_grad_: only leaf tensors can change requires_grad (this one comes "
+            "from {}); use detach() first",
             grad_fn() ? "an op" : "?");
   impl_->requires_grad = on;
   return *this;
 }
 
-Tensor Tensor::grad() const { return Tensor(checked().grad); }
+Tensor Tensor::grad() const {
+  return Tensor(checked().grad);
+}
 
 void Tensor::zero_grad() {
   checked();
@@ -213,8 +220,9 @@ Shape infer_shape(const Shape& req, int64_t numel, const Shape& from, const char
               numel, shape_str(req));
     out[infer] = numel / known;
   } else {
-    MEL_CHECK(known == numel, "{}: cannot reshape a tensor of shape {} ({} elements) into {} ({} "
-                              "elements)",
+    MEL_CHECK(known == numel,
+              "{}: cannot reshape a tensor of shape {} ({} elements) into {} ({} "
+              "elements)",
               op, shape_str(from), numel, shape_str(req), known);
   }
   return out;
@@ -384,7 +392,8 @@ Tensor Tensor::expand(const Shape& req) const {
   const size_t lead = n - shape().size();
   for (size_t i = 0; i < n; ++i) {
     if (i < lead) {
-      MEL_CHECK(req[i] >= 0, "expand: size -1 is not allowed for a new leading dimension ({} -> {})",
+      MEL_CHECK(req[i] >= 0,
+                "expand: size -1 is not allowed for a new leading dimension ({} -> {})",
                 shape_str(shape()), shape_str(req));
       ns[i] = req[i];
       continue;
@@ -395,8 +404,9 @@ Tensor Tensor::expand(const Shape& req) const {
       ns[i] = cur;
       nst[i] = strides()[i - lead];
     } else {
-      MEL_CHECK(cur == 1, "expand: dimension {} has size {} and cannot be expanded to {} (shape {} "
-                          "-> {}); only size-1 dimensions expand",
+      MEL_CHECK(cur == 1,
+                "expand: dimension {} has size {} and cannot be expanded to {} (shape {} "
+                "-> {}); only size-1 dimensions expand",
                 i - lead, cur, want, shape_str(shape()), shape_str(req));
       ns[i] = want;
     }
@@ -458,7 +468,8 @@ void copy_into(const Tensor& dst, const Tensor& src, const char* op) {
     using D = typename decltype(dt)::type;
     dispatch_all(src.dtype(), op, [&](auto st) {
       using S = typename decltype(st)::type;
-      kernels::cpu::copy(it, static_cast<D*>(dst.data_ptr()), static_cast<const S*>(src.data_ptr()));
+      kernels::cpu::copy(it, static_cast<D*>(dst.data_ptr()),
+                         static_cast<const S*>(src.data_ptr()));
     });
   });
 }

@@ -22,14 +22,14 @@ class Node;
 struct TensorImpl {
   std::shared_ptr<Storage> storage;
   Shape shape;
-  Shape strides;  // in elements
+  Shape strides;       // in elements
   int64_t offset = 0;  // in elements
   DType dtype = DType::f32;
   Device device;
   bool requires_grad = false;
   std::shared_ptr<TensorImpl> grad;
-  std::shared_ptr<autograd::Node> grad_fn;            // set on outputs of recorded ops
-  std::weak_ptr<autograd::Node> grad_accumulator;     // leaves: created on first use
+  std::shared_ptr<autograd::Node> grad_fn;         // set on outputs of recorded ops
+  std::weak_ptr<autograd::Node> grad_accumulator;  // leaves: created on first use
 };
 
 int64_t numel_of(const Shape& s);
@@ -69,10 +69,12 @@ class Tensor {
   // ---- element access (CPU; meant for tests and small reads) ----
   double item() const;  // one-element tensors
   template <class T>
-  T item() const { return static_cast<T>(item()); }
+  T item() const {
+    return static_cast<T>(item());
+  }
   double at(const std::vector<int64_t>& index) const;
   void set(const std::vector<int64_t>& index, double value);  // writes in place, no autograd
-  std::vector<double> to_vector() const;                       // all elements, row-major
+  std::vector<double> to_vector() const;                      // all elements, row-major
 
   // ---- autograd ----
   bool requires_grad() const { return checked().requires_grad; }

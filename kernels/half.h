@@ -48,7 +48,8 @@ struct half {
     if (a > 0x7f800000u) {
       bits = static_cast<uint16_t>(sign | 0x7e00u);
     } else if (a >= 0x47800000u) {  // >= 65536 rounds to infinity
-      // values in [65520, 65536) round to inf too; handled by the normal path below when < 0x47800000
+      // values in [65520, 65536) round to inf too; handled by the normal path below when <
+      // 0x47800000
       bits = static_cast<uint16_t>(sign | 0x7c00u);
     } else if (a < 0x38800000u) {  // subnormal half (or zero)
       // shift the implicit-one mantissa into place with round-to-nearest-even

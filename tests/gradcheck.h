@@ -101,25 +101,24 @@ inline ::testing::AssertionResult all_close(const Tensor& a, const Tensor& b, do
   for (size_t i = 0; i < va.size(); ++i) {
     bool both_nan = std::isnan(va[i]) && std::isnan(vb[i]);
     if (!both_nan && !(std::abs(va[i] - vb[i]) <= atol + rtol * std::abs(vb[i]))) {
-      return ::testing::AssertionFailure()
-             << "element " << i << ": " << va[i] << " vs " << vb[i];
+      return ::testing::AssertionFailure() << "element " << i << ": " << va[i] << " vs " << vb[i];
     }
   }
   return ::testing::AssertionSuccess();
 }
 
 // Asserts that `stmt` throws mel::Error whose message contains every fragment.
-#define EXPECT_MEL_ERROR(stmt, ...)                                                       \
-  do {                                                                                    \
-    try {                                                                                 \
-      stmt;                                                                               \
-      ADD_FAILURE() << "expected mel::Error from: " #stmt;                                \
-    } catch (const ::mel::Error& e) {                                                     \
-      for (const char* frag : {__VA_ARGS__}) {                                            \
-        EXPECT_NE(std::string(e.what()).find(frag), std::string::npos)                    \
-            << "message '" << e.what() << "' lacks '" << frag << "'";                     \
-      }                                                                                   \
-    }                                                                                     \
+#define EXPECT_MEL_ERROR(stmt, ...)                                    \
+  do {                                                                 \
+    try {                                                              \
+      stmt;                                                            \
+      ADD_FAILURE() << "expected mel::Error from: " #stmt;             \
+    } catch (const ::mel::Error& e) {                                  \
+      for (const char* frag : {__VA_ARGS__}) {                         \
+        EXPECT_NE(std::string(e.what()).find(frag), std::string::npos) \
+            << "message '" << e.what() << "' lacks '" << frag << "'";  \
+      }                                                                \
+    }                                                                  \
   } while (0)
 
 }  // namespace mel::testing

@@ -57,15 +57,24 @@ T sigmoid_of(T v) {
 template <class T>
 void unary(UnaryOp op, UnaryArgs args, const Iter<2>& it, T* y, const T* x) {
   switch (op) {
-    case UnaryOp::neg: return map1(it, y, x, [](T v) { return -v; });
-    case UnaryOp::exp: return map1(it, y, x, [](T v) { return std::exp(v); });
-    case UnaryOp::log: return map1(it, y, x, [](T v) { return std::log(v); });
-    case UnaryOp::sqrt: return map1(it, y, x, [](T v) { return std::sqrt(v); });
-    case UnaryOp::rsqrt: return map1(it, y, x, [](T v) { return T(1) / std::sqrt(v); });
-    case UnaryOp::abs: return map1(it, y, x, [](T v) { return std::abs(v); });
-    case UnaryOp::tanh: return map1(it, y, x, [](T v) { return std::tanh(v); });
-    case UnaryOp::sigmoid: return map1(it, y, x, [](T v) { return sigmoid_of(v); });
-    case UnaryOp::relu: return map1(it, y, x, [](T v) { return v > T(0) ? v : T(0); });
+    case UnaryOp::neg:
+      return map1(it, y, x, [](T v) { return -v; });
+    case UnaryOp::exp:
+      return map1(it, y, x, [](T v) { return std::exp(v); });
+    case UnaryOp::log:
+      return map1(it, y, x, [](T v) { return std::log(v); });
+    case UnaryOp::sqrt:
+      return map1(it, y, x, [](T v) { return std::sqrt(v); });
+    case UnaryOp::rsqrt:
+      return map1(it, y, x, [](T v) { return T(1) / std::sqrt(v); });
+    case UnaryOp::abs:
+      return map1(it, y, x, [](T v) { return std::abs(v); });
+    case UnaryOp::tanh:
+      return map1(it, y, x, [](T v) { return std::tanh(v); });
+    case UnaryOp::sigmoid:
+      return map1(it, y, x, [](T v) { return sigmoid_of(v); });
+    case UnaryOp::relu:
+      return map1(it, y, x, [](T v) { return v > T(0) ? v : T(0); });
     case UnaryOp::gelu_tanh:
       return map1(it, y, x, [](T v) {
         T u = T(kSqrt2OverPi) * (v + T(kGeluC) * v * v * v);
@@ -73,7 +82,8 @@ void unary(UnaryOp op, UnaryArgs args, const Iter<2>& it, T* y, const T* x) {
       });
     case UnaryOp::gelu_erf:
       return map1(it, y, x, [](T v) { return T(0.5) * v * (T(1) + std::erf(v * T(kInvSqrt2))); });
-    case UnaryOp::silu: return map1(it, y, x, [](T v) { return v * sigmoid_of(v); });
+    case UnaryOp::silu:
+      return map1(it, y, x, [](T v) { return v * sigmoid_of(v); });
     case UnaryOp::pow: {
       const T p = static_cast<T>(args.a);
       if (args.a == 2.0) return map1(it, y, x, [](T v) { return v * v; });
@@ -90,16 +100,21 @@ template <class T>
 void unary_backward(UnaryOp op, UnaryArgs args, int64_t n, const T* x, const T* y, const T* gy,
                     T* gx) {
   switch (op) {
-    case UnaryOp::neg: return grad_map(n, x, y, gy, gx, [](T, T) { return T(-1); });
-    case UnaryOp::exp: return grad_map(n, x, y, gy, gx, [](T, T yv) { return yv; });
-    case UnaryOp::log: return grad_map(n, x, y, gy, gx, [](T xv, T) { return T(1) / xv; });
-    case UnaryOp::sqrt: return grad_map(n, x, y, gy, gx, [](T, T yv) { return T(0.5) / yv; });
+    case UnaryOp::neg:
+      return grad_map(n, x, y, gy, gx, [](T, T) { return T(-1); });
+    case UnaryOp::exp:
+      return grad_map(n, x, y, gy, gx, [](T, T yv) { return yv; });
+    case UnaryOp::log:
+      return grad_map(n, x, y, gy, gx, [](T xv, T) { return T(1) / xv; });
+    case UnaryOp::sqrt:
+      return grad_map(n, x, y, gy, gx, [](T, T yv) { return T(0.5) / yv; });
     case UnaryOp::rsqrt:
       return grad_map(n, x, y, gy, gx, [](T, T yv) { return T(-0.5) * yv * yv * yv; });
     case UnaryOp::abs:
       return grad_map(n, x, y, gy, gx,
                       [](T xv, T) { return xv > T(0) ? T(1) : (xv < T(0) ? T(-1) : T(0)); });
-    case UnaryOp::tanh: return grad_map(n, x, y, gy, gx, [](T, T yv) { return T(1) - yv * yv; });
+    case UnaryOp::tanh:
+      return grad_map(n, x, y, gy, gx, [](T, T yv) { return T(1) - yv * yv; });
     case UnaryOp::sigmoid:
       return grad_map(n, x, y, gy, gx, [](T, T yv) { return yv * (T(1) - yv); });
     case UnaryOp::relu:
@@ -141,9 +156,12 @@ void unary_backward(UnaryOp op, UnaryArgs args, int64_t n, const T* x, const T* 
 template <class T>
 void binary(BinaryOp op, const Iter<3>& it, T* out, const T* a, const T* b) {
   switch (op) {
-    case BinaryOp::add: return map2(it, out, a, b, [](T u, T v) { return u + v; });
-    case BinaryOp::sub: return map2(it, out, a, b, [](T u, T v) { return u - v; });
-    case BinaryOp::mul: return map2(it, out, a, b, [](T u, T v) { return u * v; });
+    case BinaryOp::add:
+      return map2(it, out, a, b, [](T u, T v) { return u + v; });
+    case BinaryOp::sub:
+      return map2(it, out, a, b, [](T u, T v) { return u - v; });
+    case BinaryOp::mul:
+      return map2(it, out, a, b, [](T u, T v) { return u * v; });
     case BinaryOp::div:
       if constexpr (std::is_integral_v<T>) {
         // integer division by zero is undefined in C++; define it as 0 like a masked lane
@@ -151,8 +169,10 @@ void binary(BinaryOp op, const Iter<3>& it, T* out, const T* a, const T* b) {
       } else {
         return map2(it, out, a, b, [](T u, T v) { return u / v; });
       }
-    case BinaryOp::maximum: return map2(it, out, a, b, [](T u, T v) { return u < v ? v : u; });
-    case BinaryOp::minimum: return map2(it, out, a, b, [](T u, T v) { return v < u ? v : u; });
+    case BinaryOp::maximum:
+      return map2(it, out, a, b, [](T u, T v) { return u < v ? v : u; });
+    case BinaryOp::minimum:
+      return map2(it, out, a, b, [](T u, T v) { return v < u ? v : u; });
   }
 }
 
@@ -167,12 +187,18 @@ void compare(CompareOp op, const Iter<3>& it, uint8_t* out, const T* a, const T*
     });
   };
   switch (op) {
-    case CompareOp::eq: return run([](T u, T v) { return u == v; });
-    case CompareOp::ne: return run([](T u, T v) { return u != v; });
-    case CompareOp::lt: return run([](T u, T v) { return u < v; });
-    case CompareOp::le: return run([](T u, T v) { return u <= v; });
-    case CompareOp::gt: return run([](T u, T v) { return u > v; });
-    case CompareOp::ge: return run([](T u, T v) { return u >= v; });
+    case CompareOp::eq:
+      return run([](T u, T v) { return u == v; });
+    case CompareOp::ne:
+      return run([](T u, T v) { return u != v; });
+    case CompareOp::lt:
+      return run([](T u, T v) { return u < v; });
+    case CompareOp::le:
+      return run([](T u, T v) { return u <= v; });
+    case CompareOp::gt:
+      return run([](T u, T v) { return u > v; });
+    case CompareOp::ge:
+      return run([](T u, T v) { return u >= v; });
   }
 }
 
@@ -187,16 +213,15 @@ void where(const Iter<4>& it, T* out, const uint8_t* cond, const T* a, const T* 
   });
 }
 
-#define MEL_INSTANTIATE_FLOAT(T)                                                             \
-  template void unary<T>(UnaryOp, UnaryArgs, const Iter<2>&, T*, const T*);                  \
-  template void unary_backward<T>(UnaryOp, UnaryArgs, int64_t, const T*, const T*, const T*, \
-                                  T*);
+#define MEL_INSTANTIATE_FLOAT(T)                                            \
+  template void unary<T>(UnaryOp, UnaryArgs, const Iter<2>&, T*, const T*); \
+  template void unary_backward<T>(UnaryOp, UnaryArgs, int64_t, const T*, const T*, const T*, T*);
 MEL_INSTANTIATE_FLOAT(float)
 MEL_INSTANTIATE_FLOAT(double)
 
-#define MEL_INSTANTIATE_NUMERIC(T)                                                     \
-  template void binary<T>(BinaryOp, const Iter<3>&, T*, const T*, const T*);           \
-  template void compare<T>(CompareOp, const Iter<3>&, uint8_t*, const T*, const T*);   \
+#define MEL_INSTANTIATE_NUMERIC(T)                                                   \
+  template void binary<T>(BinaryOp, const Iter<3>&, T*, const T*, const T*);         \
+  template void compare<T>(CompareOp, const Iter<3>&, uint8_t*, const T*, const T*); \
   template void where<T>(const Iter<4>&, T*, const uint8_t*, const T*, const T*);
 MEL_INSTANTIATE_NUMERIC(float)
 MEL_INSTANTIATE_NUMERIC(double)

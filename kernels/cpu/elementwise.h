@@ -10,7 +10,20 @@
 namespace mel::kernels::cpu {
 
 enum class UnaryOp : uint8_t {
-  neg, exp, log, sqrt, rsqrt, abs, tanh, sigmoid, relu, gelu_tanh, gelu_erf, silu, pow, clamp
+  neg,
+  exp,
+  log,
+  sqrt,
+  rsqrt,
+  abs,
+  tanh,
+  sigmoid,
+  relu,
+  gelu_tanh,
+  gelu_erf,
+  silu,
+  pow,
+  clamp
 };
 // pow: a = exponent; clamp: a = min, b = max.
 struct UnaryArgs {
@@ -21,7 +34,8 @@ struct UnaryArgs {
 // y = op(x); operand 0 of `it` is y, operand 1 is x. T: float or double.
 template <class T>
 void unary(UnaryOp op, UnaryArgs args, const Iter<2>& it, T* y, const T* x);
-// gx = gy * op'(x); all contiguous with n elements; y = op(x) is passed where the derivative uses it.
+// gx = gy * op'(x); all contiguous with n elements; y = op(x) is passed where the derivative uses
+// it.
 template <class T>
 void unary_backward(UnaryOp op, UnaryArgs args, int64_t n, const T* x, const T* y, const T* gy,
                     T* gx);

@@ -10,7 +10,9 @@ namespace mel::kernels::cpu {
 inline uint64_t philox_blocks_uniform(int64_t n, bool f64) {
   return f64 ? static_cast<uint64_t>((n + 1) / 2) : static_cast<uint64_t>((n + 3) / 4);
 }
-inline uint64_t philox_blocks(int64_t n) { return static_cast<uint64_t>((n + 3) / 4); }
+inline uint64_t philox_blocks(int64_t n) {
+  return static_cast<uint64_t>((n + 3) / 4);
+}
 
 // T: float (24-bit uniform) or double (53-bit uniform); low + (high - low) * u.
 template <class T>

@@ -12,21 +12,22 @@ template <class T>
 void sum_axis(const T* x, int64_t A, int64_t R, int64_t B, T* out) {
   using Acc = std::conditional_t<std::is_floating_point_v<T>, double, int64_t>;
   if (B == 1) {
-    parallel_for(A, std::max<int64_t>(1, 16384 / std::max<int64_t>(R, 1)), [&](int64_t b, int64_t e) {
-      for (int64_t a = b; a < e; ++a) {
-        const T* row = x + a * R;
-        Acc s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        int64_t r = 0;
-        for (; r + 4 <= R; r += 4) {
-          s0 += row[r];
-          s1 += row[r + 1];
-          s2 += row[r + 2];
-          s3 += row[r + 3];
-        }
-        for (; r < R; ++r) s0 += row[r];
-        out[a] = static_cast<T>((s0 + s1) + (s2 + s3));
-      }
-    });
+    parallel_for(A, std::max<int64_t>(1, 16384 / std::max<int64_t>(R, 1)),
+                 [&](int64_t b, int64_t e) {
+                   for (int64_t a = b; a < e; ++a) {
+                     const T* row = x + a * R;
+                     Acc s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+                     int64_t r = 0;
+                     for (; r + 4 <= R; r += 4) {
+                       s0 += row[r];
+                       s1 += row[r + 1];
+                       s2 += row[r + 2];
+                       s3 += row[r + 3];
+                     }
+                     for (; r < R; ++r) s0 += row[r];
+                     out[a] = static_cast<T>((s0 + s1) + (s2 + s3));
+                   }
+                 });
     return;
   }
   // Columns: parallel over (a, block of b); accumulate a strip of B in registers/cache.
@@ -57,33 +58,34 @@ template void sum_axis<int64_t>(const int64_t*, int64_t, int64_t, int64_t, int64
 
 template <class T>
 void max_axis(const T* x, int64_t A, int64_t R, int64_t B, T* out, int64_t* idx) {
-  parallel_for(A * B, std::max<int64_t>(1, 8192 / std::max<int64_t>(R, 1)), [&](int64_t lo, int64_t hi) {
-    for (int64_t j = lo; j < hi; ++j) {
-      const int64_t a = j / B, b = j % B;
-      const T* p = x + a * R * B + b;
-      T best = p[0];
-      int64_t bi = 0;
-      bool nan = false;
-      if constexpr (std::is_floating_point_v<T>) nan = std::isnan(best);
-      for (int64_t r = 1; r < R && !nan; ++r) {
-        T v = p[r * B];
-        if constexpr (std::is_floating_point_v<T>) {
-          if (std::isnan(v)) {
-            best = v;
-            bi = r;
-            nan = true;
-            break;
-          }
-        }
-        if (v > best) {
-          best = v;
-          bi = r;
-        }
-      }
-      out[j] = best;
-      idx[j] = bi;
-    }
-  });
+  parallel_for(A * B, std::max<int64_t>(1, 8192 / std::max<int64_t>(R, 1)),
+               [&](int64_t lo, int64_t hi) {
+                 for (int64_t j = lo; j < hi; ++j) {
+                   const int64_t a = j / B, b = j % B;
+                   const T* p = x + a * R * B + b;
+                   T best = p[0];
+                   int64_t bi = 0;
+                   bool nan = false;
+                   if constexpr (std::is_floating_point_v<T>) nan = std::isnan(best);
+                   for (int64_t r = 1; r < R && !nan; ++r) {
+                     T v = p[r * B];
+                     if constexpr (std::is_floating_point_v<T>) {
+                       if (std::isnan(v)) {
+                         best = v;
+                         bi = r;
+                         nan = true;
+                         break;
+                       }
+                     }
+                     if (v > best) {
+                       best = v;
+                       bi = r;
+                     }
+                   }
+                   out[j] = best;
+                   idx[j] = bi;
+                 }
+               });
 }
 
 template <class T>
@@ -97,8 +99,8 @@ void max_axis_backward(const T* g, const int64_t* idx, int64_t A, int64_t R, int
   });
 }
 
-#define MEL_INSTANTIATE_MAX(T)                                                          \
-  template void max_axis<T>(const T*, int64_t, int64_t, int64_t, T*, int64_t*);         \
+#define MEL_INSTANTIATE_MAX(T)                                                  \
+  template void max_axis<T>(const T*, int64_t, int64_t, int64_t, T*, int64_t*); \
   template void max_axis_backward<T>(const T*, const int64_t*, int64_t, int64_t, int64_t, T*);
 MEL_INSTANTIATE_MAX(float)
 MEL_INSTANTIATE_MAX(double)

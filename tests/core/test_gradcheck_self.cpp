@@ -8,8 +8,8 @@ TEST(GradCheck, DetectsWrongGradient) {
   Tensor x = testing::leaf({4}, 11, 0.5, 1.0);
   EXPECT_FALSE(testing::gradcheck(
       [](const std::vector<Tensor>& in) { return mul(in[0].detach(), in[0]); }, {x}));
-  EXPECT_TRUE(testing::gradcheck(
-      [](const std::vector<Tensor>& in) { return mul(in[0], in[0]); }, {x}));
+  EXPECT_TRUE(
+      testing::gradcheck([](const std::vector<Tensor>& in) { return mul(in[0], in[0]); }, {x}));
 }
 
 }  // namespace
