@@ -1,0 +1,371 @@
+#include "kernels/cpu/gemm.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cctype>
+#include <climits>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#ifdef MEL_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+#include "kernels/strided.h"
+
+namespace mel::kernels::cpu {
+namespace {
+
+// Register tile MR x NR (12 accumulator vectors of 8 floats or 4 doubles: with the two B vectors
+// and the A broadcast that fills the 16 AVX2 registers without spilling). KC x NR of packed B
+// stays in L1 while MC x KC of packed A streams from L2; the KC x NC panel of B lives in L3.
+template <class T>
+struct Blocking;
+template <>
+struct Blocking<float> {
+  static constexpr int kMR = 6, kNR = 16;
+  static constexpr int64_t kMC = 144, kKC = 256, kNC = 4080;
+};
+template <>
+struct Blocking<double> {
+  static constexpr int kMR = 6, kNR = 8;
+  static constexpr int64_t kMC = 96, kKC = 256, kNC = 2040;
+};
+
+// Below this many flops a fork/join costs more than it saves.
+constexpr double kParallelFlops = 1 << 19;
+
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+// Packed panels are read with full-vector loads; 64-byte alignment keeps them on cache lines.
+struct AlignedFree {
+  void operator()(void* p) const { ::operator delete(p, std::align_val_t(64)); }
+};
+template <class T>
+std::unique_ptr<T[], AlignedFree> aligned_buffer(int64_t n) {
+  void* p = ::operator new(static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(T),
+                           std::align_val_t(64));
+  return std::unique_ptr<T[], AlignedFree>(static_cast<T*>(p));
+}
+
+// Packing space reused across calls on the same thread: fresh panels of 100+ KiB would come from
+// mmap on every call, and the page faults and TLB shootdowns of that cost as much as a 128^3
+// product. slot 0: B panel, slot 1: A blocks.
+template <class T>
+T* scratch(int slot, int64_t n) {
+  struct Buf {
+    std::unique_ptr<T[], AlignedFree> p;
+    int64_t n = 0;
+  };
+  thread_local Buf bufs[2];
+  Buf& b = bufs[slot];
+  if (b.n < n) {
+    b.p = aligned_buffer<T>(n);
+    b.n = n;
+  }
+  return b.p.get();
+}
+
+template <class T>
+void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t ldc) {
+  if (beta == T(1)) return;
+  for (int64_t i = 0; i < M; ++i) {
+    T* c = C + i * ldc;
+    if (beta == T(0)) {
+      std::fill(c, c + N, T(0));  // not 0 * C: C may hold NaN
+    } else {
+      for (int64_t j = 0; j < N; ++j) c[j] *= beta;
+    }
+  }
+}
+
+// Rows [i0, i0 + mc) and columns [p0, p0 + kc) of op(A), as slivers of MR rows: sliver s holds
+// kc groups of MR values (rows past mc are zero, so the micro-kernel needs no row tail).
+template <class T, int MR>
+void pack_a(bool trans, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
+            T* out) {
+  for (int64_t s = 0; s < mc; s += MR) {
+    const int64_t rows = std::min<int64_t>(MR, mc - s);
+    T* o = out + s * kc;
+    if (!trans) {
+      const T* src[MR];
+      for (int64_t r = 0; r < rows; ++r) src[r] = A + (i0 + s + r) * lda + p0;
+      for (int64_t k = 0; k < kc; ++k) {
+        for (int64_t r = 0; r < rows; ++r) o[k * MR + r] = src[r][k];
+        for (int64_t r = rows; r < MR; ++r) o[k * MR + r] = T(0);
+      }
+    } else {
+      for (int64_t k = 0; k < kc; ++k) {
+        const T* src = A + (p0 + k) * lda + i0 + s;
+        for (int64_t r = 0; r < rows; ++r) o[k * MR + r] = src[r];
+        for (int64_t r = rows; r < MR; ++r) o[k * MR + r] = T(0);
+      }
+    }
+  }
+}
+
+// Sliver `s` (columns [j0 + s*NR, +NR)) of rows [p0, p0 + kc) of op(B): kc groups of NR values,
+// zero past the last column.
+template <class T, int NR>
+void pack_b_sliver(bool trans, const T* B, int64_t ldb, int64_t p0, int64_t kc, int64_t j0,
+                   int64_t nc, int64_t s, T* out) {
+  const int64_t c0 = s * NR;
+  const int64_t cols = std::min<int64_t>(NR, nc - c0);
+  T* o = out + c0 * kc;
+  if (!trans) {
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* src = B + (p0 + k) * ldb + j0 + c0;
+      for (int64_t c = 0; c < cols; ++c) o[k * NR + c] = src[c];
+      for (int64_t c = cols; c < NR; ++c) o[k * NR + c] = T(0);
+    }
+  } else {
+    const T* src[NR];
+    for (int64_t c = 0; c < cols; ++c) src[c] = B + (j0 + c0 + c) * ldb + p0;
+    for (int64_t k = 0; k < kc; ++k) {
+      for (int64_t c = 0; c < cols; ++c) o[k * NR + c] = src[c][k];
+      for (int64_t c = cols; c < NR; ++c) o[k * NR + c] = T(0);
+    }
+  }
+}
+
+// C[0:mr, 0:nr] = alpha * (a-sliver x b-sliver) + beta * C, reading C only when beta != 0. Written
+// with GCC/Clang vector types so the accumulators are whole registers and each multiply-add is
+// one FMA under -march=x86-64-v3 (plain loops here get mis-vectorised across the wrong axis).
+template <class T, int MR, int NR>
+inline void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, T* __restrict c,
+                         int64_t ldc, int64_t mr, int64_t nr, T alpha, T beta) {
+  constexpr int kW = 32 / sizeof(T);
+  constexpr int kNV = NR / kW;
+  static_assert(NR % kW == 0);
+  typedef T V __attribute__((vector_size(32)));
+  V acc[MR][kNV];
+  for (int i = 0; i < MR; ++i) {
+    for (int v = 0; v < kNV; ++v) acc[i][v] = V{};
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    V bv[kNV];
+    for (int v = 0; v < kNV; ++v) std::memcpy(&bv[v], b + v * kW, sizeof(V));
+    for (int i = 0; i < MR; ++i) {
+      const T ai = a[i];
+      for (int v = 0; v < kNV; ++v) acc[i][v] += ai * bv[v];
+    }
+    a += MR;
+    b += NR;
+  }
+  if (mr == MR && nr == NR) {
+    for (int i = 0; i < MR; ++i) {
+      for (int v = 0; v < kNV; ++v) {
+        T* cp = c + i * ldc + v * kW;
+        V r = alpha * acc[i][v];
+        if (beta != T(0)) {
+          V old;
+          std::memcpy(&old, cp, sizeof(V));
+          r += beta * old;
+        }
+        std::memcpy(cp, &r, sizeof(V));
+      }
+    }
+    return;
+  }
+  alignas(64) T tmp[MR * NR];
+  std::memcpy(tmp, acc, sizeof(tmp));
+  for (int64_t i = 0; i < mr; ++i) {
+    T* cp = c + i * ldc;
+    const T* t = tmp + i * NR;
+    if (beta == T(0)) {
+      for (int64_t j = 0; j < nr; ++j) cp[j] = alpha * t[j];
+    } else {
+      for (int64_t j = 0; j < nr; ++j) cp[j] = alpha * t[j] + beta * cp[j];
+    }
+  }
+}
+
+template <class T>
+void blocked_impl(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                  int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc,
+                  bool allow_parallel) {
+  using Bk = Blocking<T>;
+  constexpr int MR = Bk::kMR, NR = Bk::kNR;
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == T(0)) {
+    scale_c(M, N, beta, C, ldc);
+    return;
+  }
+  const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * K;
+  const int nthreads =
+      allow_parallel && flops >= kParallelFlops && !omp_in_parallel() ? omp_get_max_threads() : 1;
+
+  // Row blocks of equal size (a multiple of MR) so that the last one is not a sliver.
+  int64_t row_blocks = ceil_div(M, Bk::kMC);
+  const int64_t mc_blk = ceil_div(ceil_div(M, row_blocks), MR) * MR;
+  row_blocks = ceil_div(M, mc_blk);
+  const int64_t kc_max = std::min(K, Bk::kKC);
+  const int64_t nc_max = std::min(N, Bk::kNC);
+
+  T* const b_pack = scratch<T>(0, kc_max * ceil_div(nc_max, NR) * NR);
+  T* const a_pack = scratch<T>(1, static_cast<int64_t>(nthreads) * mc_blk * kc_max);
+
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+  {
+    T* ap = a_pack + static_cast<int64_t>(omp_get_thread_num()) * mc_blk * kc_max;
+    T* bp = b_pack;
+    for (int64_t jc = 0; jc < N; jc += Bk::kNC) {
+      const int64_t nc = std::min(Bk::kNC, N - jc);
+      const int64_t slivers = ceil_div(nc, NR);
+      // Enough column chunks that every thread gets work even when M is one row block.
+      const int64_t col_chunks =
+          std::clamp<int64_t>(ceil_div(4 * nthreads, row_blocks), 1, slivers);
+      const int64_t tasks = row_blocks * col_chunks;
+      for (int64_t pc = 0; pc < K; pc += Bk::kKC) {
+        const int64_t kc = std::min(Bk::kKC, K - pc);
+        const T beta_blk = pc == 0 ? beta : T(1);  // later K blocks accumulate
+#pragma omp for schedule(static)
+        for (int64_t s = 0; s < slivers; ++s) {
+          pack_b_sliver<T, NR>(trans_b, B, ldb, pc, kc, jc, nc, s, bp);
+        }
+        // Consecutive tasks share a row block, so a thread repacks its A block rarely.
+        int64_t packed = -1;
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < tasks; ++t) {
+          const int64_t ib = t / col_chunks, jb = t % col_chunks;
+          const int64_t i0 = ib * mc_blk;
+          const int64_t mc = std::min(mc_blk, M - i0);
+          if (ib != packed) {
+            pack_a<T, MR>(trans_a, A, lda, i0, mc, pc, kc, ap);
+            packed = ib;
+          }
+          const int64_t s0 = slivers * jb / col_chunks, s1 = slivers * (jb + 1) / col_chunks;
+          for (int64_t s = s0; s < s1; ++s) {
+            const int64_t j = s * NR;
+            const int64_t nr = std::min<int64_t>(NR, nc - j);
+            for (int64_t i = 0; i < mc; i += MR) {
+              micro_kernel<T, MR, NR>(kc, ap + i * kc, bp + j * kc, C + (i0 + i) * ldc + jc + j,
+                                      ldc, std::min<int64_t>(MR, mc - i), nr, alpha, beta_blk);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+#ifdef MEL_HAVE_OPENBLAS
+// A DYNAMIC_ARCH OpenBLAS picks kernels by CPU model, and a model newer than the library falls
+// back to generic ones: 0.3.21 runs an Emerald Rapids Xeon as "Prescott" (SSE3) at ~65 GFLOP/s on
+// two cores where the AVX2 kernel here reaches ~150. So pre-AVX2 cores on an AVX2 machine are
+// bypassed (OPENBLAS_CORETYPE=SkylakeX in the environment restores OpenBLAS, ~300 GFLOP/s there).
+struct BlasChoice {
+  bool use = true;
+  std::string description;
+};
+
+const BlasChoice& blas_choice() {
+  static const BlasChoice choice = [] {
+    BlasChoice c;
+    const char* name = openblas_get_corename();
+    std::string core = name ? name : "unknown";
+    std::string lower = core;
+    for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    constexpr std::string_view kPreAvx2[] = {
+        "unknown",   "prescott", "core2",      "penryn",     "dunnington",  "nehalem",
+        "atom",      "katmai",   "coppermine", "northwood",  "banias",      "opteron",
+        "barcelona", "bobcat",   "bulldozer",  "piledriver", "steamroller", "sandybridge"};
+    const bool cpu_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const bool old_core = std::find(std::begin(kPreAvx2), std::end(kPreAvx2),
+                                    std::string_view(lower)) != std::end(kPreAvx2);
+    c.use = !(cpu_avx2 && old_core);
+    c.description = c.use ? "openblas (" + core + ")"
+                          : "blocked (OpenBLAS core " + core + " lacks AVX2 on an AVX2 CPU)";
+    return c;
+  }();
+  return choice;
+}
+#endif
+
+}  // namespace
+
+const char* gemm_backend() {
+#ifdef MEL_HAVE_OPENBLAS
+  return blas_choice().description.c_str();
+#else
+  return "blocked";
+#endif
+}
+
+template <class T>
+void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                  int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  blocked_impl(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, true);
+}
+
+template <class T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+          int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+#ifdef MEL_HAVE_OPENBLAS
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    scale_c(M, N, beta, C, ldc);
+    return;
+  }
+  // BLAS insists on ld >= the row length even where a single row makes ld meaningless.
+  const int64_t cols_a = trans_a ? M : K, cols_b = trans_b ? K : N;
+  if ((trans_a ? K : M) == 1) lda = std::max(lda, cols_a);
+  if ((trans_b ? N : K) == 1) ldb = std::max(ldb, cols_b);
+  if (M == 1) ldc = std::max(ldc, N);
+  const bool blas_ok = lda >= cols_a && ldb >= cols_b && ldc >= N && M <= INT_MAX && N <= INT_MAX &&
+                       K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX && ldc <= INT_MAX;
+  if (blas_ok && blas_choice().use) {
+    const auto ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
+    if constexpr (std::is_same_v<T, float>) {
+      cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    } else {
+      cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    }
+    return;
+  }
+#endif
+  blocked_impl(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, true);
+}
+
+template <class T>
+void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,
+                  const T* const* A, int64_t lda, const T* const* B, int64_t ldb, T beta,
+                  T* const* C, int64_t ldc, int64_t batch) {
+  if (batch <= 0 || M <= 0 || N <= 0) return;
+  const double flops =
+      2.0 * static_cast<double>(M) * static_cast<double>(N) * std::max<int64_t>(K, 1);
+  // A product big enough to keep every thread busy on its own is best left to the parallel gemm.
+  if (batch == 1 || flops >= 16 * kParallelFlops) {
+    for (int64_t i = 0; i < batch; ++i) {
+      gemm(trans_a, trans_b, M, N, K, alpha, A[i], lda, B[i], ldb, beta, C[i], ldc);
+    }
+    return;
+  }
+  const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(kParallelFlops / flops));
+  parallel_for(batch, grain, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      blocked_impl(trans_a, trans_b, M, N, K, alpha, A[i], lda, B[i], ldb, beta, C[i], ldc, false);
+    }
+  });
+}
+
+#define MEL_INSTANTIATE_GEMM(T)                                                                \
+  template void gemm<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t, const T*, \
+                        int64_t, T, T*, int64_t);                                              \
+  template void gemm_blocked<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t,   \
+                                const T*, int64_t, T, T*, int64_t);                            \
+  template void gemm_batched<T>(bool, bool, int64_t, int64_t, int64_t, T, const T* const*,     \
+                                int64_t, const T* const*, int64_t, T, T* const*, int64_t,      \
+                                int64_t);
+MEL_INSTANTIATE_GEMM(float)
+MEL_INSTANTIATE_GEMM(double)
+#undef MEL_INSTANTIATE_GEMM
+
+}  // namespace mel::kernels::cpu

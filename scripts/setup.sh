@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian packages mel needs to build, test and train. Idempotent: packages already
+# present are left alone and apt is not touched when nothing is missing. Run as root.
+set -euo pipefail
+
+PACKAGES=(
+  g++ make cmake pkg-config        # toolchain (CMake >= 3.25)
+  libfmt-dev                       # formatting
+  nlohmann-json3-dev               # JSON configs and checkpoint headers
+  libcli11-dev                     # the mel command line
+  libopenblas-dev                  # CPU GEMM (optional at build time, a blocked GEMM is built in)
+  zlib1g-dev                       # gzip-compressed IDX files
+  libgtest-dev libgmock-dev        # tests
+  libbenchmark-dev                 # benchmarks
+  dataset-fashion-mnist            # the data of the main job (/usr/share/datasets/fashion-mnist)
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#PACKAGES[@]} required Debian packages are installed"
+  exit 0
+fi
+
+echo "setup: installing missing Debian packages: ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: error: installing packages needs root; rerun as root (or with sudo)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "setup: done"
