@@ -8,7 +8,7 @@ PACKAGES=(
   libfmt-dev                       # formatting
   nlohmann-json3-dev               # JSON configs and checkpoint headers
   libcli11-dev                     # the mel command line
-  libopenblas-dev                  # CPU GEMM (optional at build time, a blocked GEMM is built in)
+  libopenblas-openmp-dev           # CPU GEMM, OpenMP build (optional: a blocked GEMM is built in)
   zlib1g-dev                       # gzip-compressed IDX files
   libgtest-dev libgmock-dev        # tests
   libbenchmark-dev                 # benchmarks

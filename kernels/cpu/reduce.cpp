@@ -11,6 +11,36 @@ namespace mel::kernels::cpu {
 template <class T>
 void sum_axis(const T* x, int64_t A, int64_t R, int64_t B, T* out) {
   using Acc = std::conditional_t<std::is_floating_point_v<T>, double, int64_t>;
+  if (B == 1 && A < 8 && R >= (int64_t(1) << 16)) {
+    // Few long rows: fixed-size chunks summed in parallel, then added in chunk order, so the
+    // result does not depend on the number of threads.
+    constexpr int64_t kChunk = int64_t(1) << 15;
+    const int64_t chunks = (R + kChunk - 1) / kChunk;
+    std::vector<Acc> part(static_cast<size_t>(A * chunks));
+    parallel_for(A * chunks, 1, [&](int64_t b, int64_t e) {
+      for (int64_t job = b; job < e; ++job) {
+        const int64_t a = job / chunks, c = job % chunks;
+        const T* p = x + a * R + c * kChunk;
+        const int64_t n = std::min(kChunk, R - c * kChunk);
+        Acc s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        int64_t r = 0;
+        for (; r + 4 <= n; r += 4) {
+          s0 += p[r];
+          s1 += p[r + 1];
+          s2 += p[r + 2];
+          s3 += p[r + 3];
+        }
+        for (; r < n; ++r) s0 += p[r];
+        part[job] = (s0 + s1) + (s2 + s3);
+      }
+    });
+    for (int64_t a = 0; a < A; ++a) {
+      Acc s = 0;
+      for (int64_t c = 0; c < chunks; ++c) s += part[a * chunks + c];
+      out[a] = static_cast<T>(s);
+    }
+    return;
+  }
   if (B == 1) {
     parallel_for(A, std::max<int64_t>(1, 16384 / std::max<int64_t>(R, 1)),
                  [&](int64_t b, int64_t e) {

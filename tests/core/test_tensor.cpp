@@ -146,3 +146,39 @@ TEST(ReduceGrad, AllReductions) {
 
 }  // namespace
 }  // namespace mel
+
+namespace mel {
+namespace {
+
+TEST(Allocator, LargeBlocksAreReusedAndCacheCanBeEmptied) {
+  CpuAllocator& a = cpu_allocator();
+  EXPECT_EQ(CpuAllocator::block_size(100), 128u);
+  EXPECT_GE(CpuAllocator::block_size(1000000), 1000000u);
+  EXPECT_LT(CpuAllocator::block_size(1000000), 1250000u);
+  { Tensor t = empty({250000}); }  // 1 MB: freed into the cache (unless sanitizers are on)
+  AllocatorStats before = a.stats();
+  { Tensor t = empty({250000}); }
+  AllocatorStats after = a.stats();
+  EXPECT_EQ(after.allocations, before.allocations + 1);
+#if !defined(__SANITIZE_ADDRESS__)
+  EXPECT_EQ(after.cache_hits, before.cache_hits + 1);
+  EXPECT_GT(after.cached_bytes, 0u);
+#endif
+  a.empty_cache();
+  EXPECT_EQ(a.stats().cached_bytes, 0u);
+  EXPECT_GE(a.stats().reserved_bytes, a.stats().live_bytes);
+}
+
+TEST(Reduce, LongRowSumIsExactAndIndependentOfSplit) {
+  Tensor x = ones({3, 300001}, DType::f32);
+  Tensor s = sum(x, {1});
+  EXPECT_EQ(s.to_vector(), (std::vector<double>{300001, 300001, 300001}));
+  Generator g(5);
+  Tensor r = rand({1 << 20}, g, DType::f64);
+  double ref = 0;
+  for (double v : r.to_vector()) ref += v;
+  EXPECT_NEAR(sum(r).item(), ref, 1e-7);
+}
+
+}  // namespace
+}  // namespace mel
