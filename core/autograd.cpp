@@ -53,15 +53,37 @@ bool needs_grad(std::initializer_list<Tensor> inputs) {
   return false;
 }
 
-void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn) {
+void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn,
+            const std::vector<Tensor>& also_saved) {
   if (!needs_grad(inputs)) return;
   auto node = std::make_shared<FunctionNode>(name, std::move(fn));
   node->next.reserve(inputs.size());
   for (const Tensor& t : inputs) node->next.push_back(edge_of(t));
+  auto remember = [&](const Tensor& t) {
+    if (t.defined() && t.impl()->storage) {
+      node->saved_versions.push_back({t.impl()->storage, t.impl()->storage->version()});
+    }
+  };
+  for (const Tensor& t : inputs) remember(t);
+  for (const Tensor& t : also_saved) remember(t);
+  remember(out);
   node->out_shape = out.shape();
   node->out_dtype = out.dtype();
   out.impl()->grad_fn = std::move(node);
   out.impl()->requires_grad = true;
+}
+
+void Node::check_saved_versions() const {
+  for (const SavedVersion& s : saved_versions) {
+    auto st = s.storage.lock();
+    if (st && st->version() != s.version) {
+      fail(
+          "backward: a tensor that '{}' saved for its gradient was modified in place (fill_, "
+          "copy_ or set) after the forward pass; its gradient would be wrong. Modify a clone() "
+          "instead, or run the forward pass again",
+          name());
+    }
+  }
 }
 
 std::vector<Tensor> FunctionNode::apply(const Tensor& grad_out) {
@@ -71,6 +93,7 @@ std::vector<Tensor> FunctionNode::apply(const Tensor& grad_out) {
         "retain_graph=true to the first call to go back through it twice",
         name_);
   }
+  check_saved_versions();
   std::vector<bool> need(next.size());
   for (size_t i = 0; i < next.size(); ++i) need[i] = next[i] != nullptr;
   return fn_(grad_out, GradMask(std::move(need)));

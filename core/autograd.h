@@ -34,6 +34,16 @@ class Node {
   Shape out_shape;                          // shape and dtype of the gradient this node expects
   DType out_dtype = DType::f32;
   bool released = false;
+
+  // Storage versions of the tensors this node may have saved (its inputs, its output and any
+  // extra tensors named at record time); checked before backward runs.
+  struct SavedVersion {
+    std::weak_ptr<Storage> storage;
+    uint64_t version = 0;
+  };
+  std::vector<SavedVersion> saved_versions;
+  // Throws if a saved tensor was modified in place since the node was recorded.
+  void check_saved_versions() const;
 };
 
 using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad, const GradMask& need)>;
@@ -81,8 +91,10 @@ bool needs_grad(std::initializer_list<Tensor> inputs);
 bool needs_grad(const std::vector<Tensor>& inputs);
 
 // Records `out` as produced by an op named `name` from `inputs`; `fn` computes the input gradients.
-// Does nothing when needs_grad(inputs) is false.
-void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn);
+// Does nothing when needs_grad(inputs) is false. `also_saved` lists tensors the closure keeps that
+// are not inputs (indices, masks), so that in-place writes to them are caught too.
+void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn,
+            const std::vector<Tensor>& also_saved = {});
 
 // Runs backward from `root` seeded with `grad` (same shape as root).
 void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph);

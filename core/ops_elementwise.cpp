@@ -241,7 +241,8 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
         Tensor zero = full({}, 0.0, g.dtype(), g.device());
         return std::vector<Tensor>{need[0] ? sum_to(where(c, g, zero), sa) : Tensor(),
                                    need[1] ? sum_to(where(c, zero, g), sb) : Tensor()};
-      });
+      },
+      {cond});
   return out;
 }
 

@@ -166,16 +166,18 @@ Tensor index_select_checked(const Tensor& x, int64_t d, const Tensor& idx) {
     using T = typename decltype(tag)::type;
     kernels::cpu::index_select<T>(xc.data<T>(), A, D, B, idx.data<int64_t>(), K, out.data<T>());
   });
-  autograd::record(
-      "index_select", out, {x}, [idx, A, D, B, K, xs](const Tensor& g, const GradMask&) {
-        Tensor gc = g.contiguous();
-        Tensor gx = zeros(xs, g.dtype(), g.device());
-        dispatch_float(g.dtype(), "index_select backward", [&](auto tag) {
-          using T = typename decltype(tag)::type;
-          kernels::cpu::index_add<T>(gc.data<T>(), A, K, B, idx.data<int64_t>(), D, gx.data<T>());
-        });
-        return std::vector<Tensor>{gx};
-      });
+  autograd::record("index_select", out, {x},
+                   [idx, A, D, B, K, xs](const Tensor& g, const GradMask&) {
+                     Tensor gc = g.contiguous();
+                     Tensor gx = zeros(xs, g.dtype(), g.device());
+                     dispatch_float(g.dtype(), "index_select backward", [&](auto tag) {
+                       using T = typename decltype(tag)::type;
+                       kernels::cpu::index_add<T>(gc.data<T>(), A, K, B, idx.data<int64_t>(), D,
+                                                  gx.data<T>());
+                     });
+                     return std::vector<Tensor>{gx};
+                   },
+                   {idx});
   return out;
 }
 
@@ -216,16 +218,19 @@ Tensor gather_checked(const Tensor& x, int64_t d, const Tensor& idx) {
     using T = typename decltype(tag)::type;
     kernels::cpu::gather<T>(geom, xd.data<T>(), idx.data<int64_t>(), out.data<T>());
   });
-  autograd::record("gather", out, {x}, [idx, d, xs = x.shape()](const Tensor& g, const GradMask&) {
-    Tensor gc = g.contiguous();
-    Tensor gx = zeros(xs, g.dtype(), g.device());
-    const kernels::cpu::GatherGeom back = gather_geom(idx.shape(), contiguous_strides(xs), d);
-    dispatch_float(g.dtype(), "gather backward", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      kernels::cpu::scatter_add<T>(back, gc.data<T>(), idx.data<int64_t>(), gx.data<T>());
-    });
-    return std::vector<Tensor>{gx};
-  });
+  autograd::record(
+      "gather", out, {x},
+      [idx, d, xs = x.shape()](const Tensor& g, const GradMask&) {
+        Tensor gc = g.contiguous();
+        Tensor gx = zeros(xs, g.dtype(), g.device());
+        const kernels::cpu::GatherGeom back = gather_geom(idx.shape(), contiguous_strides(xs), d);
+        dispatch_float(g.dtype(), "gather backward", [&](auto tag) {
+          using T = typename decltype(tag)::type;
+          kernels::cpu::scatter_add<T>(back, gc.data<T>(), idx.data<int64_t>(), gx.data<T>());
+        });
+        return std::vector<Tensor>{gx};
+      },
+      {idx});
   return out;
 }
 
@@ -309,15 +314,18 @@ Tensor embedding_checked(const Tensor& weight, const Tensor& idx) {
     using T = typename decltype(tag)::type;
     kernels::cpu::index_select<T>(wc.data<T>(), 1, V, E, idx.data<int64_t>(), K, out.data<T>());
   });
-  autograd::record("embedding", out, {weight}, [idx, V, E, K](const Tensor& g, const GradMask&) {
-    Tensor gc = g.contiguous();
-    Tensor gw = zeros({V, E}, g.dtype(), g.device());
-    dispatch_float(g.dtype(), "embedding backward", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      kernels::cpu::index_add<T>(gc.data<T>(), 1, K, E, idx.data<int64_t>(), V, gw.data<T>());
-    });
-    return std::vector<Tensor>{gw};
-  });
+  autograd::record("embedding", out, {weight},
+                   [idx, V, E, K](const Tensor& g, const GradMask&) {
+                     Tensor gc = g.contiguous();
+                     Tensor gw = zeros({V, E}, g.dtype(), g.device());
+                     dispatch_float(g.dtype(), "embedding backward", [&](auto tag) {
+                       using T = typename decltype(tag)::type;
+                       kernels::cpu::index_add<T>(gc.data<T>(), 1, K, E, idx.data<int64_t>(), V,
+                                                  gw.data<T>());
+                     });
+                     return std::vector<Tensor>{gw};
+                   },
+                   {idx});
   return out;
 }
 

@@ -153,22 +153,24 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels,
     }
   }
 
-  autograd::record(
-      op, out, {logits}, [x, lab, lse, options, count, N, C](const Tensor& g, const GradMask&) {
-        Tensor gc = g.contiguous();
-        Tensor dx = empty({N, C}, x.dtype(), x.device());
-        const int64_t g_stride = options.reduction == Reduction::none ? 1 : 0;
-        const double alpha = options.reduction == Reduction::mean && count > 0
-                                 ? 1.0 / static_cast<double>(count)
-                                 : 1.0;
-        dispatch_float(x.dtype(), "cross_entropy backward", [&](auto tag) {
-          using T = typename decltype(tag)::type;
-          kernels::cpu::cross_entropy_backward<T>(
-              x.data<T>(), lab.data<int64_t>(), lse.data<T>(), gc.data<T>(), g_stride, alpha, N, C,
-              options.label_smoothing, options.ignore_index, dx.data<T>());
-        });
-        return std::vector<Tensor>{dx};
-      });
+  autograd::record(op, out, {logits},
+                   [x, lab, lse, options, count, N, C](const Tensor& g, const GradMask&) {
+                     Tensor gc = g.contiguous();
+                     Tensor dx = empty({N, C}, x.dtype(), x.device());
+                     const int64_t g_stride = options.reduction == Reduction::none ? 1 : 0;
+                     const double alpha = options.reduction == Reduction::mean && count > 0
+                                              ? 1.0 / static_cast<double>(count)
+                                              : 1.0;
+                     dispatch_float(x.dtype(), "cross_entropy backward", [&](auto tag) {
+                       using T = typename decltype(tag)::type;
+                       kernels::cpu::cross_entropy_backward<T>(
+                           x.data<T>(), lab.data<int64_t>(), lse.data<T>(), gc.data<T>(), g_stride,
+                           alpha, N, C, options.label_smoothing, options.ignore_index,
+                           dx.data<T>());
+                     });
+                     return std::vector<Tensor>{dx};
+                   },
+                   {lab});
   return out;
 }
 

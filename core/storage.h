@@ -71,7 +71,13 @@ class Storage {
   size_t nbytes() const { return nbytes_; }
   Device device() const { return alloc_->device(); }
 
+  // Bumped by every in-place write through the tensor API (fill_, copy_, set), so autograd can
+  // tell that a tensor saved for backward was overwritten.
+  uint64_t version() const { return version_.load(std::memory_order_relaxed); }
+  void bump_version() { version_.fetch_add(1, std::memory_order_relaxed); }
+
  private:
+  std::atomic<uint64_t> version_{0};
   void* data_ = nullptr;
   size_t nbytes_ = 0;
   Allocator* alloc_;

@@ -122,6 +122,7 @@ double Tensor::at(const std::vector<int64_t>& index) const {
 void Tensor::set(const std::vector<int64_t>& index, double value) {
   check_cpu("Tensor::set", *this);
   int64_t off = element_offset(*this, index, "Tensor::set");
+  impl_->storage->bump_version();
   dispatch_all(dtype(), "Tensor::set", [&](auto tag) {
     using T = typename decltype(tag)::type;
     static_cast<T*>(data_ptr())[off] = kernels::cpu::convert<T>(value);
@@ -515,6 +516,7 @@ Tensor& Tensor::fill_(double value) {
   check_cpu("fill_", *this);
   Tensor& self = *this;
   auto it = make_iter<1>(shape(), {&self}, "fill_");
+  if (impl_->storage) impl_->storage->bump_version();
   dispatch_all(dtype(), "fill_", [&](auto tag) {
     using T = typename decltype(tag)::type;
     kernels::cpu::fill(it, static_cast<T*>(data_ptr()), kernels::cpu::convert<T>(value));
@@ -527,6 +529,7 @@ Tensor& Tensor::copy_(const Tensor& src) {
   MEL_CHECK(src.device() == device(), "copy_: source on {} and destination on {}",
             src.device().str(), device().str());
   broadcast_strides(src, shape(), "copy_");
+  if (impl_->storage) impl_->storage->bump_version();
   copy_into(*this, src, "copy_");
   return *this;
 }

@@ -103,17 +103,47 @@ TEST(Autograd, HalfPrecisionGradientsFlowThroughConversions) {
 TEST(Autograd, DiamondGraphUsesEachPathOnce) {
   Tensor x = param({0.3}, {1});
   Tensor a = tanh(x);
-  Tensor b = sigmoid(a);
-  Tensor c = exp(a);
-  Tensor y = add(mul(b, c), a);
+  Tensor y = add(mul(sigmoid(a), exp(a)), a);
+  y.backward();
+  // d/dx [s(t) e^t + t] with t = tanh(x): (s'(t) e^t + s(t) e^t + 1) (1 - t^2)
+  const double t = std::tanh(0.3), s = 1 / (1 + std::exp(-t));
+  EXPECT_NEAR(x.grad().item(), (s * (1 - s) * std::exp(t) + s * std::exp(t) + 1) * (1 - t * t),
+              1e-12);
+  x.zero_grad();
   EXPECT_TRUE(testing::gradcheck(
       [](const std::vector<Tensor>& in) {
         Tensor a = tanh(in[0]);
         return add(mul(sigmoid(a), exp(a)), a);
       },
       {x}));
-  y.backward();
-  EXPECT_TRUE(x.grad().defined());
+}
+
+}  // namespace
+}  // namespace mel
+
+namespace mel {
+namespace {
+
+TEST(Autograd, InPlaceWriteToASavedTensorIsCaught) {
+  Tensor x = tensor({1, 2}, {2}, DType::f64);
+  x.requires_grad_();
+  Tensor h = exp(x);  // exp saves its output
+  Tensor y = sum(mul(h, h));
+  h.detach().fill_(0.0);  // same storage as h
+  EXPECT_MEL_ERROR(y.backward(), "modified in place", "mul");
+  // indices saved by gather are watched as well
+  Tensor w = tensor({1, 2, 3}, {3}, DType::f64);
+  w.requires_grad_();
+  Tensor idx = tensor_i64({0, 2}, {2});
+  Tensor z = sum(index_select(w, 0, idx));
+  idx.set({0}, 1.0);
+  EXPECT_MEL_ERROR(z.backward(), "modified in place", "index_select");
+  // writes before the forward pass are fine
+  Tensor v = tensor({1, 2}, {2}, DType::f64);
+  v.set({0}, 3.0);
+  v.requires_grad_();
+  sum(mul(v, v)).backward();
+  EXPECT_EQ(v.grad().at({0}), 6.0);
 }
 
 }  // namespace
