@@ -53,13 +53,35 @@ Tensor unary_forward(UnaryOp op, UnaryArgs args, const Tensor& x, const char* na
   return out;
 }
 
+// Which of x and y = op(x) the derivative reads: backward saves only those, so a chain of
+// activations keeps one tensor per op alive rather than two.
+bool grad_reads_output(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::exp:
+    case UnaryOp::sqrt:
+    case UnaryOp::rsqrt:
+    case UnaryOp::tanh:
+    case UnaryOp::sigmoid:
+      return true;
+    default:
+      return false;
+  }
+}
+bool grad_reads_input(UnaryOp op) {
+  return op != UnaryOp::neg && !grad_reads_output(op);
+}
+
+// x or y may be undefined when the derivative does not read it (see grad_reads_*).
 Tensor unary_grad(UnaryOp op, UnaryArgs args, const Tensor& x, const Tensor& y, const Tensor& g,
                   const char* name) {
-  Tensor xc = x.contiguous(), yc = y.contiguous(), gc = g.contiguous();
-  Tensor gx = empty(x.shape(), x.dtype(), x.device());
-  dispatch_float(x.dtype(), name, [&](auto tag) {
+  Tensor xc = x.defined() ? x.contiguous() : Tensor();
+  Tensor yc = y.defined() ? y.contiguous() : Tensor();
+  Tensor gc = g.contiguous();
+  Tensor gx = empty(g.shape(), g.dtype(), g.device());
+  dispatch_float(g.dtype(), name, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    kernels::cpu::unary_backward<T>(op, args, x.numel(), xc.data<T>(), yc.data<T>(), gc.data<T>(),
+    kernels::cpu::unary_backward<T>(op, args, g.numel(), xc.defined() ? xc.data<T>() : nullptr,
+                                    yc.defined() ? yc.data<T>() : nullptr, gc.data<T>(),
                                     gx.data<T>());
   });
   return gx;
@@ -71,7 +93,8 @@ Tensor unary_op(UnaryOp op, const Tensor& x, const char* name, UnaryArgs args = 
   Tensor y = unary_forward(op, args, x, name);
   autograd::record(
       name, y, {x},
-      [op, args, name, xs = x.detach(), ys = y.detach()](const Tensor& g, const GradMask&) {
+      [op, args, name, xs = grad_reads_input(op) ? x.detach() : Tensor(),
+       ys = grad_reads_output(op) ? y.detach() : Tensor()](const Tensor& g, const GradMask&) {
         return std::vector<Tensor>{unary_grad(op, args, xs, ys, g, name)};
       });
   return y;

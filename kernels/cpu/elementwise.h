@@ -34,8 +34,8 @@ struct UnaryArgs {
 // y = op(x); operand 0 of `it` is y, operand 1 is x. T: float or double.
 template <class T>
 void unary(UnaryOp op, UnaryArgs args, const Iter<2>& it, T* y, const T* x);
-// gx = gy * op'(x); all contiguous with n elements; y = op(x) is passed where the derivative uses
-// it.
+// gx = gy * op'(x); all contiguous with n elements. x may be null for exp, sqrt, rsqrt, tanh,
+// sigmoid and neg (their derivative reads y = op(x)); y may be null for all the others.
 template <class T>
 void unary_backward(UnaryOp op, UnaryArgs args, int64_t n, const T* x, const T* y, const T* gy,
                     T* gx);
