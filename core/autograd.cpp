@@ -109,8 +109,10 @@ std::vector<Tensor> AccumulateGrad::apply(const Tensor& grad_out) {
     // own the storage: the incoming gradient may alias another tensor
     leaf_->grad = g.detach().clone().impl_ptr();
   } else {
+    // In place, as in PyTorch: a gradient that is a view into a model's flat gradient buffer
+    // (nn::FlatParameters) must stay one.
     Tensor acc(leaf_->grad);
-    leaf_->grad = add(acc, g).impl_ptr();
+    acc.copy_(add(acc, g));
   }
   return {};
 }

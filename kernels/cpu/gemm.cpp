@@ -3,9 +3,11 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <climits>
 #include <cstring>
+#include <cstdlib>  // TUNING
 #include <memory>
 #include <new>
 #include <string>
@@ -16,13 +18,16 @@
 #include <cblas.h>
 #endif
 
+#include "kernels/cpu/gemm_impl.h"
 #include "kernels/strided.h"
 
 namespace mel::kernels::cpu {
 namespace {
 
-// Register tile MR x NR (12 accumulator vectors of 8 floats or 4 doubles: with the two B vectors
-// and the A broadcast that fills the 16 AVX2 registers without spilling). KC x NR of packed B
+using gemm_detail::Arch;
+
+// AVX2 blocking. Register tile MR x NR (12 accumulator vectors of 8 floats or 4 doubles: with the
+// two B vectors and the A broadcast that fills the 16 AVX2 registers without spilling). KC x NR of packed B
 // stays in L1 while MC x KC of packed A streams from L2; the KC x NC panel of B lives in L3.
 template <class T>
 struct Blocking;
@@ -42,6 +47,10 @@ constexpr double kParallelFlops = 1 << 19;
 
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
+}
+
+int64_t round_up(int64_t a, int64_t b) {
+  return ceil_div(a, b) * b;
 }
 
 // Packed panels are read with full-vector loads; 64-byte alignment keeps them on cache lines.
@@ -135,12 +144,20 @@ void pack_b_sliver(bool trans, const T* B, int64_t ldb, int64_t p0, int64_t kc, 
   }
 }
 
-// C[0:mr, 0:nr] = alpha * (a-sliver x b-sliver) + beta * C, reading C only when beta != 0. Written
-// with GCC/Clang vector types so the accumulators are whole registers and each multiply-add is
-// one FMA under -march=x86-64-v3 (plain loops here get mis-vectorised across the wrong axis).
+// Slivers [s0, s1) of the packed B panel (Arch::pack_b).
+template <class T, int NR>
+void pack_b(bool trans, const T* B, int64_t ldb, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
+            int64_t s0, int64_t s1, T* out) {
+  for (int64_t s = s0; s < s1; ++s) pack_b_sliver<T, NR>(trans, B, ldb, p0, kc, j0, nc, s, out);
+}
+
+// C[0:mr, 0:nr] = alpha * (a-sliver x b-sliver) + beta * C, reading C only when beta != 0; C
+// element (i, j) is c[i * rsc + j * csc]. Written with GCC/Clang vector types so the accumulators
+// are whole registers and each multiply-add is one FMA under -march=x86-64-v3 (plain loops here
+// get mis-vectorised across the wrong axis).
 template <class T, int MR, int NR>
 inline void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, T* __restrict c,
-                         int64_t ldc, int64_t mr, int64_t nr, T alpha, T beta) {
+                         int64_t rsc, int64_t csc, int64_t mr, int64_t nr, T alpha, T beta) {
   constexpr int kW = 32 / sizeof(T);
   constexpr int kNV = NR / kW;
   static_assert(NR % kW == 0);
@@ -159,10 +176,10 @@ inline void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict 
     a += MR;
     b += NR;
   }
-  if (mr == MR && nr == NR) {
+  if (mr == MR && nr == NR && csc == 1) {
     for (int i = 0; i < MR; ++i) {
       for (int v = 0; v < kNV; ++v) {
-        T* cp = c + i * ldc + v * kW;
+        T* cp = c + i * rsc + v * kW;
         V r = alpha * acc[i][v];
         if (beta != T(0)) {
           V old;
@@ -177,82 +194,170 @@ inline void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict 
   alignas(64) T tmp[MR * NR];
   std::memcpy(tmp, acc, sizeof(tmp));
   for (int64_t i = 0; i < mr; ++i) {
-    T* cp = c + i * ldc;
+    T* cp = c + i * rsc;
     const T* t = tmp + i * NR;
     if (beta == T(0)) {
-      for (int64_t j = 0; j < nr; ++j) cp[j] = alpha * t[j];
+      for (int64_t j = 0; j < nr; ++j) cp[j * csc] = alpha * t[j];
     } else {
-      for (int64_t j = 0; j < nr; ++j) cp[j] = alpha * t[j] + beta * cp[j];
+      for (int64_t j = 0; j < nr; ++j) cp[j * csc] = alpha * t[j] + beta * cp[j * csc];
     }
   }
+}
+
+// Arch::block for the AVX2 kernel: each B sliver stays in L1 while the A slivers stream past it.
+template <class T>
+void avx2_block(int64_t mc, int64_t nc, int64_t kc, const T* ap, const T* bp, T* c, int64_t rsc,
+                int64_t csc, T alpha, T beta) {
+  constexpr int MR = Blocking<T>::kMR, NR = Blocking<T>::kNR;
+  for (int64_t j = 0; j < nc; j += NR) {
+    const int64_t nr = std::min<int64_t>(NR, nc - j);
+    for (int64_t i = 0; i < mc; i += MR) {
+      micro_kernel<T, MR, NR>(kc, ap + i * kc, bp + j * kc, c + i * rsc + j * csc, rsc, csc,
+                              std::min<int64_t>(MR, mc - i), nr, alpha, beta);
+    }
+  }
+}
+
+template <class T>
+constexpr Arch<T> avx2_arch() {
+  using Bk = Blocking<T>;
+  return {"avx2",
+          Bk::kMR,
+          Bk::kNR,
+          Bk::kMR,
+          Bk::kNR,
+          Bk::kKC,
+          Bk::kMC,
+          Bk::kNC,
+          &pack_a<T, Bk::kMR>,
+          &pack_b<T, Bk::kNR>,
+          &avx2_block<T>};
+}
+constexpr Arch<float> kAvx2F32 = avx2_arch<float>();
+constexpr Arch<double> kAvx2F64 = avx2_arch<double>();
+
+std::atomic<bool> g_allow_avx512{true};
+
+// The AVX-512 kernels where the CPU has them (checked once) unless a test turned them off.
+template <class T>
+const Arch<T>& select_arch() {
+  if (g_allow_avx512.load(std::memory_order_relaxed)) {
+    const Arch<T>* a;
+    if constexpr (std::is_same_v<T, float>) {
+      a = gemm_detail::avx512_arch_f32();
+    } else {
+      a = gemm_detail::avx512_arch_f64();
+    }
+    if (a) return *a;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    return kAvx2F32;
+  } else {
+    return kAvx2F64;
+  }
+}
+
+// Vectors run along N, so an N just past a multiple of the vector width (a 7 x 7 feature map:
+// N = 49 of 64 lanes) wastes a quarter of the work. C^T = op(B)^T op(A)^T puts the vectors along
+// M instead; its transposed stores cost a little, hence the margin.
+template <class T>
+bool transposed_pays(const Arch<T>& arch, int64_t M, int64_t N) {
+  const auto work = [&](int64_t m, int64_t n) {
+    return static_cast<double>(round_up(m, arch.m_grain)) *
+           static_cast<double>(round_up(n, arch.n_grain));
+  };
+  return 1.1 * work(N, M) < work(M, N);
 }
 
 template <class T>
 void blocked_impl(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                   int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc,
                   bool allow_parallel) {
-  using Bk = Blocking<T>;
-  constexpr int MR = Bk::kMR, NR = Bk::kNR;
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == T(0)) {
     scale_c(M, N, beta, C, ldc);
     return;
   }
+  const Arch<T>& arch = select_arch<T>();
+  // Element (i, j) of the C being computed lives at C[i * rsc + j * csc].
+  int64_t rsc = ldc, csc = 1;
+  static const int force_t = getenv("MEL_GEMM_T") ? atoi(getenv("MEL_GEMM_T")) : -1;  // TUNING
+  if (force_t == 1 || (force_t == -1 && transposed_pays(arch, M, N))) {
+    const bool ta = !trans_b, tb = !trans_a;
+    trans_a = ta;
+    trans_b = tb;
+    std::swap(M, N);
+    std::swap(A, B);
+    std::swap(lda, ldb);
+    rsc = 1;
+    csc = ldc;
+  }
   const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * K;
   const int nthreads =
       allow_parallel && flops >= kParallelFlops && !omp_in_parallel() ? omp_get_max_threads() : 1;
+  const int64_t MR = arch.mr, NR = arch.nr;
 
-  // Row blocks of equal size (a multiple of MR) so that the last one is not a sliver.
-  int64_t row_blocks = ceil_div(M, Bk::kMC);
-  const int64_t mc_blk = ceil_div(ceil_div(M, row_blocks), MR) * MR;
-  row_blocks = ceil_div(M, mc_blk);
-  const int64_t kc_max = std::min(K, Bk::kKC);
-  const int64_t nc_max = std::min(N, Bk::kNC);
+  // Blocks of equal size (K panels, and row and column blocks rounded to the register tile) so
+  // that no block is a sliver. The K panels depend on the shape only: every thread count adds
+  // each C element's products in the same order, which keeps results bitwise reproducible.
+  static const int64_t t_kc = getenv("MEL_GEMM_KC") ? atoi(getenv("MEL_GEMM_KC")) : arch.kc;  // TUNING
+  static const int64_t t_mc = getenv("MEL_GEMM_MC") ? atoi(getenv("MEL_GEMM_MC")) : arch.mc;
+  static const int64_t t_nc = getenv("MEL_GEMM_NC") ? atoi(getenv("MEL_GEMM_NC")) : arch.nc;
+  const int64_t kc_blk = ceil_div(K, ceil_div(K, t_kc));
+  const int64_t mc_blk = round_up(ceil_div(M, ceil_div(M, t_mc)), MR);
+  const int64_t row_blocks = ceil_div(M, mc_blk);
+  const int64_t nc_blk = round_up(ceil_div(N, ceil_div(N, t_nc)), NR);
 
-  T* const b_pack = scratch<T>(0, kc_max * ceil_div(nc_max, NR) * NR);
-  T* const a_pack = scratch<T>(1, static_cast<int64_t>(nthreads) * mc_blk * kc_max);
+  T* const b_pack = scratch<T>(0, kc_blk * std::min(nc_blk, round_up(N, NR)));
+  T* const a_pack = scratch<T>(1, static_cast<int64_t>(nthreads) * mc_blk * kc_blk);
 
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-  {
-    T* ap = a_pack + static_cast<int64_t>(omp_get_thread_num()) * mc_blk * kc_max;
-    T* bp = b_pack;
-    for (int64_t jc = 0; jc < N; jc += Bk::kNC) {
-      const int64_t nc = std::min(Bk::kNC, N - jc);
+  // One thread's share; the packed B panel is shared, so threads meet at a barrier after packing
+  // it and again before it is overwritten. A lone thread never touches OpenMP, which keeps calls
+  // from inside a parallel region (one image per thread) free of nested-region overhead.
+  const auto body = [&](int tid, int nt) {
+    T* const ap = a_pack + static_cast<int64_t>(tid) * mc_blk * kc_blk;
+    for (int64_t jc = 0; jc < N; jc += nc_blk) {
+      const int64_t nc = std::min(nc_blk, N - jc);
       const int64_t slivers = ceil_div(nc, NR);
       // Enough column chunks that every thread gets work even when M is one row block.
       const int64_t col_chunks =
-          std::clamp<int64_t>(ceil_div(4 * nthreads, row_blocks), 1, slivers);
+          nt == 1 ? 1 : std::clamp<int64_t>(ceil_div(4 * nt, row_blocks), 1, slivers);
       const int64_t tasks = row_blocks * col_chunks;
-      for (int64_t pc = 0; pc < K; pc += Bk::kKC) {
-        const int64_t kc = std::min(Bk::kKC, K - pc);
-        const T beta_blk = pc == 0 ? beta : T(1);  // later K blocks accumulate
-#pragma omp for schedule(static)
-        for (int64_t s = 0; s < slivers; ++s) {
-          pack_b_sliver<T, NR>(trans_b, B, ldb, pc, kc, jc, nc, s, bp);
+      for (int64_t pc = 0; pc < K; pc += kc_blk) {
+        const int64_t kc = std::min(kc_blk, K - pc);
+        const T beta_blk = pc == 0 ? beta : T(1);  // later K panels accumulate
+        arch.pack_b(trans_b, B, ldb, pc, kc, jc, nc, slivers * tid / nt,
+                    slivers * (tid + 1) / nt, b_pack);
+        if (nt > 1) {
+#pragma omp barrier
         }
         // Consecutive tasks share a row block, so a thread repacks its A block rarely.
         int64_t packed = -1;
-#pragma omp for schedule(static)
-        for (int64_t t = 0; t < tasks; ++t) {
+        for (int64_t t = tasks * tid / nt; t < tasks * (tid + 1) / nt; ++t) {
           const int64_t ib = t / col_chunks, jb = t % col_chunks;
           const int64_t i0 = ib * mc_blk;
           const int64_t mc = std::min(mc_blk, M - i0);
+          const int64_t s0 = slivers * jb / col_chunks, s1 = slivers * (jb + 1) / col_chunks;
+          if (s0 == s1) continue;
           if (ib != packed) {
-            pack_a<T, MR>(trans_a, A, lda, i0, mc, pc, kc, ap);
+            arch.pack_a(trans_a, A, lda, i0, mc, pc, kc, ap);
             packed = ib;
           }
-          const int64_t s0 = slivers * jb / col_chunks, s1 = slivers * (jb + 1) / col_chunks;
-          for (int64_t s = s0; s < s1; ++s) {
-            const int64_t j = s * NR;
-            const int64_t nr = std::min<int64_t>(NR, nc - j);
-            for (int64_t i = 0; i < mc; i += MR) {
-              micro_kernel<T, MR, NR>(kc, ap + i * kc, bp + j * kc, C + (i0 + i) * ldc + jc + j,
-                                      ldc, std::min<int64_t>(MR, mc - i), nr, alpha, beta_blk);
-            }
-          }
+          const int64_t j = s0 * NR;
+          arch.block(mc, std::min(s1 * NR, nc) - j, kc, ap, b_pack + j * kc,
+                     C + i0 * rsc + (jc + j) * csc, rsc, csc, alpha, beta_blk);
+        }
+        if (nt > 1) {
+#pragma omp barrier
         }
       }
     }
+  };
+  if (nthreads == 1) {
+    body(0, 1);
+  } else {
+#pragma omp parallel num_threads(nthreads)
+    body(omp_get_thread_num(), omp_get_num_threads());
   }
 }
 
@@ -292,11 +397,21 @@ const BlasChoice& blas_choice() {
 }  // namespace
 
 const char* gemm_backend() {
+  std::string reason;
 #ifdef MEL_HAVE_OPENBLAS
-  return blas_choice().description.c_str();
-#else
-  return "blocked";
+  if (blas_choice().use) return blas_choice().description.c_str();
+  reason = blas_choice().description.substr(std::string_view("blocked").size());
 #endif
+  // Both answers are built once: the pointer must outlive a later gemm_allow_avx512 call.
+  static const std::string with_avx512 =
+      (gemm_detail::avx512_arch_f32() ? "blocked avx512" : "blocked avx2") + reason;
+  static const std::string avx2_only = "blocked avx2" + reason;
+  return std::string_view(select_arch<float>().name) == "avx2" ? avx2_only.c_str()
+                                                               : with_avx512.c_str();
+}
+
+bool gemm_allow_avx512(bool allow) {
+  return g_allow_avx512.exchange(allow);
 }
 
 template <class T>

@@ -23,6 +23,11 @@ void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T
 // the reason when OpenBLAS is present but bypassed (see gemm.cpp).
 const char* gemm_backend();
 
+// Whether the built-in kernel may use its AVX-512 micro-kernels where the CPU has them (the default)
+// or must keep to the AVX2 ones; returns the previous setting. For tests and benchmarks of the
+// AVX2 path on AVX-512 machines.
+bool gemm_allow_avx512(bool allow);
+
 // `batch` independent products of one shape: matrix i reads A[i], B[i] and writes C[i] (pointers
 // may repeat across i for broadcast operands, but the C[i] must not overlap). Small products run
 // in parallel across the batch, large ones one after another with a parallel gemm each.

@@ -1,0 +1,264 @@
+// Ops of core/ops_norm.h and core/ops_norm_fused.h: batch norm (with the fused ReLU form), layer
+// norm and dropout.
+#include "core/ops_norm.h"
+
+#include <cmath>
+
+#include "core/autograd.h"
+#include "core/iter.h"
+#include "core/ops_norm_fused.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/norm.h"
+
+namespace mel {
+
+using autograd::GradMask;
+using kernels::cpu::BatchNormDims;
+
+namespace {
+
+// A per-channel (or per-feature) parameter: undefined, or of `shape` on x's device with x's dtype
+// (f32 also allowed for half inputs, the mixed-precision case).
+void check_param(const char* op, const Tensor& x, const Tensor& t, const char* what,
+                 const Shape& shape, const char* expected) {
+  if (!t.defined()) return;
+  MEL_CHECK(t.shape() == shape, "{}: {} has shape {} but the input {} needs {} {}", op, what,
+            shape_str(t.shape()), shape_str(x.shape()), expected, shape_str(shape));
+  MEL_CHECK(t.device() == x.device(), "{}: {} is on {} but the input is on {}", op, what,
+            t.device().str(), x.device().str());
+  const bool ok = t.dtype() == x.dtype() || (is_half(x.dtype()) && t.dtype() == DType::f32);
+  MEL_CHECK(ok, "{}: {} has dtype {} but the input has dtype {}", op, what, dtype_name(t.dtype()),
+            dtype_name(x.dtype()));
+}
+
+Tensor to_f32(const Tensor& t) {
+  return t.defined() ? t.to(DType::f32) : Tensor();
+}
+
+template <class T>
+const T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
+template <class T>
+T* out_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
+// running = (1 - momentum) * running + momentum * factor * stat, in place and outside autograd
+// (any floating dtype, any stride).
+void update_running(const Tensor& running, const Tensor& stat, double momentum, double factor) {
+  const std::vector<double> s = stat.to_vector();
+  const int64_t stride = running.stride(0);
+  dispatch_all(running.dtype(), "batch_norm", [&](auto tag) {
+    using R = typename decltype(tag)::type;
+    using kernels::cpu::convert;
+    R* p = static_cast<R*>(running.data_ptr());
+    for (size_t c = 0; c < s.size(); ++c) {
+      const double old = convert<double>(p[c * stride]);
+      p[c * stride] = convert<R>((1.0 - momentum) * old + momentum * factor * s[c]);
+    }
+  });
+  running.impl()->storage->bump_version();
+}
+
+Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                       const Tensor& running_mean, const Tensor& running_var, bool training,
+                       double momentum, double eps, bool relu, const char* op) {
+  check_defined(op, x, "the input");
+  check_cpu(op, x);
+  MEL_CHECK(x.dim() >= 2, "{}: expected an input of shape [N, C] or [N, C, *], got {}", op,
+            shape_str(x.shape()));
+  MEL_CHECK(is_floating(x.dtype()), "{}: expected a floating-point input, got {} with shape {}", op,
+            dtype_name(x.dtype()), shape_str(x.shape()));
+  const int64_t C = x.shape()[1];
+  check_param(op, x, weight, "weight", {C}, "C-sized");
+  check_param(op, x, bias, "bias", {C}, "C-sized");
+  for (const Tensor* r : {&running_mean, &running_var}) {
+    if (!r->defined()) continue;
+    const char* what = r == &running_mean ? "running_mean" : "running_var";
+    MEL_CHECK(r->shape() == Shape{C}, "{}: {} has shape {} but the input {} needs C-sized {}", op,
+              what, shape_str(r->shape()), shape_str(x.shape()), shape_str({C}));
+    MEL_CHECK(is_floating(r->dtype()), "{}: {} must be floating point, got {}", op, what,
+              dtype_name(r->dtype()));
+    check_cpu(op, *r);
+  }
+  BatchNormDims d{x.shape()[0], C, 1};
+  for (int64_t i = 2; i < x.dim(); ++i) d.s *= x.shape()[i];
+  if (training) {
+    MEL_CHECK(d.n * d.s > 1,
+              "{}: expected more than 1 value per channel when training, got input shape {}", op,
+              shape_str(x.shape()));
+  } else {
+    MEL_CHECK(running_mean.defined() && running_var.defined(),
+              "{}: running_mean and running_var are required when not training", op);
+  }
+  if (is_half(x.dtype())) {
+    return batch_norm_impl(x.to(DType::f32), to_f32(weight), to_f32(bias), running_mean,
+                           running_var, training, momentum, eps, relu, op)
+        .to(x.dtype());
+  }
+
+  const DType dt = x.dtype();
+  Tensor xc = x.detach().contiguous();
+  Tensor wc = weight.defined() ? weight.detach().contiguous() : Tensor();
+  Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
+  Tensor y = empty(x.shape(), dt, x.device());
+  Tensor mean = empty({C}, dt, x.device()), rstd = empty({C}, dt, x.device());
+  if (training) {
+    Tensor var = empty({C}, dt, x.device());
+    dispatch_float(dt, op, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      kernels::cpu::batch_norm_forward_train<T>(d, xc.data<T>(), ptr_or_null<T>(wc),
+                                                ptr_or_null<T>(bc), eps, relu, y.data<T>(),
+                                                mean.data<T>(), var.data<T>(), rstd.data<T>());
+    });
+    const double n = static_cast<double>(d.n * d.s);
+    if (running_mean.defined()) update_running(running_mean, mean, momentum, 1.0);
+    if (running_var.defined()) update_running(running_var, var, momentum, n / (n - 1));
+  } else {
+    // Copies, not views, of the running statistics: a later training step updates those in
+    // place, which must not invalidate this graph.
+    const std::vector<double> rm = running_mean.detach().to_vector();
+    const std::vector<double> rv = running_var.detach().to_vector();
+    for (int64_t c = 0; c < C; ++c) {
+      mean.set({c}, rm[c]);
+      rstd.set({c}, 1.0 / std::sqrt(rv[c] + eps));
+    }
+    dispatch_float(dt, op, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      kernels::cpu::batch_norm_forward_apply<T>(d, xc.data<T>(), mean.data<T>(), rstd.data<T>(),
+                                                ptr_or_null<T>(wc), ptr_or_null<T>(bc), relu,
+                                                y.data<T>());
+    });
+  }
+  autograd::record(
+      op, y, {x, weight, bias},
+      [xc, wc, bc, mean, rstd, d, training, relu, op](const Tensor& g, const GradMask& need) {
+        Tensor gc = g.contiguous();
+        const DType gt = xc.dtype();
+        Tensor gx = need[0] ? empty(xc.shape(), gt, xc.device()) : Tensor();
+        Tensor gw = need[1] ? empty({d.c}, gt, xc.device()) : Tensor();
+        Tensor gb = need[2] ? empty({d.c}, gt, xc.device()) : Tensor();
+        dispatch_float(gt, op, [&](auto tag) {
+          using T = typename decltype(tag)::type;
+          kernels::cpu::batch_norm_backward<T>(d, xc.data<T>(), gc.data<T>(), mean.data<T>(),
+                                               rstd.data<T>(), ptr_or_null<T>(wc),
+                                               ptr_or_null<T>(bc), training, relu, out_or_null<T>(gx),
+                                               out_or_null<T>(gw), out_or_null<T>(gb));
+        });
+        return std::vector<Tensor>{gx, gw, gb};
+      },
+      {mean, rstd});
+  return y;
+}
+
+}  // namespace
+
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                  const Tensor& running_mean, const Tensor& running_var, bool training,
+                  double momentum, double eps) {
+  return batch_norm_impl(x, weight, bias, running_mean, running_var, training, momentum, eps,
+                         false, "batch_norm");
+}
+
+Tensor batch_norm_relu(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                       const Tensor& running_mean, const Tensor& running_var, bool training,
+                       double momentum, double eps) {
+  return batch_norm_impl(x, weight, bias, running_mean, running_var, training, momentum, eps,
+                         true, "batch_norm_relu");
+}
+
+Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
+                  const Tensor& bias, double eps) {
+  const char* op = "layer_norm";
+  check_defined(op, x, "the input");
+  check_cpu(op, x);
+  MEL_CHECK(is_floating(x.dtype()), "{}: expected a floating-point input, got {} with shape {}", op,
+            dtype_name(x.dtype()), shape_str(x.shape()));
+  const int64_t nd = static_cast<int64_t>(normalized_shape.size());
+  bool match = nd >= 1 && nd <= x.dim();
+  for (int64_t i = 0; match && i < nd; ++i) {
+    match = normalized_shape[i] == x.shape()[x.dim() - nd + i];
+  }
+  MEL_CHECK(match, "{}: normalized_shape {} does not match the trailing dimensions of the input {}",
+            op, shape_str(normalized_shape), shape_str(x.shape()));
+  check_param(op, x, weight, "weight", normalized_shape, "normalized_shape");
+  check_param(op, x, bias, "bias", normalized_shape, "normalized_shape");
+  if (is_half(x.dtype())) {
+    return layer_norm(x.to(DType::f32), normalized_shape, to_f32(weight), to_f32(bias), eps)
+        .to(x.dtype());
+  }
+  const int64_t k = numel_of(normalized_shape);
+  const int64_t m = k == 0 ? 0 : x.numel() / k;
+  const DType dt = x.dtype();
+  Tensor xc = x.detach().contiguous();
+  Tensor wc = weight.defined() ? weight.detach().contiguous() : Tensor();
+  Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
+  Tensor y = empty(x.shape(), dt, x.device());
+  Tensor mean = empty({m}, dt, x.device()), rstd = empty({m}, dt, x.device());
+  dispatch_float(dt, op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    kernels::cpu::layer_norm_forward<T>(xc.data<T>(), m, k, ptr_or_null<T>(wc), ptr_or_null<T>(bc),
+                                        eps, y.data<T>(), mean.data<T>(), rstd.data<T>());
+  });
+  autograd::record(
+      op, y, {x, weight, bias},
+      [xc, wc, mean, rstd, m, k, ns = normalized_shape](const Tensor& g, const GradMask& need) {
+        Tensor gc = g.contiguous();
+        const DType gt = xc.dtype();
+        Tensor gx = need[0] ? empty(xc.shape(), gt, xc.device()) : Tensor();
+        Tensor gw = need[1] ? empty(ns, gt, xc.device()) : Tensor();
+        Tensor gb = need[2] ? empty(ns, gt, xc.device()) : Tensor();
+        dispatch_float(gt, "layer_norm backward", [&](auto tag) {
+          using T = typename decltype(tag)::type;
+          kernels::cpu::layer_norm_backward<T>(xc.data<T>(), gc.data<T>(), mean.data<T>(),
+                                               rstd.data<T>(), ptr_or_null<T>(wc), m, k,
+                                               out_or_null<T>(gx), out_or_null<T>(gw),
+                                               out_or_null<T>(gb));
+        });
+        return std::vector<Tensor>{gx, gw, gb};
+      },
+      {mean, rstd});
+  return y;
+}
+
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
+  const char* op = "dropout";
+  check_defined(op, x, "the input");
+  check_cpu(op, x);
+  MEL_CHECK(p >= 0.0 && p <= 1.0, "{}: probability p must be in [0, 1], got {}", op, p);
+  MEL_CHECK(is_floating(x.dtype()), "{}: expected a floating-point input, got {} with shape {}", op,
+            dtype_name(x.dtype()), shape_str(x.shape()));
+  if (!training || p == 0.0 || x.numel() == 0) return x;  // PyTorch returns the input itself
+  if (is_half(x.dtype())) return dropout(x.to(DType::f32), p, training, gen).to(x.dtype());
+  const int64_t n = x.numel();
+  Tensor xc = x.detach().contiguous();
+  Tensor y = empty(x.shape(), x.dtype(), x.device());
+  Tensor mask = empty(x.shape(), DType::u8, x.device());
+  const uint64_t offset = gen.reserve(kernels::cpu::dropout_blocks(n));
+  // p == 1 drops everything (keep nothing, scale 0) rather than scaling by infinity
+  const float keep = p == 1.0 ? 0.0f : static_cast<float>(1.0 - p);
+  const double scale = p == 1.0 ? 0.0 : 1.0 / (1.0 - p);
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    kernels::cpu::dropout_forward<T>(gen.seed(), offset, n, keep, static_cast<T>(scale),
+                                     xc.data<T>(), y.data<T>(), mask.data<uint8_t>());
+  });
+  autograd::record(
+      op, y, {x},
+      [mask, scale](const Tensor& g, const GradMask&) {
+        Tensor gc = g.contiguous();
+        Tensor gx = empty(g.shape(), g.dtype(), g.device());
+        dispatch_float(g.dtype(), "dropout backward", [&](auto tag) {
+          using T = typename decltype(tag)::type;
+          kernels::cpu::dropout_backward<T>(gc.numel(), static_cast<T>(scale), gc.data<T>(),
+                                            mask.data<uint8_t>(), gx.data<T>());
+        });
+        return std::vector<Tensor>{gx};
+      },
+      {mask});
+  return y;
+}
+
+}  // namespace mel

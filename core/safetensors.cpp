@@ -1,0 +1,354 @@
+#include "core/safetensors.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+namespace mel {
+
+// Tensor bytes are written as they lie in memory, which the format defines as little-endian.
+static_assert(std::endian::native == std::endian::little,
+              "safetensors I/O assumes a little-endian host");
+
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kMetadataKey = "__metadata__";
+
+const char* st_dtype_name(DType t) {
+  switch (t) {
+    case DType::f32:
+      return "F32";
+    case DType::f64:
+      return "F64";
+    case DType::bf16:
+      return "BF16";
+    case DType::f16:
+      return "F16";
+    case DType::i32:
+      return "I32";
+    case DType::i64:
+      return "I64";
+    case DType::u8:
+      return "U8";
+  }
+  fail("save_safetensors: unknown dtype code {}", static_cast<int>(t));
+}
+
+bool st_parse_dtype(const std::string& s, DType& out) {
+  static const std::pair<const char*, DType> kNames[] = {
+      {"F32", DType::f32}, {"F64", DType::f64}, {"BF16", DType::bf16}, {"F16", DType::f16},
+      {"I32", DType::i32}, {"I64", DType::i64}, {"U8", DType::u8}};
+  for (const auto& [name, t] : kNames) {
+    if (s == name) {
+      out = t;
+      return true;
+    }
+  }
+  return false;
+}
+
+// Closes the FILE on every path out of the reader and the writer.
+struct FileCloser {
+  void operator()(FILE* f) const {
+    if (f) std::fclose(f);
+  }
+};
+using FilePtr = std::unique_ptr<FILE, FileCloser>;
+
+std::string errno_str() {
+  return std::strerror(errno);
+}
+
+// ---- writing ---------------------------------------------------------------------------------
+
+struct PendingTensor {
+  const std::string* name;
+  Tensor data;  // contiguous CPU
+};
+
+void write_all(FILE* f, const void* p, size_t n, const std::string& tmp) {
+  if (n == 0) return;
+  if (std::fwrite(p, 1, n, f) != n) {
+    fail("save_safetensors: writing '{}' failed: {}", tmp, errno_str());
+  }
+}
+
+// Makes the rename itself durable; failure here only weakens crash safety, so it is not an error.
+void sync_parent_dir(const std::string& path) {
+  std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  if (dir.empty()) dir = ".";
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+// ---- reading ---------------------------------------------------------------------------------
+
+bool get_u64(const json& j, uint64_t& out) {
+  if (j.is_number_unsigned()) {
+    out = j.get<uint64_t>();
+    return true;
+  }
+  if (j.is_number_integer() && j.get<int64_t>() >= 0) {
+    out = static_cast<uint64_t>(j.get<int64_t>());
+    return true;
+  }
+  return false;
+}
+
+struct Entry {
+  std::string name;
+  DType dtype;
+  Shape shape;
+  uint64_t begin, end;
+};
+
+Entry parse_entry(const std::string& path, const std::string& name, const json& j) {
+  MEL_CHECK(j.is_object(), "load_safetensors: '{}': header entry '{}' is not a JSON object", path,
+            name);
+  for (const char* key : {"dtype", "shape", "data_offsets"}) {
+    MEL_CHECK(j.contains(key), "load_safetensors: '{}': tensor '{}' has no \"{}\" field", path,
+              name, key);
+  }
+  Entry e;
+  e.name = name;
+  const json& jd = j.at("dtype");
+  MEL_CHECK(jd.is_string(), "load_safetensors: '{}': tensor '{}' has a non-string dtype {}", path,
+            name, jd.dump());
+  const std::string ds = jd.get<std::string>();
+  MEL_CHECK(st_parse_dtype(ds, e.dtype),
+            "load_safetensors: '{}': tensor '{}' has unknown or unsupported dtype '{}' (supported: "
+            "F32, F64, BF16, F16, I32, I64, U8)",
+            path, name, ds);
+
+  const json& js = j.at("shape");
+  MEL_CHECK(js.is_array(), "load_safetensors: '{}': tensor '{}' has a shape that is not an array",
+            path, name);
+  uint64_t numel = 1;
+  bool overflow = false;
+  for (const json& d : js) {
+    uint64_t v = 0;
+    MEL_CHECK(get_u64(d, v) && v <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
+              "load_safetensors: '{}': tensor '{}' has an invalid shape {} (expected non-negative "
+              "integers)",
+              path, name, js.dump());
+    e.shape.push_back(static_cast<int64_t>(v));
+    if (v != 0 && numel > std::numeric_limits<uint64_t>::max() / v) overflow = true;
+    numel *= v;
+  }
+  const uint64_t esize = dtype_size(e.dtype);
+  if (numel > std::numeric_limits<uint64_t>::max() / esize) overflow = true;
+  if (std::find(e.shape.begin(), e.shape.end(), 0) != e.shape.end()) overflow = false;
+  MEL_CHECK(!overflow, "load_safetensors: '{}': tensor '{}' has a shape {} too large to address",
+            path, name, shape_str(e.shape));
+
+  const json& jo = j.at("data_offsets");
+  MEL_CHECK(jo.is_array() && jo.size() == 2 && get_u64(jo[0], e.begin) && get_u64(jo[1], e.end),
+            "load_safetensors: '{}': tensor '{}' has invalid data_offsets {} (expected [begin, "
+            "end] with non-negative integers)",
+            path, name, jo.dump());
+  MEL_CHECK(e.begin <= e.end,
+            "load_safetensors: '{}': tensor '{}' has data_offsets [{}, {}] out of range (begin > "
+            "end)",
+            path, name, e.begin, e.end);
+  MEL_CHECK(e.end - e.begin == numel * esize,
+            "load_safetensors: '{}': tensor '{}' with shape {} and dtype {} needs {} bytes but its "
+            "data_offsets [{}, {}] span {} (shape and offsets are inconsistent)",
+            path, name, shape_str(e.shape), ds, numel * esize, e.begin, e.end, e.end - e.begin);
+  return e;
+}
+
+}  // namespace
+
+const Tensor* SafetensorsFile::find(const std::string& name) const {
+  for (const auto& [n, t] : tensors) {
+    if (n == name) return &t;
+  }
+  return nullptr;
+}
+
+void save_safetensors(const std::string& path,
+                      const std::vector<std::pair<std::string, Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  std::set<std::string> seen;
+  std::vector<PendingTensor> pending;
+  json header = json::object();
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    MEL_CHECK(name != kMetadataKey,
+              "save_safetensors: '{}': \"{}\" is reserved for metadata and cannot name a tensor",
+              path, name);
+    MEL_CHECK(seen.insert(name).second, "save_safetensors: '{}': duplicate tensor name '{}'",
+              path, name);
+    MEL_CHECK(t.defined(), "save_safetensors: '{}': tensor '{}' is undefined", path, name);
+    MEL_CHECK(t.device().is_cpu(),
+              "save_safetensors: '{}': tensor '{}' is on {} (copy it to the CPU first)", path,
+              name, t.device().str());
+    // detach(): a checkpoint copy must not join the autograd graph of a parameter.
+    Tensor c = t.detach().contiguous();
+    const uint64_t n = c.nbytes();
+    header[name] = {{"dtype", st_dtype_name(c.dtype())},
+                    {"shape", c.shape()},
+                    {"data_offsets", {offset, offset + n}}};
+    offset += n;
+    pending.push_back({&name, std::move(c)});
+  }
+  if (!metadata.empty()) header[kMetadataKey] = metadata;
+
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const json::exception& e) {
+    fail("save_safetensors: '{}': cannot encode the header (names and metadata must be valid "
+         "UTF-8): {}",
+         path, e.what());
+  }
+  // The data section then starts 8-aligned, as the reference implementation writes it.
+  text.append((8 - text.size() % 8) % 8, ' ');
+  const uint64_t header_len = text.size();
+
+  const std::string tmp = path + ".tmp";
+  {
+    FilePtr f(std::fopen(tmp.c_str(), "wb"));
+    MEL_CHECK(f, "save_safetensors: cannot create '{}': {}", tmp, errno_str());
+    try {
+      write_all(f.get(), &header_len, 8, tmp);
+      write_all(f.get(), text.data(), text.size(), tmp);
+      for (const PendingTensor& p : pending) {
+        write_all(f.get(), p.data.data_ptr(), p.data.nbytes(), tmp);
+      }
+      MEL_CHECK(std::fflush(f.get()) == 0, "save_safetensors: writing '{}' failed: {}", tmp,
+                errno_str());
+      MEL_CHECK(::fsync(::fileno(f.get())) == 0, "save_safetensors: syncing '{}' failed: {}", tmp,
+                errno_str());
+      FILE* raw = f.release();
+      MEL_CHECK(std::fclose(raw) == 0, "save_safetensors: closing '{}' failed: {}", tmp,
+                errno_str());
+    } catch (...) {
+      f.reset();
+      std::remove(tmp.c_str());
+      throw;
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = errno_str();
+    std::remove(tmp.c_str());
+    fail("save_safetensors: cannot rename '{}' to '{}': {}", tmp, path, why);
+  }
+  sync_parent_dir(path);
+}
+
+SafetensorsFile load_safetensors(const std::string& path) {
+  std::error_code ec;
+  MEL_CHECK(!std::filesystem::is_directory(path, ec),
+            "load_safetensors: '{}' is a directory, not a safetensors file", path);
+  FilePtr f(std::fopen(path.c_str(), "rb"));
+  MEL_CHECK(f, "load_safetensors: cannot open '{}': {}", path, errno_str());
+  MEL_CHECK(std::fseek(f.get(), 0, SEEK_END) == 0, "load_safetensors: cannot seek in '{}': {}",
+            path, errno_str());
+  const long size_l = std::ftell(f.get());
+  MEL_CHECK(size_l >= 0, "load_safetensors: cannot tell the size of '{}': {}", path, errno_str());
+  const uint64_t size = static_cast<uint64_t>(size_l);
+  std::rewind(f.get());
+
+  MEL_CHECK(size >= 8,
+            "load_safetensors: '{}' is {} bytes long, shorter than the 8-byte header length (not "
+            "a safetensors file, or truncated)",
+            path, size);
+  uint64_t header_len = 0;
+  MEL_CHECK(std::fread(&header_len, 1, 8, f.get()) == 8, "load_safetensors: reading '{}' failed",
+            path);
+  MEL_CHECK(header_len <= size - 8,
+            "load_safetensors: '{}': header length {} runs beyond the end of the file ({} bytes; "
+            "truncated, or not a safetensors file)",
+            path, header_len, size);
+  std::string text(header_len, '\0');
+  MEL_CHECK(std::fread(text.data(), 1, header_len, f.get()) == header_len,
+            "load_safetensors: reading the header of '{}' failed", path);
+
+  json header;
+  try {
+    header = json::parse(text);
+  } catch (const json::exception& e) {
+    fail("load_safetensors: '{}': the header is not valid JSON: {}", path, e.what());
+  }
+  MEL_CHECK(header.is_object(), "load_safetensors: '{}': the header is JSON but not an object",
+            path);
+
+  SafetensorsFile out;
+  std::vector<Entry> entries;
+  for (const auto& [key, value] : header.items()) {
+    if (key == kMetadataKey) {
+      MEL_CHECK(value.is_object(), "load_safetensors: '{}': \"__metadata__\" is not an object",
+                path);
+      for (const auto& [mk, mv] : value.items()) {
+        MEL_CHECK(mv.is_string(),
+                  "load_safetensors: '{}': metadata entry '{}' is {} (only strings are allowed)",
+                  path, mk, mv.dump());
+        out.metadata[mk] = mv.get<std::string>();
+      }
+      continue;
+    }
+    entries.push_back(parse_entry(path, key, value));
+  }
+
+  // The reference reader accepts only data sections that the tensors tile exactly.
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  const uint64_t data_size = size - 8 - header_len;
+  uint64_t expect = 0;
+  const Entry* prev = nullptr;
+  for (const Entry& e : entries) {
+    MEL_CHECK(e.end <= data_size,
+              "load_safetensors: '{}': tensor '{}' data_offsets [{}, {}] run past the end of the "
+              "data section ({} bytes): the file is truncated or the offsets are out of range",
+              path, e.name, e.begin, e.end, data_size);
+    MEL_CHECK(e.begin >= expect,
+              "load_safetensors: '{}': tensor '{}' data_offsets [{}, {}] overlap tensor '{}' [{}, "
+              "{}]",
+              path, e.name, e.begin, e.end, prev ? prev->name : "", prev ? prev->begin : 0,
+              prev ? prev->end : 0);
+    MEL_CHECK(e.begin == expect,
+              "load_safetensors: '{}': bytes [{}, {}) of the data section belong to no tensor "
+              "(tensor '{}' starts at {}); offsets out of range",
+              path, expect, e.begin, e.name, e.begin);
+    expect = e.end;
+    prev = &e;
+  }
+  MEL_CHECK(expect == data_size,
+            "load_safetensors: '{}': the data section has {} bytes but the tensors cover {} (data "
+            "section size mismatch)",
+            path, data_size, expect);
+
+  for (const Entry& e : entries) {
+    Tensor t = empty(e.shape, e.dtype);
+    const uint64_t n = e.end - e.begin;
+    if (n > 0) {
+      MEL_CHECK(std::fseek(f.get(), static_cast<long>(8 + header_len + e.begin), SEEK_SET) == 0,
+                "load_safetensors: cannot seek in '{}': {}", path, errno_str());
+      MEL_CHECK(std::fread(t.data_ptr(), 1, n, f.get()) == n,
+                "load_safetensors: '{}': reading tensor '{}' failed (file truncated while "
+                "reading?)",
+                path, e.name);
+    }
+    out.tensors.emplace_back(e.name, std::move(t));
+  }
+  return out;
+}
+
+}  // namespace mel

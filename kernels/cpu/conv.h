@@ -1,0 +1,32 @@
+// CPU 2-D convolution (NCHW, PyTorch semantics: zero padding, stride, dilation, groups) forward and
+// backward, as im2col/col2im over chunks of images feeding gemm(), parallel across the chunks.
+#pragma once
+#include <cstdint>
+
+namespace mel::kernels::cpu {
+
+// Sizes of one convolution. x: [n, c_in, h, w]; w: [c_out, c_in / groups, kh, kw];
+// y: [n, c_out, h_out, w_out]; every tensor contiguous. The caller has validated them.
+struct Conv2dGeometry {
+  int64_t n = 0, c_in = 0, h = 0, w = 0;
+  int64_t c_out = 0, kh = 0, kw = 0;
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1;
+  int64_t groups = 1;
+  int64_t h_out = 0, w_out = 0;
+};
+
+// y = conv(x, w) + bias (bias may be null). T: float or double.
+template <class T>
+void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y);
+
+// Elements of scratch conv2d_backward needs in `workspace` when it computes dw (0 otherwise).
+int64_t conv2d_backward_workspace(const Conv2dGeometry& g, bool need_dw);
+
+// Gradients for output gradient dy; each of dx, dw, dbias may be null to skip it. x is read only
+// when dw is wanted, w only when dx is. The weight and bias gradients are summed over the batch in
+// an order fixed by the shapes alone, so results do not depend on thread count or scheduling.
+template <class T>
+void conv2d_backward(const Conv2dGeometry& g, const T* dy, const T* x, const T* w, T* dx, T* dw,
+                     T* dbias, T* workspace);
+
+}  // namespace mel::kernels::cpu

@@ -1,0 +1,53 @@
+// `mel train` for a single classifier: config loading, the training loop, evaluation, metrics,
+// checkpoints and the run report.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "mel/json_reader.h"
+#include "mel/model_builder.h"
+#include "mel/run_config.h"
+
+namespace mel::app {
+
+// Command-line overrides applied on top of the config file.
+struct RunOverrides {
+  std::string device = "cpu";
+  std::optional<int64_t> epochs, batch_size, train_limit, test_limit;
+  std::optional<uint64_t> seed;
+  std::string data_dir;
+  std::string out;  // empty: runs/<config name>
+  bool progress = true;
+};
+
+struct SingleConfig {
+  std::string path, name;
+  Json json;  // the file as read, overrides applied
+  DataConfig data;
+  TrainConfig train;
+};
+
+// Reads and validates the whole config (the model is built once to check it).
+SingleConfig load_single_config(const std::string& path, const RunOverrides& overrides);
+std::shared_ptr<Classifier> build_model(const SingleConfig& c);
+
+struct EvalResult {
+  double loss = 0.0, accuracy = 0.0;
+  int64_t samples = 0;
+};
+// Accuracy and mean cross-entropy over the first `limit` samples (0: all), in eval mode.
+EvalResult evaluate(nn::Module& model, const data::ImageDataset& ds, const DataConfig& dc,
+                    int64_t batch_size, int64_t limit);
+
+// Trains, evaluates and writes the run folder; returns report.json's content.
+Json train_single(const SingleConfig& c, const RunOverrides& overrides);
+
+// The loader options a config asks for (normalisation; augmentation only when `train`).
+data::LoaderOptions loader_options(const DataConfig& dc, int64_t batch, uint64_t seed, bool train,
+                                   int64_t limit);
+
+}  // namespace mel::app
