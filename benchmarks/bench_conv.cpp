@@ -57,7 +57,9 @@ struct Data {
     y = mel::empty(dy.shape());
     dx = mel::empty(x.shape());
     dw = mel::empty(w.shape());
-    work = mel::empty({std::max<int64_t>(1, mel::kernels::cpu::conv2d_backward_workspace(g, true))});
+    using namespace mel::kernels::cpu;
+    const int64_t ws = std::max(conv2d_forward_workspace(g), conv2d_backward_workspace(g, true, true));
+    work = mel::empty({std::max<int64_t>(1, ws)});
   }
   float xv(int64_t n, int64_t c, int64_t i, int64_t j) const {
     if (i < 0 || i >= g.h || j < 0 || j >= g.w) return 0.f;
@@ -151,11 +153,12 @@ void run_pass(Data& d, Pass pass) {
   using namespace mel::kernels::cpu;
   switch (pass) {
     case Pass::forward:
-      conv2d_forward<float>(d.g, d.x.data<float>(), d.w.data<float>(), nullptr, d.y.data<float>());
+      conv2d_forward<float>(d.g, d.x.data<float>(), d.w.data<float>(), nullptr, d.y.data<float>(),
+                            d.work.data<float>());
       break;
     case Pass::backward_data:
       conv2d_backward<float>(d.g, d.dy.data<float>(), nullptr, d.w.data<float>(),
-                             d.dx.data<float>(), nullptr, nullptr, nullptr);
+                             d.dx.data<float>(), nullptr, nullptr, d.work.data<float>());
       break;
     case Pass::backward_weight:
       conv2d_backward<float>(d.g, d.dy.data<float>(), d.x.data<float>(), nullptr, nullptr,
@@ -211,7 +214,7 @@ void BM_ModelConvs(benchmark::State& state) {
   for (auto _ : state) {
     for (Data& d : ds) {
       conv2d_forward<float>(d.g, d.x.data<float>(), d.w.data<float>(), nullptr,
-                            d.y.data<float>());
+                            d.y.data<float>(), d.work.data<float>());
     }
     for (size_t i = ds.size(); i-- > 0;) {
       Data& d = ds[i];

@@ -107,10 +107,13 @@ Tensor conv2d_core(const char* op, const Conv2dGeometry& g, const Tensor& x, con
   Tensor xc = x.detach().contiguous(), wc = weight.detach().contiguous();
   Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
   Tensor y = empty({g.n, g.c_out, g.h_out, g.w_out}, x.dtype(), x.device());
+  const int64_t ws_size = kernels::cpu::conv2d_forward_workspace(g);
+  Tensor work = ws_size > 0 ? empty({ws_size}, x.dtype(), x.device()) : Tensor();
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     kernels::cpu::conv2d_forward<T>(g, xc.data<T>(), wc.data<T>(),
-                                    bc.defined() ? bc.data<T>() : nullptr, y.data<T>());
+                                    bc.defined() ? bc.data<T>() : nullptr, y.data<T>(),
+                                    work.defined() ? work.data<T>() : nullptr);
   });
   // Each gradient reads only the other operand: dx needs the weight, dw needs the input.
   const bool x_needed = weight.requires_grad(), w_needed = x.requires_grad();
@@ -124,7 +127,7 @@ Tensor conv2d_core(const char* op, const Conv2dGeometry& g, const Tensor& x, con
         Tensor dx = need[0] ? empty({g.n, g.c_in, g.h, g.w}, dt, dev) : Tensor();
         Tensor dw = need[1] ? empty({g.c_out, g.c_in / g.groups, g.kh, g.kw}, dt, dev) : Tensor();
         Tensor db = need[2] && has_bias ? empty({g.c_out}, dt, dev) : Tensor();
-        const int64_t ws_size = kernels::cpu::conv2d_backward_workspace(g, need[1]);
+        const int64_t ws_size = kernels::cpu::conv2d_backward_workspace(g, need[0], need[1]);
         Tensor work = ws_size > 0 ? empty({ws_size}, dt, dev) : Tensor();
         dispatch_float(dt, op, [&](auto tag) {
           using T = typename decltype(tag)::type;

@@ -142,10 +142,10 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
         Tensor gb = need[2] ? empty({d.c}, gt, xc.device()) : Tensor();
         dispatch_float(gt, op, [&](auto tag) {
           using T = typename decltype(tag)::type;
-          kernels::cpu::batch_norm_backward<T>(d, xc.data<T>(), gc.data<T>(), mean.data<T>(),
-                                               rstd.data<T>(), ptr_or_null<T>(wc),
-                                               ptr_or_null<T>(bc), training, relu, out_or_null<T>(gx),
-                                               out_or_null<T>(gw), out_or_null<T>(gb));
+          kernels::cpu::batch_norm_backward<T>(
+              d, xc.data<T>(), gc.data<T>(), mean.data<T>(), rstd.data<T>(), ptr_or_null<T>(wc),
+              ptr_or_null<T>(bc), training, relu, out_or_null<T>(gx), out_or_null<T>(gw),
+              out_or_null<T>(gb));
         });
         return std::vector<Tensor>{gx, gw, gb};
       },
@@ -158,15 +158,15 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
                   const Tensor& running_mean, const Tensor& running_var, bool training,
                   double momentum, double eps) {
-  return batch_norm_impl(x, weight, bias, running_mean, running_var, training, momentum, eps,
-                         false, "batch_norm");
+  return batch_norm_impl(x, weight, bias, running_mean, running_var, training, momentum, eps, false,
+                         "batch_norm");
 }
 
 Tensor batch_norm_relu(const Tensor& x, const Tensor& weight, const Tensor& bias,
                        const Tensor& running_mean, const Tensor& running_var, bool training,
                        double momentum, double eps) {
-  return batch_norm_impl(x, weight, bias, running_mean, running_var, training, momentum, eps,
-                         true, "batch_norm_relu");
+  return batch_norm_impl(x, weight, bias, running_mean, running_var, training, momentum, eps, true,
+                         "batch_norm_relu");
 }
 
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
@@ -212,10 +212,9 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
         Tensor gb = need[2] ? empty(ns, gt, xc.device()) : Tensor();
         dispatch_float(gt, "layer_norm backward", [&](auto tag) {
           using T = typename decltype(tag)::type;
-          kernels::cpu::layer_norm_backward<T>(xc.data<T>(), gc.data<T>(), mean.data<T>(),
-                                               rstd.data<T>(), ptr_or_null<T>(wc), m, k,
-                                               out_or_null<T>(gx), out_or_null<T>(gw),
-                                               out_or_null<T>(gb));
+          kernels::cpu::layer_norm_backward<T>(
+              xc.data<T>(), gc.data<T>(), mean.data<T>(), rstd.data<T>(), ptr_or_null<T>(wc), m, k,
+              out_or_null<T>(gx), out_or_null<T>(gw), out_or_null<T>(gb));
         });
         return std::vector<Tensor>{gx, gw, gb};
       },
@@ -245,19 +244,19 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
     kernels::cpu::dropout_forward<T>(gen.seed(), offset, n, keep, static_cast<T>(scale),
                                      xc.data<T>(), y.data<T>(), mask.data<uint8_t>());
   });
-  autograd::record(
-      op, y, {x},
-      [mask, scale](const Tensor& g, const GradMask&) {
-        Tensor gc = g.contiguous();
-        Tensor gx = empty(g.shape(), g.dtype(), g.device());
-        dispatch_float(g.dtype(), "dropout backward", [&](auto tag) {
-          using T = typename decltype(tag)::type;
-          kernels::cpu::dropout_backward<T>(gc.numel(), static_cast<T>(scale), gc.data<T>(),
-                                            mask.data<uint8_t>(), gx.data<T>());
-        });
-        return std::vector<Tensor>{gx};
-      },
-      {mask});
+  autograd::record(op, y, {x},
+                   [mask, scale](const Tensor& g, const GradMask&) {
+                     Tensor gc = g.contiguous();
+                     Tensor gx = empty(g.shape(), g.dtype(), g.device());
+                     dispatch_float(g.dtype(), "dropout backward", [&](auto tag) {
+                       using T = typename decltype(tag)::type;
+                       kernels::cpu::dropout_backward<T>(gc.numel(), static_cast<T>(scale),
+                                                         gc.data<T>(), mask.data<uint8_t>(),
+                                                         gx.data<T>());
+                     });
+                     return std::vector<Tensor>{gx};
+                   },
+                   {mask});
   return y;
 }
 

@@ -82,18 +82,18 @@ Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
     using T = typename decltype(tag)::type;
     kernels::cpu::max_pool2d<T>(g, xc.data<T>(), y.data<T>(), idx.data<int32_t>());
   });
-  autograd::record(
-      op, y, {x},
-      [g, idx, shape = x.shape()](const Tensor& gy, const GradMask&) {
-        Tensor gc = gy.contiguous();
-        Tensor gx = empty(shape, gy.dtype(), gy.device());
-        dispatch_float(gy.dtype(), "max_pool2d backward", [&](auto tag) {
-          using T = typename decltype(tag)::type;
-          kernels::cpu::max_pool2d_backward<T>(g, gc.data<T>(), idx.data<int32_t>(), gx.data<T>());
-        });
-        return std::vector<Tensor>{gx};
-      },
-      {idx});
+  autograd::record(op, y, {x},
+                   [g, idx, shape = x.shape()](const Tensor& gy, const GradMask&) {
+                     Tensor gc = gy.contiguous();
+                     Tensor gx = empty(shape, gy.dtype(), gy.device());
+                     dispatch_float(gy.dtype(), "max_pool2d backward", [&](auto tag) {
+                       using T = typename decltype(tag)::type;
+                       kernels::cpu::max_pool2d_backward<T>(g, gc.data<T>(), idx.data<int32_t>(),
+                                                            gx.data<T>());
+                     });
+                     return std::vector<Tensor>{gx};
+                   },
+                   {idx});
   return y;
 }
 
@@ -108,17 +108,16 @@ Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options) {
     using T = typename decltype(tag)::type;
     kernels::cpu::avg_pool2d<T>(g, include_pad, xc.data<T>(), y.data<T>());
   });
-  autograd::record(op, y, {x},
-                   [g, include_pad, shape = x.shape()](const Tensor& gy, const GradMask&) {
-                     Tensor gc = gy.contiguous();
-                     Tensor gx = empty(shape, gy.dtype(), gy.device());
-                     dispatch_float(gy.dtype(), "avg_pool2d backward", [&](auto tag) {
-                       using T = typename decltype(tag)::type;
-                       kernels::cpu::avg_pool2d_backward<T>(g, include_pad, gc.data<T>(),
-                                                            gx.data<T>());
-                     });
-                     return std::vector<Tensor>{gx};
-                   });
+  autograd::record(
+      op, y, {x}, [g, include_pad, shape = x.shape()](const Tensor& gy, const GradMask&) {
+        Tensor gc = gy.contiguous();
+        Tensor gx = empty(shape, gy.dtype(), gy.device());
+        dispatch_float(gy.dtype(), "avg_pool2d backward", [&](auto tag) {
+          using T = typename decltype(tag)::type;
+          kernels::cpu::avg_pool2d_backward<T>(g, include_pad, gc.data<T>(), gx.data<T>());
+        });
+        return std::vector<Tensor>{gx};
+      });
   return y;
 }
 

@@ -192,12 +192,12 @@ void save_safetensors(const std::string& path,
     MEL_CHECK(name != kMetadataKey,
               "save_safetensors: '{}': \"{}\" is reserved for metadata and cannot name a tensor",
               path, name);
-    MEL_CHECK(seen.insert(name).second, "save_safetensors: '{}': duplicate tensor name '{}'",
-              path, name);
+    MEL_CHECK(seen.insert(name).second, "save_safetensors: '{}': duplicate tensor name '{}'", path,
+              name);
     MEL_CHECK(t.defined(), "save_safetensors: '{}': tensor '{}' is undefined", path, name);
     MEL_CHECK(t.device().is_cpu(),
-              "save_safetensors: '{}': tensor '{}' is on {} (copy it to the CPU first)", path,
-              name, t.device().str());
+              "save_safetensors: '{}': tensor '{}' is on {} (copy it to the CPU first)", path, name,
+              t.device().str());
     // detach(): a checkpoint copy must not join the autograd graph of a parameter.
     Tensor c = t.detach().contiguous();
     const uint64_t n = c.nbytes();
@@ -213,9 +213,10 @@ void save_safetensors(const std::string& path,
   try {
     text = header.dump();
   } catch (const json::exception& e) {
-    fail("save_safetensors: '{}': cannot encode the header (names and metadata must be valid "
-         "UTF-8): {}",
-         path, e.what());
+    fail(
+        "save_safetensors: '{}': cannot encode the header (names and metadata must be valid "
+        "UTF-8): {}",
+        path, e.what());
   }
   // The data section then starts 8-aligned, as the reference implementation writes it.
   text.append((8 - text.size() % 8) % 8, ' ');

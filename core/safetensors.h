@@ -1,5 +1,5 @@
-// Checkpoints in the safetensors format (8-byte header length, JSON header, raw little-endian data):
-// an atomic writer and a loader that validates every field and names the file in each error.
+// Checkpoints in the safetensors format (8-byte header length, JSON header, raw little-endian
+// data): an atomic writer and a loader that validates every field and names the file in each error.
 #pragma once
 #include <map>
 #include <string>

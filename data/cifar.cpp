@@ -16,10 +16,10 @@ namespace fs = std::filesystem;
 constexpr int64_t kPixels = 3 * 32 * 32;
 
 struct Format {
-  const char* pretty;     // "CIFAR-10"
-  const char* name;       // "cifar10"
-  const char* subdir;     // folder name inside the official archive
-  int64_t label_bytes;    // 1 (label) or 2 (coarse, fine)
+  const char* pretty;   // "CIFAR-10"
+  const char* name;     // "cifar10"
+  const char* subdir;   // folder name inside the official archive
+  int64_t label_bytes;  // 1 (label) or 2 (coarse, fine)
   int64_t num_classes;
   int64_t num_coarse;
 };
@@ -79,13 +79,14 @@ ImageDataset load_records(const std::string& dir, const std::vector<std::string>
     for (int64_t r = 0; r < n; ++r, ++at, p += record) {
       if (coarse) {
         MEL_CHECK(p[0] < f.num_coarse,
-                  "'{}': record {} has coarse label {}, out of range (expected 0..{})", paths[k],
-                  r, p[0], f.num_coarse - 1);
+                  "'{}': record {} has coarse label {}, out of range (expected 0..{})", paths[k], r,
+                  p[0], f.num_coarse - 1);
         coarse[at] = p[0];
       }
       const uint8_t label = p[f.label_bytes - 1];
-      MEL_CHECK(label < f.num_classes, "'{}': record {} has {}label {}, out of range (expected 0..{})",
-                paths[k], r, coarse ? "fine " : "", label, f.num_classes - 1);
+      MEL_CHECK(label < f.num_classes,
+                "'{}': record {} has {}label {}, out of range (expected 0..{})", paths[k], r,
+                coarse ? "fine " : "", label, f.num_classes - 1);
       lbl[at] = label;
       std::memcpy(img + at * kPixels, p + f.label_bytes, kPixels);
     }

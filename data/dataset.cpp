@@ -11,8 +11,8 @@ const char* split_name(Split s) {
 }
 
 ImageDataset load_dataset(const std::string& name, const std::string& dir, Split split) {
-  const bool known = name == "fashion-mnist" || name == "mnist" || name == "cifar10" ||
-                     name == "cifar100";
+  const bool known =
+      name == "fashion-mnist" || name == "mnist" || name == "cifar10" || name == "cifar100";
   MEL_CHECK(known, "unknown dataset '{}' (expected fashion-mnist, mnist, cifar10 or cifar100)",
             name);
   if (name == "fashion-mnist") {

@@ -13,10 +13,10 @@ enum class Split { train, test };
 const char* split_name(Split s);  // "train", "test"
 
 struct ImageDataset {
-  std::string name;       // "fashion-mnist", "mnist", "cifar10", "cifar100"
-  Tensor images;          // u8 [N, C, H, W], contiguous
-  Tensor labels;          // i64 [N]
-  Tensor coarse_labels;   // i64 [N] (CIFAR-100 super-classes) or undefined
+  std::string name;      // "fashion-mnist", "mnist", "cifar10", "cifar100"
+  Tensor images;         // u8 [N, C, H, W], contiguous
+  Tensor labels;         // i64 [N]
+  Tensor coarse_labels;  // i64 [N] (CIFAR-100 super-classes) or undefined
   int64_t num_classes = 0;
   int64_t num_coarse_classes = 0;
   int64_t size() const { return labels.defined() ? labels.numel() : 0; }

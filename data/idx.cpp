@@ -35,7 +35,8 @@ void check_dir(const std::string& dir, const std::string& name) {
         "dataset-fashion-mnist), or pass the folder holding the IDX files with --data",
         kFashionMnistDefaultDir);
   } else {
-    hint = "; pass the folder holding the IDX files (train-images-idx3-ubyte[.gz], ...) with --data";
+    hint =
+        "; pass the folder holding the IDX files (train-images-idx3-ubyte[.gz], ...) with --data";
   }
   fail("{} folder '{}' {}{}", pretty_name(name), dir,
        exists ? "is not a directory" : "does not exist", hint);

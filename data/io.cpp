@@ -23,7 +23,8 @@ struct FileCloser {
 };
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // Frees zlib's state on every path out of gunzip.
@@ -39,8 +40,7 @@ struct Inflater {
 
 std::vector<uint8_t> read_raw_file(const std::string& path) {
   std::error_code ec;
-  MEL_CHECK(!std::filesystem::is_directory(path, ec), "'{}' is a directory, not a data file",
-            path);
+  MEL_CHECK(!std::filesystem::is_directory(path, ec), "'{}' is a directory, not a data file", path);
   std::unique_ptr<FILE, FileCloser> f(std::fopen(path.c_str(), "rb"));
   MEL_CHECK(f, "cannot open '{}': {}", path, std::strerror(errno));
   MEL_CHECK(std::fseek(f.get(), 0, SEEK_END) == 0, "cannot seek in '{}': {}", path,
@@ -97,9 +97,10 @@ std::vector<uint8_t> gunzip(const uint8_t* data, size_t size, const std::string&
         case Z_BUF_ERROR:
           // No progress: either the output is full (grown above) or the input ran out.
           if (inf.zs.avail_out != 0 && pos == size) {
-            fail("'{}': truncated gzip file: the compressed data ends after {} bytes (and {} "
-                 "decompressed bytes) before the end of the stream",
-                 path, size, produced);
+            fail(
+                "'{}': truncated gzip file: the compressed data ends after {} bytes (and {} "
+                "decompressed bytes) before the end of the stream",
+                path, size, produced);
           }
           break;
         case Z_NEED_DICT:
@@ -113,9 +114,10 @@ std::vector<uint8_t> gunzip(const uint8_t* data, size_t size, const std::string&
       }
       if (!member_done && pos == size && inf.zs.avail_out != 0 && ret == Z_OK) {
         // All input consumed, room left in the output, stream not finished: cut short.
-        fail("'{}': truncated gzip file: the compressed data ends after {} bytes (and {} "
-             "decompressed bytes) before the end of the stream",
-             path, size, produced);
+        fail(
+            "'{}': truncated gzip file: the compressed data ends after {} bytes (and {} "
+            "decompressed bytes) before the end of the stream",
+            path, size, produced);
       }
     }
     // Further members follow only if non-zero bytes remain (some tools pad with zeros).

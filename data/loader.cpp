@@ -78,8 +78,7 @@ DataLoader::DataLoader(const ImageDataset& ds, LoaderOptions opts)
   const int64_t total = im.size(0);
   check_labels(ds, ds.labels, "labels", total);
   if (ds.coarse_labels.defined()) check_labels(ds, ds.coarse_labels, "coarse labels", total);
-  MEL_CHECK(opts_.batch_size >= 1, "DataLoader: batch_size must be >= 1, got {}",
-            opts_.batch_size);
+  MEL_CHECK(opts_.batch_size >= 1, "DataLoader: batch_size must be >= 1, got {}", opts_.batch_size);
   MEL_CHECK(opts_.limit >= 0, "DataLoader: limit must be >= 0, got {}", opts_.limit);
   MEL_CHECK(opts_.crop_padding >= 0, "DataLoader: crop_padding must be >= 0, got {}",
             opts_.crop_padding);
@@ -87,8 +86,8 @@ DataLoader::DataLoader(const ImageDataset& ds, LoaderOptions opts)
   H_ = im.size(2);
   W_ = im.size(3);
   n_ = opts_.limit > 0 ? std::min(opts_.limit, total) : total;
-  num_batches_ = opts_.drop_last ? n_ / opts_.batch_size
-                                 : (n_ + opts_.batch_size - 1) / opts_.batch_size;
+  num_batches_ =
+      opts_.drop_last ? n_ / opts_.batch_size : (n_ + opts_.batch_size - 1) / opts_.batch_size;
   if (opts_.prefetch) worker_ = std::thread([this] { worker_loop(); });
 }
 
@@ -119,8 +118,8 @@ std::vector<int64_t> DataLoader::epoch_order(int64_t epoch) const {
 Augment DataLoader::augment_for(int64_t epoch, int64_t index) const {
   Augment a;
   if (opts_.crop_padding == 0 && !opts_.hflip) return a;
-  const uint64_t h = splitmix64(key(opts_.seed, epoch, kAugmentStream) ^
-                                splitmix64(static_cast<uint64_t>(index)));
+  const uint64_t h =
+      splitmix64(key(opts_.seed, epoch, kAugmentStream) ^ splitmix64(static_cast<uint64_t>(index)));
   if (opts_.crop_padding > 0) {
     const uint64_t span = 2 * static_cast<uint64_t>(opts_.crop_padding) + 1;
     a.dy = static_cast<int64_t>((h & 0xffffffu) % span);
@@ -153,10 +152,10 @@ Batch DataLoader::make_batch(int64_t k) const {
               label, ds_.num_classes - 1);
     y[i] = label;
     if (yc) {
-      MEL_CHECK(ds_.num_coarse_classes <= 0 ||
-                    (coarse[idx] >= 0 && coarse[idx] < ds_.num_coarse_classes),
-                "DataLoader: dataset '{}' sample {} has coarse label {}, outside 0..{}",
-                ds_.name, idx, coarse[idx], ds_.num_coarse_classes - 1);
+      MEL_CHECK(
+          ds_.num_coarse_classes <= 0 || (coarse[idx] >= 0 && coarse[idx] < ds_.num_coarse_classes),
+          "DataLoader: dataset '{}' sample {} has coarse label {}, outside 0..{}", ds_.name, idx,
+          coarse[idx], ds_.num_coarse_classes - 1);
       yc[i] = coarse[idx];
     }
     transform_image(images + idx * per, x + i * per, C_, H_, W_, norm_, opts_.crop_padding,

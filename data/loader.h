@@ -80,7 +80,7 @@ class DataLoader {
   std::thread worker_;
   bool stop_ = false;
   bool busy_ = false;
-  int64_t requested_ = -1;  // batch the worker should make next, -1 for none
+  int64_t requested_ = -1;   // batch the worker should make next, -1 for none
   uint64_t generation_ = 0;  // bumped by start_epoch so stale results are dropped
   bool has_result_ = false;
   int64_t result_index_ = -1;

@@ -131,7 +131,8 @@ std::pair<std::vector<float>, std::vector<float>> channel_stats(const Tensor& im
     }
     const double m = s1 / count;
     mean[static_cast<size_t>(c)] = static_cast<float>(m);
-    stdev[static_cast<size_t>(c)] = static_cast<float>(std::sqrt(std::max(0.0, s2 / count - m * m)));
+    stdev[static_cast<size_t>(c)] =
+        static_cast<float>(std::sqrt(std::max(0.0, s2 / count - m * m)));
   }
   return {mean, stdev};
 }

@@ -55,6 +55,12 @@ int run_cli(int argc, char** argv) {
   auto* info = app.add_subcommand("info", "print a config's module tree and parameter counts");
   info->add_option("config", config, "config file")->required();
 
+  auto* eval = app.add_subcommand("eval", "recompute test accuracy from a run folder or checkpoint");
+  eval->add_option("run", config, "run folder or model .safetensors file")->required();
+  eval->add_option("--device", ov.device, "cpu or cuda[:N]")->capture_default_str();
+  eval->add_option("--data", ov.data_dir, "dataset folder (overrides the stored config)");
+  eval->add_option("--test-limit", test_limit, "evaluate on the first N test samples only");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -66,6 +72,8 @@ int run_cli(int argc, char** argv) {
     if (*train) {
       SingleConfig c = load_single_config(config, ov);
       train_single(c, ov);
+    } else if (*eval) {
+      eval_single(config, ov);
     } else if (*info) {
       SingleConfig c = load_single_config(config, RunOverrides{});
       auto model = build_model(c);

@@ -11,8 +11,8 @@
 #include "core/ops_nn.h"
 #include "core/ops_reduce.h"
 #include "core/ops_elementwise.h"
-#include "core/safetensors.h"
 #include "kernels/cpu/gemm.h"
+#include "mel/checkpoint.h"
 #include "mel/files.h"
 #include "mel/progress.h"
 
@@ -54,9 +54,13 @@ data::LoaderOptions loader_options(const DataConfig& dc, int64_t batch, uint64_t
 }
 
 SingleConfig load_single_config(const std::string& path, const RunOverrides& ov) {
+  return parse_single_config(read_json_file(path), path, ov);
+}
+
+SingleConfig parse_single_config(Json json, const std::string& path, const RunOverrides& ov) {
   SingleConfig c;
   c.path = path;
-  c.json = read_json_file(path);
+  c.json = std::move(json);
   JsonReader top(c.json, path, "");
   c.name = top.get_string("name", std::filesystem::path(path).stem().string());
   const std::string kind = top.get_string("kind", "single");
@@ -210,13 +214,7 @@ Json train_single(const SingleConfig& c, const RunOverrides& ov) {
                  {"samples_per_second", seen / epoch_seconds}};
     metrics += line.dump() + "\n";
     write_file_atomic(out + "/metrics.jsonl", metrics);
-    // Checkpoint: the model (PyTorch names) and, in a second file, the optimizer state.
-    const std::map<std::string, std::string> meta = {{"format", "mel-checkpoint-1"},
-                                                     {"config", c.json.dump()},
-                                                     {"epoch", std::to_string(epoch + 1)},
-                                                     {"step", std::to_string(step)}};
-    save_safetensors(out + "/model.safetensors", model->state_dict(), meta);
-    save_safetensors(out + "/optimizer.safetensors", optimizer->state(), meta);
+    save_checkpoint(out, *model, optimizer.get(), {c.json.dump(), epoch + 1, step});
   }
 
   Json report = {{"config", c.json},
@@ -236,6 +234,34 @@ Json train_single(const SingleConfig& c, const RunOverrides& ov) {
              100.0 * last_eval.accuracy, tc.epochs, format_duration(train_seconds),
              samples_seen / train_seconds, out);
   return report;
+}
+
+Json eval_single(const std::string& run, const RunOverrides& ov) {
+  const Device device = Device::parse(ov.device);
+  check_device_available(device);
+  MEL_CHECK(device.is_cpu(), "mel eval: device {} is not supported by this build yet",
+            device.str());
+  const std::string file = model_checkpoint_path(run);
+  const CheckpointInfo info = read_checkpoint_info(file);
+  Json cfg;
+  try {
+    cfg = Json::parse(info.config_json);
+  } catch (const nlohmann::json::parse_error& e) {
+    fail("{}: the config stored in the checkpoint is not valid JSON: {}", file, e.what());
+  }
+  SingleConfig c = parse_single_config(std::move(cfg), file + " (stored config)", ov);
+  auto model = build_model(c);
+  load_model_checkpoint(file, *model);
+  const data::ImageDataset test_ds =
+      data::load_dataset(c.data.dataset, c.data.dir, data::Split::test);
+  const EvalResult r = evaluate(*model, test_ds, c.data, c.train.eval_batch_size,
+                                c.train.test_limit);
+  fmt::print("{} (epoch {}): test accuracy {:.2f}% loss {:.4f} on {} samples\n", c.name,
+             info.epoch, 100.0 * r.accuracy, r.loss, r.samples);
+  return {{"accuracy", {{"1", r.accuracy}}},
+          {"test_loss", r.loss},
+          {"test_samples", r.samples},
+          {"epoch", info.epoch}};
 }
 
 }  // namespace mel::app

@@ -33,6 +33,8 @@ struct SingleConfig {
 
 // Reads and validates the whole config (the model is built once to check it).
 SingleConfig load_single_config(const std::string& path, const RunOverrides& overrides);
+SingleConfig parse_single_config(Json json, const std::string& source,
+                                 const RunOverrides& overrides);
 std::shared_ptr<Classifier> build_model(const SingleConfig& c);
 
 struct EvalResult {
@@ -45,6 +47,9 @@ EvalResult evaluate(nn::Module& model, const data::ImageDataset& ds, const DataC
 
 // Trains, evaluates and writes the run folder; returns report.json's content.
 Json train_single(const SingleConfig& c, const RunOverrides& overrides);
+
+// Recomputes the test accuracy of a run folder or model checkpoint (config from its metadata).
+Json eval_single(const std::string& run_or_checkpoint, const RunOverrides& overrides);
 
 // The loader options a config asks for (normalisation; augmentation only when `train`).
 data::LoaderOptions loader_options(const DataConfig& dc, int64_t batch, uint64_t seed, bool train,

@@ -8,6 +8,7 @@
 #include "core/ops_index.h"
 #include "core/ops_linalg.h"
 #include "core/ops_norm.h"
+#include "core/ops_norm_fused.h"
 
 namespace mel::nn {
 
@@ -189,8 +190,10 @@ Tensor BatchNorm::forward(const Tensor& x) {
   if (is_training() && running_mean.defined()) {
     num_batches_tracked.fill_(num_batches_tracked.item() + 1);
   }
-  Tensor y = batch_norm(x, weight, bias, running_mean, running_var, use_batch, momentum, eps);
-  return fuse_relu ? relu(y) : y;
+  if (fuse_relu) {
+    return batch_norm_relu(x, weight, bias, running_mean, running_var, use_batch, momentum, eps);
+  }
+  return batch_norm(x, weight, bias, running_mean, running_var, use_batch, momentum, eps);
 }
 
 std::string BatchNorm::extra_repr() const {

@@ -1,5 +1,5 @@
 // CPU 2-D convolution (NCHW, PyTorch semantics: zero padding, stride, dilation, groups) forward and
-// backward, as im2col/col2im over chunks of images feeding gemm(), parallel across the chunks.
+// backward, through gemm(): Winograd F(2x2, 3x3) for 3x3 stride-1 layers, im2col otherwise.
 #pragma once
 #include <cstdint>
 
@@ -13,18 +13,23 @@ struct Conv2dGeometry {
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1;
   int64_t groups = 1;
   int64_t h_out = 0, w_out = 0;
+  bool allow_winograd = true;  // false forces im2col (benchmarks and tests compare the two)
 };
+
+// Elements of scratch the calls below need in `workspace` (possibly 0, when it may be null).
+// Computed from the geometry and the thread count, so ask right before the call.
+int64_t conv2d_forward_workspace(const Conv2dGeometry& g);
+int64_t conv2d_backward_workspace(const Conv2dGeometry& g, bool need_dx, bool need_dw);
 
 // y = conv(x, w) + bias (bias may be null). T: float or double.
 template <class T>
-void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y);
-
-// Elements of scratch conv2d_backward needs in `workspace` when it computes dw (0 otherwise).
-int64_t conv2d_backward_workspace(const Conv2dGeometry& g, bool need_dw);
+void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y,
+                    T* workspace);
 
 // Gradients for output gradient dy; each of dx, dw, dbias may be null to skip it. x is read only
 // when dw is wanted, w only when dx is. The weight and bias gradients are summed over the batch in
-// an order fixed by the shapes alone, so results do not depend on thread count or scheduling.
+// an order fixed by the shapes alone (for up to 8 threads), so results do not depend on the
+// thread count or on scheduling.
 template <class T>
 void conv2d_backward(const Conv2dGeometry& g, const T* dy, const T* x, const T* w, T* dx, T* dw,
                      T* dbias, T* workspace);

@@ -7,7 +7,6 @@
 #include <cctype>
 #include <climits>
 #include <cstring>
-#include <cstdlib>  // TUNING
 #include <memory>
 #include <new>
 #include <string>
@@ -25,10 +24,16 @@ namespace mel::kernels::cpu {
 namespace {
 
 using gemm_detail::Arch;
+using gemm_detail::Operands;
 
+// The built-in GEMM: a driver (blocked_impl) shared by two instruction sets, each supplying packing
+// routines and micro-kernels through gemm_detail::Arch: the AVX2 ones below, which every x86-64-v3
+// CPU runs, and the AVX-512 ones in gemm_avx512.cpp, chosen at run time where the CPU has them.
+//
 // AVX2 blocking. Register tile MR x NR (12 accumulator vectors of 8 floats or 4 doubles: with the
-// two B vectors and the A broadcast that fills the 16 AVX2 registers without spilling). KC x NR of packed B
-// stays in L1 while MC x KC of packed A streams from L2; the KC x NC panel of B lives in L3.
+// two B vectors and the A broadcast that fills the 16 AVX2 registers without spilling). KC x NR of
+// packed B stays in L1 while MC x KC of packed A streams from L2; the KC x NC panel of B lives in
+// L3.
 template <class T>
 struct Blocking;
 template <>
@@ -42,6 +47,9 @@ struct Blocking<double> {
   static constexpr int64_t kMC = 96, kKC = 256, kNC = 2040;
 };
 
+// Per-core L2 of the machines this is tuned for (Sapphire Rapids: 2 MiB).
+constexpr double kL2Bytes = 2 << 20;
+
 // Below this many flops a fork/join costs more than it saves.
 constexpr double kParallelFlops = 1 << 19;
 
@@ -51,6 +59,21 @@ int64_t ceil_div(int64_t a, int64_t b) {
 
 int64_t round_up(int64_t a, int64_t b) {
   return ceil_div(a, b) * b;
+}
+
+// Boundary i of [0, total) cut into `parts` near-equal ranges at multiples of `unit`.
+int64_t split_point(int64_t total, int64_t unit, int64_t parts, int64_t i) {
+  if (i >= parts) return total;
+  return std::min(total, (total * i / parts + unit / 2) / unit * unit);
+}
+
+int64_t largest_part(int64_t total, int64_t unit, int64_t parts) {
+  int64_t largest = 0;
+  for (int64_t i = 0; i < parts; ++i) {
+    largest = std::max(largest,
+                       split_point(total, unit, parts, i + 1) - split_point(total, unit, parts, i));
+  }
+  return largest;
 }
 
 // Packed panels are read with full-vector loads; 64-byte alignment keeps them on cache lines.
@@ -204,15 +227,16 @@ inline void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict 
   }
 }
 
-// Arch::block for the AVX2 kernel: each B sliver stays in L1 while the A slivers stream past it.
+// Arch::block for the AVX2 kernel, which takes packed operands only: each B sliver stays in L1
+// while the A slivers stream past it.
 template <class T>
-void avx2_block(int64_t mc, int64_t nc, int64_t kc, const T* ap, const T* bp, T* c, int64_t rsc,
-                int64_t csc, T alpha, T beta) {
+void avx2_block(int64_t mc, int64_t nc, int64_t kc, const Operands<T>& op, T alpha, T beta) {
   constexpr int MR = Blocking<T>::kMR, NR = Blocking<T>::kNR;
   for (int64_t j = 0; j < nc; j += NR) {
     const int64_t nr = std::min<int64_t>(NR, nc - j);
     for (int64_t i = 0; i < mc; i += MR) {
-      micro_kernel<T, MR, NR>(kc, ap + i * kc, bp + j * kc, c + i * rsc + j * csc, rsc, csc,
+      micro_kernel<T, MR, NR>(kc, op.a + i / MR * op.a_sliver, op.b + j / NR * op.b_sliver,
+                              op.c + i * op.c_rs + j * op.c_cs, op.c_rs, op.c_cs,
                               std::min<int64_t>(MR, mc - i), nr, alpha, beta);
     }
   }
@@ -221,17 +245,24 @@ void avx2_block(int64_t mc, int64_t nc, int64_t kc, const T* ap, const T* bp, T*
 template <class T>
 constexpr Arch<T> avx2_arch() {
   using Bk = Blocking<T>;
-  return {"avx2",
-          Bk::kMR,
-          Bk::kNR,
-          Bk::kMR,
-          Bk::kNR,
-          Bk::kKC,
-          Bk::kMC,
-          Bk::kNC,
-          &pack_a<T, Bk::kMR>,
-          &pack_b<T, Bk::kNR>,
-          &avx2_block<T>};
+  return {.name = "avx2",
+          .mr = Bk::kMR,
+          .nr = Bk::kNR,
+          .m_grain = Bk::kMR,
+          .n_grain = Bk::kNR,
+          .max_tail = 0,
+          .tail_cost = 1.0,
+          .lanes = 2 * 32 / sizeof(T),
+          .transpose_cost = 1.0,
+          .store_cost = 0.1,
+          .store_cost_t = 1.0,
+          .kc = Bk::kKC,
+          .mc = Bk::kMC,
+          .nc = Bk::kNC,
+          .in_place = false,
+          .pack_a = &pack_a<T, Bk::kMR>,
+          .pack_b = &pack_b<T, Bk::kNR>,
+          .block = &avx2_block<T>};
 }
 constexpr Arch<float> kAvx2F32 = avx2_arch<float>();
 constexpr Arch<double> kAvx2F64 = avx2_arch<double>();
@@ -257,16 +288,25 @@ const Arch<T>& select_arch() {
   }
 }
 
-// Vectors run along N, so an N just past a multiple of the vector width (a 7 x 7 feature map:
-// N = 49 of 64 lanes) wastes a quarter of the work. C^T = op(B)^T op(A)^T puts the vectors along
-// M instead; its transposed stores cost a little, hence the margin.
+// Estimated cycles for C = op(A) op(B) (transposed: computing C^T with C's storage). Vectors run
+// along N, so an N just past a multiple of the vector width (a 7 x 7 feature map: N = 49 of 64
+// lanes) wastes work; B is read as rows of op(B), so a B stored N x K must first be transposed into
+// slivers (the in-place kernels read every other layout as it is; the AVX2 ones always pack,
+// transposing a non-trans A); and C^T is stored through register transposes once per K panel.
 template <class T>
-bool transposed_pays(const Arch<T>& arch, int64_t M, int64_t N) {
-  const auto work = [&](int64_t m, int64_t n) {
-    return static_cast<double>(round_up(m, arch.m_grain)) *
-           static_cast<double>(round_up(n, arch.n_grain));
-  };
-  return 1.1 * work(N, M) < work(M, N);
+double plan_cost(const Arch<T>& arch, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b,
+                 bool transposed) {
+  const double m = static_cast<double>(M), n = static_cast<double>(N), k = static_cast<double>(K);
+  const int64_t ragged = N % arch.n_grain;
+  const double n_eff = ragged > 0 && ragged <= arch.max_tail
+                           ? static_cast<double>(N - ragged) + arch.tail_cost * ragged
+                           : static_cast<double>(round_up(N, arch.n_grain));
+  double cost = static_cast<double>(round_up(M, arch.m_grain)) * n_eff * k / arch.lanes;
+  if (trans_b) cost += arch.transpose_cost * n * k;
+  if (!arch.in_place && !trans_a) cost += arch.transpose_cost * m * k;
+  cost += (transposed ? arch.store_cost_t : arch.store_cost) * m * n *
+          static_cast<double>(ceil_div(K, arch.kc));
+  return cost;
 }
 
 template <class T>
@@ -279,10 +319,10 @@ void blocked_impl(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T
     return;
   }
   const Arch<T>& arch = select_arch<T>();
-  // Element (i, j) of the C being computed lives at C[i * rsc + j * csc].
+  // Element (i, j) of the C being computed lives at C[i * rsc + j * csc]; C^T = op(B)^T op(A)^T.
   int64_t rsc = ldc, csc = 1;
-  static const int force_t = getenv("MEL_GEMM_T") ? atoi(getenv("MEL_GEMM_T")) : -1;  // TUNING
-  if (force_t == 1 || (force_t == -1 && transposed_pays(arch, M, N))) {
+  if (plan_cost(arch, N, M, K, !trans_b, !trans_a, true) <
+      plan_cost(arch, M, N, K, trans_a, trans_b, false)) {
     const bool ta = !trans_b, tb = !trans_a;
     trans_a = ta;
     trans_b = tb;
@@ -296,76 +336,107 @@ void blocked_impl(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T
   const int nthreads =
       allow_parallel && flops >= kParallelFlops && !omp_in_parallel() ? omp_get_max_threads() : 1;
   const int64_t MR = arch.mr, NR = arch.nr;
+  const bool pack_a = !arch.in_place;
+  // B read in place is fastest while it sits in L2 (where im2col just wrote it); from further
+  // away its rows, one page apart, defeat the prefetchers, and a packed copy streams better.
+  const bool pack_b = !arch.in_place || trans_b ||
+                      static_cast<double>(K) * static_cast<double>(N) * sizeof(T) > kL2Bytes;
 
-  // Blocks of equal size (K panels, and row and column blocks rounded to the register tile) so
-  // that no block is a sliver. The K panels depend on the shape only: every thread count adds
-  // each C element's products in the same order, which keeps results bitwise reproducible.
-  static const int64_t t_kc = getenv("MEL_GEMM_KC") ? atoi(getenv("MEL_GEMM_KC")) : arch.kc;  // TUNING
-  static const int64_t t_mc = getenv("MEL_GEMM_MC") ? atoi(getenv("MEL_GEMM_MC")) : arch.mc;
-  static const int64_t t_nc = getenv("MEL_GEMM_NC") ? atoi(getenv("MEL_GEMM_NC")) : arch.nc;
-  const int64_t kc_blk = ceil_div(K, ceil_div(K, t_kc));
-  const int64_t mc_blk = round_up(ceil_div(M, ceil_div(M, t_mc)), MR);
-  const int64_t row_blocks = ceil_div(M, mc_blk);
-  const int64_t nc_blk = round_up(ceil_div(N, ceil_div(N, t_nc)), NR);
+  // K panels of equal size. They depend on the shape alone, so every element's products are added
+  // in the same order however C is split among threads (and each micro-kernel variant adds an
+  // element's products alike), which keeps results bitwise reproducible.
+  const int64_t kc_blk = ceil_div(K, ceil_div(K, arch.kc));
 
-  T* const b_pack = scratch<T>(0, kc_blk * std::min(nc_blk, round_up(N, NR)));
-  T* const a_pack = scratch<T>(1, static_cast<int64_t>(nthreads) * mc_blk * kc_blk);
+  // Threads take a tm x tn grid of C rectangles, cut at multiples of the register tile, and each
+  // packs what it reads itself: no shared buffers, so no barriers, and a thread held up by
+  // another process does not hold up the rest at every K panel. The grid is the one whose
+  // largest rectangle (plus its B packing) is cheapest.
+  int tm = 1, tn = 1;
+  if (nthreads > 1) {
+    double best = 0;
+    for (int a = 1; a <= nthreads; ++a) {
+      if (nthreads % a != 0) continue;
+      const int b = nthreads / a;
+      const double rows = static_cast<double>(largest_part(M, MR, a));
+      const double cols = static_cast<double>(largest_part(N, NR, b));
+      double cost = rows * cols * static_cast<double>(K) / arch.lanes;
+      if (pack_b) cost += (trans_b ? 1.0 : 0.3) * arch.transpose_cost * cols * K;
+      if (tm * tn == 1 || cost < best) {
+        best = cost;
+        tm = a;
+        tn = b;
+      }
+    }
+  }
 
-  // One thread's share; the packed B panel is shared, so threads meet at a barrier after packing
-  // it and again before it is overwritten. A lone thread never touches OpenMP, which keeps calls
-  // from inside a parallel region (one image per thread) free of nested-region overhead.
-  const auto body = [&](int tid, int nt) {
-    T* const ap = a_pack + static_cast<int64_t>(tid) * mc_blk * kc_blk;
-    for (int64_t jc = 0; jc < N; jc += nc_blk) {
-      const int64_t nc = std::min(nc_blk, N - jc);
-      const int64_t slivers = ceil_div(nc, NR);
-      // Enough column chunks that every thread gets work even when M is one row block.
-      const int64_t col_chunks =
-          nt == 1 ? 1 : std::clamp<int64_t>(ceil_div(4 * nt, row_blocks), 1, slivers);
-      const int64_t tasks = row_blocks * col_chunks;
+  // One thread's rectangle: column panels of at most NC, K panels, row blocks of at most MC, each
+  // block handed to the instruction set's `block`.
+  const auto body = [&](int tid) {
+    const int ti = tid / tn, tj = tid % tn;
+    const int64_t r0 = split_point(M, MR, tm, ti), r1 = split_point(M, MR, tm, ti + 1);
+    const int64_t c0 = split_point(N, NR, tn, tj), c1 = split_point(N, NR, tn, tj + 1);
+    if (r0 >= r1 || c0 >= c1) return;
+    const int64_t mc_blk = round_up(ceil_div(r1 - r0, ceil_div(r1 - r0, arch.mc)), MR);
+    const int64_t nc_blk = round_up(ceil_div(c1 - c0, ceil_div(c1 - c0, arch.nc)), NR);
+    T* const bp =
+        pack_b ? scratch<T>(0, kc_blk * std::min(nc_blk, round_up(c1 - c0, NR))) : nullptr;
+    T* const ap = pack_a ? scratch<T>(1, mc_blk * kc_blk) : nullptr;
+    for (int64_t jc = c0; jc < c1; jc += nc_blk) {
+      const int64_t nc = std::min(nc_blk, c1 - jc);
       for (int64_t pc = 0; pc < K; pc += kc_blk) {
         const int64_t kc = std::min(kc_blk, K - pc);
         const T beta_blk = pc == 0 ? beta : T(1);  // later K panels accumulate
-        arch.pack_b(trans_b, B, ldb, pc, kc, jc, nc, slivers * tid / nt,
-                    slivers * (tid + 1) / nt, b_pack);
-        if (nt > 1) {
-#pragma omp barrier
+        Operands<T> op;
+        if (pack_b) {
+          arch.pack_b(trans_b, B, ldb, pc, kc, jc, nc, 0, ceil_div(nc, NR), bp);
+          op.b = bp;
+          op.b_sliver = NR * kc;
+          op.b_ks = NR;
+          op.b_packed = true;
+        } else {
+          op.b = B + pc * ldb + jc;
+          op.b_sliver = NR;
+          op.b_ks = ldb;
+          op.b_packed = false;
         }
-        // Consecutive tasks share a row block, so a thread repacks its A block rarely.
-        int64_t packed = -1;
-        for (int64_t t = tasks * tid / nt; t < tasks * (tid + 1) / nt; ++t) {
-          const int64_t ib = t / col_chunks, jb = t % col_chunks;
-          const int64_t i0 = ib * mc_blk;
-          const int64_t mc = std::min(mc_blk, M - i0);
-          const int64_t s0 = slivers * jb / col_chunks, s1 = slivers * (jb + 1) / col_chunks;
-          if (s0 == s1) continue;
-          if (ib != packed) {
+        for (int64_t i0 = r0; i0 < r1; i0 += mc_blk) {
+          const int64_t mc = std::min(mc_blk, r1 - i0);
+          if (pack_a) {
             arch.pack_a(trans_a, A, lda, i0, mc, pc, kc, ap);
-            packed = ib;
+            op.a = ap;
+            op.a_sliver = MR * kc;
+            op.a_rs = 1;
+            op.a_ks = MR;
+          } else {
+            op.a_rs = trans_a ? 1 : lda;
+            op.a_ks = trans_a ? lda : 1;
+            op.a = A + i0 * op.a_rs + pc * op.a_ks;
+            op.a_sliver = MR * op.a_rs;
           }
-          const int64_t j = s0 * NR;
-          arch.block(mc, std::min(s1 * NR, nc) - j, kc, ap, b_pack + j * kc,
-                     C + i0 * rsc + (jc + j) * csc, rsc, csc, alpha, beta_blk);
-        }
-        if (nt > 1) {
-#pragma omp barrier
+          op.c = C + i0 * rsc + jc * csc;
+          op.c_rs = rsc;
+          op.c_cs = csc;
+          arch.block(mc, nc, kc, op, alpha, beta_blk);
         }
       }
     }
   };
-  if (nthreads == 1) {
-    body(0, 1);
+  // A lone thread never touches OpenMP, which keeps calls from inside a parallel region (one
+  // image per thread) free of nested-region overhead.
+  if (tm * tn == 1) {
+    body(0);
   } else {
-#pragma omp parallel num_threads(nthreads)
-    body(omp_get_thread_num(), omp_get_num_threads());
+#pragma omp parallel for schedule(static, 1) num_threads(tm* tn)
+    for (int t = 0; t < tm * tn; ++t) body(t);
   }
 }
 
 #ifdef MEL_HAVE_OPENBLAS
 // A DYNAMIC_ARCH OpenBLAS picks kernels by CPU model, and a model newer than the library falls
 // back to generic ones: 0.3.21 runs an Emerald Rapids Xeon as "Prescott" (SSE3) at ~65 GFLOP/s on
-// two cores where the AVX2 kernel here reaches ~150. So pre-AVX2 cores on an AVX2 machine are
-// bypassed (OPENBLAS_CORETYPE=SkylakeX in the environment restores OpenBLAS, ~300 GFLOP/s there).
+// two cores where the kernels here reach ~150 (AVX2) and ~300 (AVX-512). So pre-AVX2 cores on an
+// AVX2 machine are bypassed (OPENBLAS_CORETYPE=SkylakeX in the environment restores OpenBLAS,
+// ~300 GFLOP/s there).
 struct BlasChoice {
   bool use = true;
   std::string description;

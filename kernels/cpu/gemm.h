@@ -13,19 +13,20 @@ template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
-// The built-in kernel gemm() falls back to without OpenBLAS: packed A/B panels sized for the
-// caches, a register-tiled micro-kernel the compiler vectorises, OpenMP across C tiles.
+// The built-in kernel gemm() falls back to without OpenBLAS: cache blocking, register-tiled
+// micro-kernels for AVX-512 (chosen at run time) or AVX2, OpenMP across rectangles of C (one
+// thread when called from inside a parallel region). Bitwise the same result for any thread count.
 template <class T>
 void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                   int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
-// Which implementation gemm() uses, for logs and benchmarks: "openblas (<core>)" or "blocked" with
-// the reason when OpenBLAS is present but bypassed (see gemm.cpp).
+// Which implementation gemm() uses, for logs and benchmarks: "openblas (<core>)" or "blocked
+// avx512" / "blocked avx2", with the reason when OpenBLAS is present but bypassed (see gemm.cpp).
 const char* gemm_backend();
 
-// Whether the built-in kernel may use its AVX-512 micro-kernels where the CPU has them (the default)
-// or must keep to the AVX2 ones; returns the previous setting. For tests and benchmarks of the
-// AVX2 path on AVX-512 machines.
+// Whether the built-in kernel may use its AVX-512 micro-kernels where the CPU has them (the
+// default) or must keep to the AVX2 ones; returns the previous setting. For tests and benchmarks of
+// the AVX2 path on AVX-512 machines.
 bool gemm_allow_avx512(bool allow);
 
 // `batch` independent products of one shape: matrix i reads A[i], B[i] and writes C[i] (pointers

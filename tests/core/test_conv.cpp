@@ -65,6 +65,8 @@ Ref reference(const Cfg& c, const std::vector<double>& x, const std::vector<doub
   return r;
 }
 
+// Elementwise agreement to `tol` relative to the reference's largest magnitude (at least 1): the
+// Winograd path's rounding error scales with the magnitude of the sums, not of each result.
 ::testing::AssertionResult close(const Tensor& t, const std::vector<double>& want, double tol,
                                  const char* what) {
   if (!t.defined()) return ::testing::AssertionFailure() << what << " is undefined";
@@ -73,8 +75,10 @@ Ref reference(const Cfg& c, const std::vector<double>& x, const std::vector<doub
     return ::testing::AssertionFailure() << what << ": " << got.size() << " elements, expected "
                                          << want.size();
   }
+  double scale = 1.0;
+  for (double v : want) scale = std::max(scale, std::abs(v));
   for (size_t i = 0; i < got.size(); ++i) {
-    if (!(std::abs(got[i] - want[i]) <= tol * (1.0 + std::abs(want[i])))) {
+    if (!(std::abs(got[i] - want[i]) <= tol * scale)) {
       return ::testing::AssertionFailure()
              << what << " element " << i << ": " << got[i] << " vs " << want[i];
     }
@@ -131,6 +135,14 @@ std::vector<Cfg> reference_configs() {
   cs.push_back({21, 3, 5, 5, 5, 3, 3, 1, 1, 1, 1});
   cs.push_back({20, 4, 3, 4, 6, 1, 1, 1, 1, 0, 0, 1, 1, 2});
   cs.push_back({19, 4, 6, 6, 4, 3, 3, 2, 2, 1, 1, 1, 1, 4, false});
+  // 3x3 stride-1 layers wide enough for Winograd: even and odd sizes, paddings 0 to 3, groups,
+  // one image per chunk and several.
+  cs.push_back({2, 16, 6, 6, 16, 3, 3, 1, 1, 1, 1});
+  cs.push_back({3, 17, 7, 5, 20, 3, 3, 1, 1, 1, 1});
+  cs.push_back({2, 16, 5, 8, 16, 3, 3, 1, 1, 0, 2, 1, 1, 1, false});
+  cs.push_back({1, 32, 3, 3, 32, 3, 3, 1, 1, 3, 0, 1, 1, 2});
+  cs.push_back({18, 16, 4, 3, 24, 3, 3, 1, 1, 1, 1});
+  cs.push_back({9, 12, 9, 10, 3, 3, 3, 1, 1, 2, 1});
   return cs;
 }
 
@@ -192,6 +204,13 @@ TEST(Conv2d, GradcheckNonContiguousInput) {
   EXPECT_TRUE(gradcheck([o](const V& in) { return conv2d(in[0], in[1], in[2], o); }, {x, w, b}));
 }
 
+TEST(Conv2d, GradcheckWinograd) {
+  // 3x3 stride 1 with 12 input channels takes the Winograd path; odd width, padding 2 in h.
+  Tensor x = leaf({2, 12, 2, 3}, 30), w = leaf({3, 12, 3, 3}, 31), b = leaf({3}, 32);
+  Conv2dOptions o{{1, 1}, {2, 1}, {1, 1}, 1};
+  EXPECT_TRUE(gradcheck([o](const V& in) { return conv2d(in[0], in[1], in[2], o); }, {x, w, b}));
+}
+
 TEST(Conv2d, GradcheckBatchedChunks) {
   // 17 images of 2x2: several images share a GEMM and the weight gradient spans every slot.
   Tensor x = leaf({17, 2, 2, 2}, 14), w = leaf({2, 2, 2, 2}, 15), b = leaf({2}, 16);
@@ -222,23 +241,28 @@ TEST(Conv2d, OnlyRequestedGradients) {
 }
 
 TEST(Conv2d, DeterministicAcrossThreadCounts) {
-  Generator gen(20);
-  Tensor x = randn({64, 8, 6, 6}, gen), w = randn({16, 8, 3, 3}, gen), b = randn({16}, gen);
-  Tensor gy = randn({64, 16, 6, 6}, gen);
-  auto grads = [&] {
-    Tensor wl = w.detach().requires_grad_(), bl = b.detach().requires_grad_();
-    Tensor xl = x.detach().requires_grad_();
-    sum(mul(conv2d(xl, wl, bl, {{1, 1}, {1, 1}, {1, 1}, 1}), gy)).backward();
-    return std::vector<std::vector<double>>{xl.grad().to_vector(), wl.grad().to_vector(),
-                                            bl.grad().to_vector()};
-  };
-  const int threads = omp_get_max_threads();
-  const auto a = grads();
-  omp_set_num_threads(1);
-  const auto single = grads();
-  omp_set_num_threads(threads);
-  EXPECT_EQ(a, grads());
-  EXPECT_EQ(a, single);
+  // im2col (8 input channels) and Winograd (16): bitwise equal results from run to run and for
+  // one thread or several.
+  for (int64_t c : {8, 16}) {
+    Generator gen(20);
+    Tensor x = randn({64, c, 6, 6}, gen), w = randn({16, c, 3, 3}, gen), b = randn({16}, gen);
+    Tensor gy = randn({64, 16, 6, 6}, gen);
+    auto run = [&] {
+      Tensor wl = w.detach().requires_grad_(), bl = b.detach().requires_grad_();
+      Tensor xl = x.detach().requires_grad_();
+      Tensor y = conv2d(xl, wl, bl, {{1, 1}, {1, 1}, {1, 1}, 1});
+      sum(mul(y, gy)).backward();
+      return std::vector<std::vector<double>>{y.to_vector(), xl.grad().to_vector(),
+                                              wl.grad().to_vector(), bl.grad().to_vector()};
+    };
+    const int threads = omp_get_max_threads();
+    const auto a = run();
+    omp_set_num_threads(1);
+    const auto single = run();
+    omp_set_num_threads(threads);
+    EXPECT_EQ(a, run());
+    EXPECT_EQ(a, single);
+  }
 }
 
 TEST(Conv2d, HalfTypesComputeInF32) {

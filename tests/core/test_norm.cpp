@@ -70,6 +70,50 @@ TEST(BatchNormValues, TrainingMatchesComposedOps) {
   }
 }
 
+// Gradients of sum(f(x, w, b) * g) for leaves copied from x, w, b.
+V grads_of(const std::function<Tensor(const V&)>& f, const V& inputs, const Tensor& g) {
+  V leaves;
+  for (const Tensor& t : inputs) leaves.push_back(t.detach().clone().requires_grad_());
+  sum(f(leaves) * g).backward();
+  V out;
+  for (const Tensor& t : leaves) out.push_back(t.grad());
+  return out;
+}
+
+TEST(BatchNormValues, EveryKernelPathMatchesComposedGradients) {
+  // [150, 5, 3]: more rows than one f32 accumulation chunk (64); [2, 3, 41, 53]: planes longer
+  // than the column path takes (2048), so the per-channel plane path; [3, 40, 2, 2]: many small
+  // channels per column block.
+  Generator gen(26);
+  for (const Shape& shape : {Shape{150, 5, 3}, Shape{2, 3, 41, 53}, Shape{3, 40, 2, 2}}) {
+    const int64_t C = shape[1];
+    Tensor x = randn(shape, gen, DType::f64, 0.3, 1.5), g = randn(shape, gen, DType::f64);
+    Tensor w = randn({C}, gen, DType::f64), b = randn({C}, gen, DType::f64);
+    Tensor rm = rand({C}, gen, DType::f64, -1, 1), rv = rand({C}, gen, DType::f64, 0.5, 2);
+    for (bool training : {true, false}) {
+      for (bool fused : {false, true}) {
+        auto ours = [&](const V& in) {
+          return fused ? batch_norm_relu(in[0], in[1], in[2], rm, rv, training, 0.0)
+                       : batch_norm(in[0], in[1], in[2], rm, rv, training, 0.0);
+        };
+        auto ref = [&](const V& in) {
+          Tensor y = training ? composed_batch_norm(in[0], in[1], in[2], 1e-5)
+                              : composed_batch_norm(in[0], in[1], in[2], 1e-5, rm, rv);
+          return fused ? relu(y) : y;
+        };
+        EXPECT_TRUE(all_close(ours({x, w, b}), ref({x, w, b}), 1e-10, 1e-10))
+            << shape_str(shape) << " training " << training << " fused " << fused;
+        V ga = grads_of(ours, {x, w, b}, g), gb = grads_of(ref, {x, w, b}, g);
+        for (size_t i = 0; i < 3; ++i) {
+          EXPECT_TRUE(all_close(ga[i], gb[i], 1e-9, 1e-8))
+              << shape_str(shape) << " input " << i << " training " << training << " fused "
+              << fused;
+        }
+      }
+    }
+  }
+}
+
 TEST(BatchNormValues, LargeMeanKeepsF32Accuracy) {
   // |mean| / std = 1e4: a plain f32 sum of squares would lose the variance entirely.
   Generator gen(22);
@@ -122,10 +166,26 @@ TEST(BatchNormValues, EvalUsesRunningStatistics) {
   // f32 running statistics with an f64 input are converted.
   Tensor x = randn({4, 2}, gen, DType::f64);
   Tensor rm = tensor({1, 2}, {2}), rv = tensor({2, 3}, {2});
-  EXPECT_TRUE(all_close(batch_norm(x, Tensor(), Tensor(), rm, rv, false),
-                        composed_batch_norm(x, Tensor(), Tensor(), 1e-5, rm.to(DType::f64),
-                                            rv.to(DType::f64)),
-                        1e-7, 1e-7));
+  EXPECT_TRUE(all_close(
+      batch_norm(x, Tensor(), Tensor(), rm, rv, false),
+      composed_batch_norm(x, Tensor(), Tensor(), 1e-5, rm.to(DType::f64), rv.to(DType::f64)), 1e-7,
+      1e-7));
+}
+
+TEST(BatchNormValues, EmptyInputsInEval) {
+  for (const Shape& shape : {Shape{0, 3, 2}, Shape{2, 3, 0}}) {
+    Tensor x = zeros(shape, DType::f64).requires_grad_();
+    Tensor w = ones({3}, DType::f64).requires_grad_(), b = zeros({3}, DType::f64).requires_grad_();
+    Tensor y = batch_norm(x, w, b, zeros({3}), ones({3}), false);
+    EXPECT_EQ(y.shape(), shape);
+    sum(y).backward();
+    EXPECT_TRUE(all_close(w.grad(), zeros({3}, DType::f64), 0, 0));
+    EXPECT_TRUE(all_close(b.grad(), zeros({3}, DType::f64), 0, 0));
+  }
+  Tensor x = zeros({0, 4}, DType::f64).requires_grad_(), w = ones({4}, DType::f64);
+  w.requires_grad_();
+  sum(layer_norm(x, {4}, w)).backward();
+  EXPECT_TRUE(all_close(w.grad(), zeros({4}, DType::f64), 0, 0));
 }
 
 TEST(BatchNormValues, HalfInputWithF32Parameters) {
@@ -150,8 +210,7 @@ TEST(BatchNormGrad, TrainingAndEval) {
       {x}));
   Tensor rm = tensor({0.1, -0.2}, {2}, DType::f64), rv = tensor({0.5, 2.0}, {2}, DType::f64);
   EXPECT_TRUE(gradcheck(
-      [rm, rv](const V& in) { return batch_norm(in[0], in[1], in[2], rm, rv, false); },
-      {x, w, b}));
+      [rm, rv](const V& in) { return batch_norm(in[0], in[1], in[2], rm, rv, false); }, {x, w, b}));
 }
 
 TEST(BatchNormGrad, OddShapesAndNonContiguous) {
@@ -180,9 +239,7 @@ TEST(BatchNormGrad, FusedReluMatchesSeparateOps) {
   for (const Shape& shape : {Shape{3, 3, 2, 3}, Shape{6, 3}}) {
     Tensor x = leaf(shape, 42);
     EXPECT_TRUE(gradcheck(
-        [](const V& in) {
-          return batch_norm_relu(in[0], in[1], in[2], Tensor(), Tensor(), true);
-        },
+        [](const V& in) { return batch_norm_relu(in[0], in[1], in[2], Tensor(), Tensor(), true); },
         {x, w, b}));
     // Same gradients as batch_norm followed by relu (f32, through both paths).
     Tensor xf = x.detach().to(DType::f32), wf = w.detach().to(DType::f32);
@@ -220,8 +277,7 @@ TEST(BatchNormErrors, RejectsBadShapesAndModes) {
                    "running_mean and running_var are required");
   EXPECT_MEL_ERROR(batch_norm(zeros({1, 3}), Tensor(), Tensor(), Tensor(), Tensor(), true),
                    "more than 1 value per channel", "[1, 3]");
-  EXPECT_MEL_ERROR(batch_norm(zeros({3}), Tensor(), Tensor(), Tensor(), Tensor(), true),
-                   "[N, C]");
+  EXPECT_MEL_ERROR(batch_norm(zeros({3}), Tensor(), Tensor(), Tensor(), Tensor(), true), "[N, C]");
   EXPECT_MEL_ERROR(batch_norm_relu(x, zeros({2}), Tensor(), Tensor(), Tensor(), true),
                    "batch_norm_relu", "weight");
 }
@@ -234,13 +290,13 @@ TEST(LayerNormValues, MatchesComposedOps) {
     const double tol = dt == DType::f32 ? 1e-5 : 1e-12;
     Tensor x = randn({3, 4, 6}, gen, dt, 1.0, 3.0);
     Tensor w = randn({6}, gen, dt), b = randn({6}, gen, dt);
-    EXPECT_TRUE(all_close(layer_norm(x, {6}, w, b), composed_layer_norm(x, 1, w, b, 1e-5), tol,
-                          tol));
+    EXPECT_TRUE(
+        all_close(layer_norm(x, {6}, w, b), composed_layer_norm(x, 1, w, b, 1e-5), tol, tol));
     Tensor w2 = randn({4, 6}, gen, dt);
     EXPECT_TRUE(all_close(layer_norm(x, {4, 6}, w2, Tensor(), 1e-3),
                           composed_layer_norm(x, 2, w2, Tensor(), 1e-3), tol, tol));
-    EXPECT_TRUE(all_close(layer_norm(x, {3, 4, 6}), composed_layer_norm(x, 3, Tensor(), Tensor(),
-                                                                         1e-5), tol, tol));
+    EXPECT_TRUE(all_close(layer_norm(x, {3, 4, 6}),
+                          composed_layer_norm(x, 3, Tensor(), Tensor(), 1e-5), tol, tol));
   }
   Tensor xb = randn({2, 8}, gen, DType::bf16);
   EXPECT_EQ(layer_norm(xb, {8}, ones({8}), zeros({8})).dtype(), DType::bf16);
@@ -271,8 +327,8 @@ TEST(LayerNormGrad, BatchOneAndNonContiguous) {
 
 TEST(LayerNormErrors, RejectsMismatchedShapes) {
   Tensor x = zeros({2, 3, 4});
-  EXPECT_MEL_ERROR(layer_norm(x, {3}), "layer_norm", "normalized_shape [3]",
-                   "trailing dimensions", "[2, 3, 4]");
+  EXPECT_MEL_ERROR(layer_norm(x, {3}), "layer_norm", "normalized_shape [3]", "trailing dimensions",
+                   "[2, 3, 4]");
   EXPECT_MEL_ERROR(layer_norm(x, {1, 2, 3, 4}), "normalized_shape [1, 2, 3, 4]");
   EXPECT_MEL_ERROR(layer_norm(x, {}), "normalized_shape []");
   EXPECT_MEL_ERROR(layer_norm(x, {4}, zeros({3})), "weight has shape [3]", "normalized_shape [4]");

@@ -91,12 +91,12 @@ Tensor naive_adaptive(const Tensor& x, int64_t OH, int64_t OW) {
 
 const std::vector<Pool2dOptions>& cases() {
   static const std::vector<Pool2dOptions> c = {
-      opts({2, 2}),                             // the CNN default: stride = kernel
-      opts({3, 3}, {2, 2}, {1, 1}),             // ResNet stem style, overlapping, padded
-      opts({3, 2}, {1, 2}, {1, 0}),             // rectangular, stride != kernel
-      opts({2, 3}, {3, 1}, {1, 1}),             // stride > kernel along h (skips rows)
-      opts({4, 4}, {2, 3}, {2, 2}, false),      // padding at the k / 2 limit
-      opts({1, 1}, {2, 2}),                     // subsampling
+      opts({2, 2}),                         // the CNN default: stride = kernel
+      opts({3, 3}, {2, 2}, {1, 1}),         // ResNet stem style, overlapping, padded
+      opts({3, 2}, {1, 2}, {1, 0}),         // rectangular, stride != kernel
+      opts({2, 3}, {3, 1}, {1, 1}),         // stride > kernel along h (skips rows)
+      opts({4, 4}, {2, 3}, {2, 2}, false),  // padding at the k / 2 limit
+      opts({1, 1}, {2, 2}),                 // subsampling
   };
   return c;
 }
@@ -104,12 +104,15 @@ const std::vector<Pool2dOptions>& cases() {
 TEST(PoolValues, MaxPoolMatchesNaiveLoops) {
   Generator gen(3);
   for (DType dt : {DType::f32, DType::f64}) {
-    Tensor x = randn({2, 3, 7, 9}, gen, dt);
-    for (const Pool2dOptions& o : cases()) {
-      Tensor y = max_pool2d(x, o);
-      EXPECT_EQ(y.dtype(), dt);
-      EXPECT_TRUE(all_close(y, naive_pool(x, o, Kind::max), 0, 0))
-          << "kernel " << o.kernel[0] << "x" << o.kernel[1];
+    // odd and even sizes; 40 columns give the f32 2x2 path a full vector and a masked tail
+    for (const Shape& shape : {Shape{2, 3, 7, 9}, Shape{1, 2, 6, 40}}) {
+      Tensor x = randn(shape, gen, dt);
+      for (const Pool2dOptions& o : cases()) {
+        Tensor y = max_pool2d(x, o);
+        EXPECT_EQ(y.dtype(), dt);
+        EXPECT_TRUE(all_close(y, naive_pool(x, o, Kind::max), 0, 0))
+            << "kernel " << o.kernel[0] << "x" << o.kernel[1] << " " << shape_str(shape);
+      }
     }
   }
 }
@@ -117,17 +120,20 @@ TEST(PoolValues, MaxPoolMatchesNaiveLoops) {
 TEST(PoolValues, MaxPoolGradientGoesToFirstMaximum) {
   // Constant input: every element of every window ties, so the first one in the window takes the
   // whole gradient (PyTorch's rule); windows overlap, so shared positions accumulate.
+  // f32 covers the vectorised 2x2 path, f64 the scalar one.
   for (const Pool2dOptions& o : cases()) {
-    Tensor x = full({1, 2, 6, 5}, 0.5, DType::f64);
-    x.requires_grad_();
-    Tensor y = max_pool2d(x, o);
-    std::vector<int64_t> first;
-    naive_pool(x.detach(), o, Kind::max, &first);
-    std::vector<double> expect(x.numel(), 0.0);
-    for (int64_t at : first) expect[at] += 1.0;
-    sum(y).backward();
-    EXPECT_TRUE(all_close(x.grad(), tensor(expect, x.shape(), DType::f64), 0, 0))
-        << "kernel " << o.kernel[0] << "x" << o.kernel[1];
+    for (DType dt : {DType::f32, DType::f64}) {
+      Tensor x = full({1, 2, 6, 21}, 0.5, dt);
+      x.requires_grad_();
+      Tensor y = max_pool2d(x, o);
+      std::vector<int64_t> first;
+      naive_pool(x.detach(), o, Kind::max, &first);
+      std::vector<double> expect(x.numel(), 0.0);
+      for (int64_t at : first) expect[at] += 1.0;
+      sum(y).backward();
+      EXPECT_TRUE(all_close(x.grad(), tensor(expect, x.shape(), dt), 0, 0))
+          << "kernel " << o.kernel[0] << "x" << o.kernel[1];
+    }
   }
 }
 
@@ -161,8 +167,8 @@ TEST(PoolValues, AvgPoolMatchesNaiveLoopsBothPadCounts) {
 TEST(PoolValues, AdaptiveAvgMatchesNaiveLoops) {
   Generator gen(5);
   Tensor x = randn({2, 3, 7, 10}, gen, DType::f64);
-  for (auto [oh, ow] : std::vector<std::pair<int64_t, int64_t>>{
-           {3, 4}, {1, 1}, {7, 10}, {5, 3}, {9, 13}, {2, 7}}) {
+  for (auto [oh, ow] :
+       std::vector<std::pair<int64_t, int64_t>>{{3, 4}, {1, 1}, {7, 10}, {5, 3}, {9, 13}, {2, 7}}) {
     EXPECT_TRUE(all_close(adaptive_avg_pool2d(x, {oh, ow}), naive_adaptive(x, oh, ow), 1e-12, 0))
         << oh << "x" << ow;
   }
@@ -196,7 +202,10 @@ TEST(PoolGrad, MaxPool) {
   Tensor xs = strided_leaf({2, 3, 5, 6}, 11);
   ASSERT_FALSE(xs.is_contiguous());
   EXPECT_TRUE(gradcheck(
-      [](const V& in) { return max_pool2d(in[0], opts({3, 3}, {2, 1}, {1, 1})); }, {xs}));
+      [](const V& in) {
+        return max_pool2d(in[0], opts({3, 3}, {2, 1}, {1, 1}));
+      },
+      {xs}));
   Tensor x3 = leaf({2, 5, 5}, 12);
   EXPECT_TRUE(gradcheck([](const V& in) { return max_pool2d(in[0], opts({2, 2}, {1, 1})); }, {x3}));
 }
@@ -212,14 +221,20 @@ TEST(PoolGrad, AvgPool) {
   }
   Tensor xs = strided_leaf({2, 3, 5, 6}, 14);
   EXPECT_TRUE(gradcheck(
-      [](const V& in) { return avg_pool2d(in[0], opts({3, 2}, {2, 1}, {1, 1}, false)); }, {xs}));
+      [](const V& in) {
+        return avg_pool2d(in[0], opts({3, 2}, {2, 1}, {1, 1}, false));
+      },
+      {xs}));
 }
 
 TEST(PoolGrad, AdaptiveAvgPool) {
   Tensor x = leaf({2, 2, 7, 5}, 15);
   for (auto [oh, ow] : std::vector<std::pair<int64_t, int64_t>>{{3, 2}, {1, 1}, {4, 7}, {7, 5}}) {
-    EXPECT_TRUE(gradcheck([oh, ow](const V& in) { return adaptive_avg_pool2d(in[0], {oh, ow}); },
-                          {x}))
+    EXPECT_TRUE(gradcheck(
+        [oh, ow](const V& in) {
+          return adaptive_avg_pool2d(in[0], {oh, ow});
+        },
+        {x}))
         << oh << "x" << ow;
   }
   Tensor xs = strided_leaf({2, 3, 5, 6}, 16);
@@ -230,14 +245,13 @@ TEST(PoolErrors, RejectsBadShapesAndOptions) {
   Tensor x = zeros({1, 2, 4, 4});
   EXPECT_MEL_ERROR(max_pool2d(x, opts({5, 5})), "max_pool2d", "window is larger than the padded",
                    "[1, 2, 4, 4]");
-  EXPECT_MEL_ERROR(avg_pool2d(x, opts({3, 6}, {1, 1}, {0, 1})), "avg_pool2d", "larger", "4x6");
+  EXPECT_MEL_ERROR(avg_pool2d(x, opts({3, 8}, {1, 1}, {0, 1})), "avg_pool2d", "3x8", "4x6");
   EXPECT_MEL_ERROR(max_pool2d(x, opts({2, 2}, {0, 0}, {2, 0})), "padding [2, 0]",
                    "at most half the kernel size [2, 2]");
   EXPECT_MEL_ERROR(max_pool2d(x, opts({0, 2})), "kernel size must be positive");
   EXPECT_MEL_ERROR(max_pool2d(x, opts({2, 2}, {-1, 1})), "stride");
   EXPECT_MEL_ERROR(max_pool2d(zeros({4, 4}), opts({2, 2})), "max_pool2d", "4-D", "[4, 4]");
-  EXPECT_MEL_ERROR(avg_pool2d(zeros({1, 1, 4, 4}, DType::i64), opts({2, 2})), "floating",
-                   "i64");
+  EXPECT_MEL_ERROR(avg_pool2d(zeros({1, 1, 4, 4}, DType::i64), opts({2, 2})), "floating", "i64");
   EXPECT_MEL_ERROR(adaptive_avg_pool2d(x, {0, 2}), "adaptive_avg_pool2d",
                    "output size must be positive");
   EXPECT_MEL_ERROR(adaptive_avg_pool2d(zeros({1, 2, 0, 3}), {1, 1}), "empty spatial");

@@ -84,22 +84,22 @@ TEST(Safetensors, RoundTripIsBitExactForEveryDtype) {
   std::vector<std::pair<std::string, Tensor>> ts;
   // f32: NaN with a payload, a signalling NaN, -0.0, infinity, a subnormal.
   ts.emplace_back("f32", from_bytes({2, 3}, DType::f32,
-                                     pack<uint32_t>({0x7fc01234u, 0x7f800001u, 0x80000000u,
-                                                     0x7f800000u, 0x00000001u, 0x3f800000u})));
+                                    pack<uint32_t>({0x7fc01234u, 0x7f800001u, 0x80000000u,
+                                                    0x7f800000u, 0x00000001u, 0x3f800000u})));
   ts.emplace_back("f64", from_bytes({5}, DType::f64,
-                                     pack<uint64_t>({0x7ff8000000abcdefull, 0x8000000000000000ull,
-                                                     0xfff0000000000000ull, 0x0000000000000001ull,
-                                                     0x400921fb54442d18ull})));
-  ts.emplace_back("bf16", from_bytes({3, 2}, DType::bf16,
-                                      pack<uint16_t>({0x7fc1, 0x8000, 0x3f80, 0xff80, 0x0001,
-                                                      0x7f81})));
-  ts.emplace_back("f16", from_bytes({2, 2, 2}, DType::f16,
-                                     pack<uint16_t>({0x7e01, 0x8000, 0x3c00, 0xfc00, 0x0001,
-                                                     0x7c01, 0x7bff, 0x0400})));
-  ts.emplace_back("i32", from_bytes({4}, DType::i32,
-                                     pack<int32_t>({-2147483647 - 1, -1, 0, 2147483647})));
-  ts.emplace_back("i64", from_bytes({3}, DType::i64,
-                                     pack<int64_t>({INT64_MIN, -7, INT64_MAX})));
+                                    pack<uint64_t>({0x7ff8000000abcdefull, 0x8000000000000000ull,
+                                                    0xfff0000000000000ull, 0x0000000000000001ull,
+                                                    0x400921fb54442d18ull})));
+  ts.emplace_back("bf16",
+                  from_bytes({3, 2}, DType::bf16,
+                             pack<uint16_t>({0x7fc1, 0x8000, 0x3f80, 0xff80, 0x0001, 0x7f81})));
+  ts.emplace_back(
+      "f16",
+      from_bytes({2, 2, 2}, DType::f16,
+                 pack<uint16_t>({0x7e01, 0x8000, 0x3c00, 0xfc00, 0x0001, 0x7c01, 0x7bff, 0x0400})));
+  ts.emplace_back("i32",
+                  from_bytes({4}, DType::i32, pack<int32_t>({-2147483647 - 1, -1, 0, 2147483647})));
+  ts.emplace_back("i64", from_bytes({3}, DType::i64, pack<int64_t>({INT64_MIN, -7, INT64_MAX})));
   ts.emplace_back("u8", from_bytes({7}, DType::u8, {0, 1, 127, 128, 200, 254, 255}));
   const std::string path = dir.file("all.safetensors");
   save_safetensors(path, ts);
@@ -122,11 +122,11 @@ TEST(Safetensors, RoundTripIsBitExactForEveryDtype) {
 
 TEST(Safetensors, NonContiguousScalarAndEmptyTensors) {
   TempDir dir;
-  Tensor base = from_bytes({3, 4}, DType::f32,
-                           pack<float>({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}));
+  Tensor base =
+      from_bytes({3, 4}, DType::f32, pack<float>({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}));
   base.set({1, 2}, std::nan(""));
-  Tensor transposed = base.t();                        // [4, 3], strides [1, 4]
-  Tensor stepped = base.slice(1, 0, 4, 2);             // [3, 2], strides [4, 2]
+  Tensor transposed = base.t();             // [4, 3], strides [1, 4]
+  Tensor stepped = base.slice(1, 0, 4, 2);  // [3, 2], strides [4, 2]
   Tensor expanded = tensor({1.5, -2.5}, {2, 1}, DType::f64).expand({2, 3});  // stride 0
   Tensor scalar = tensor({42.0}, {}, DType::i64);
   Tensor empty_rows = zeros({0, 3});
@@ -150,18 +150,32 @@ TEST(Safetensors, NonContiguousScalarAndEmptyTensors) {
   EXPECT_TRUE(std::isnan(f.find("transposed")->at({2, 1})));
   EXPECT_EQ(f.find("transposed")->at({3, 2}), 12.0);
   EXPECT_EQ(bytes_of(*f.find("stepped")), bytes_of(stepped.contiguous()));
-  EXPECT_EQ(f.find("expanded")->to_vector(), (std::vector<double>{1.5, 1.5, 1.5, -2.5, -2.5, -2.5}));
+  EXPECT_EQ(f.find("expanded")->to_vector(),
+            (std::vector<double>{1.5, 1.5, 1.5, -2.5, -2.5, -2.5}));
   EXPECT_EQ(f.find("scalar")->shape(), Shape{});
   EXPECT_EQ(f.find("scalar")->item(), 42.0);
   EXPECT_EQ(f.find("empty")->shape(), (Shape{0, 3}));
   EXPECT_FALSE(f.find("leaf")->requires_grad());
+
+  // Gathering a view keeps NaN payloads (quiet and signalling) bit for bit.
+  Tensor nans = from_bytes({2, 2}, DType::f32,
+                           pack<uint32_t>({0x7fc01234u, 0x7f800001u, 0x3f800000u, 0x80000000u}));
+  save_safetensors(path, {{"t", nans.t()}});
+  const Tensor got = *load_safetensors(path).find("t");
+  const auto* bits = static_cast<const uint32_t*>(got.data_ptr());
+  EXPECT_EQ(bits[0], 0x7fc01234u);
+  EXPECT_EQ(bits[1], 0x3f800000u);
+  EXPECT_EQ(bits[2], 0x7f800001u);
+  EXPECT_EQ(bits[3], 0x80000000u);
 }
 
 TEST(Safetensors, MetadataRoundTrip) {
   TempDir dir;
-  const std::map<std::string, std::string> meta = {
-      {"format", "mel"}, {"epoch", "12"}, {"config", "{\"lr\": 0.1}"}, {"empty", ""},
-      {"unicode", "\u00e9\u4e2d"}};
+  const std::map<std::string, std::string> meta = {{"format", "mel"},
+                                                   {"epoch", "12"},
+                                                   {"config", "{\"lr\": 0.1}"},
+                                                   {"empty", ""},
+                                                   {"unicode", "\u00e9\u4e2d"}};
   const std::string path = dir.file("meta.safetensors");
   save_safetensors(path, {{"w", ones({2})}}, meta);
   SafetensorsFile f = load_safetensors(path);
@@ -181,7 +195,8 @@ TEST(Safetensors, FileLayoutMatchesHandComputedBytes) {
   // {"a":{"data_offsets":[0,2],"dtype":"U8","shape":[2]}} is 53 bytes, padded with 3 spaces to 56.
   const std::string json_text = R"({"a":{"data_offsets":[0,2],"dtype":"U8","shape":[2]}})";
   ASSERT_EQ(json_text.size(), 53u);
-  const std::string expected = std::string("\x38\0\0\0\0\0\0\0", 8) + json_text + "   " + "\x01\x02";
+  const std::string expected =
+      std::string("\x38\0\0\0\0\0\0\0", 8) + json_text + "   " + "\x01\x02";
   EXPECT_EQ(bytes, expected);
   ASSERT_EQ(bytes.size(), 66u);
   uint64_t n = 0;
@@ -301,10 +316,9 @@ TEST(Safetensors, LoadRejectsMalformedFiles) {
       load_bytes(make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", "")),
       "invalid data_offsets [0]");
   // Shape and offsets disagree: 3 floats need 12 bytes, the offsets give 8.
-  EXPECT_MEL_ERROR(
-      load_bytes(make_file(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})",
-                           std::string(8, '\0'))),
-      "broken.safetensors", "tensor 'a'", "needs 12 bytes", "span 8", "inconsistent");
+  EXPECT_MEL_ERROR(load_bytes(make_file(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})",
+                                        std::string(8, '\0'))),
+                   "broken.safetensors", "tensor 'a'", "needs 12 bytes", "span 8", "inconsistent");
   EXPECT_MEL_ERROR(
       load_bytes(make_file(
           R"({"a":{"dtype":"U8","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}})",
@@ -315,22 +329,22 @@ TEST(Safetensors, LoadRejectsMalformedFiles) {
       "out of range (begin > end)");
   // Overlap: b starts inside a.
   EXPECT_MEL_ERROR(
-      load_bytes(make_file("{" + ok_entry +
-                               R"(,"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
-                           std::string(12, '\0'))),
+      load_bytes(
+          make_file("{" + ok_entry + R"(,"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                    std::string(12, '\0'))),
       "broken.safetensors", "tensor 'b'", "overlap tensor 'a' [0, 8]");
   // Out of range: b points past the data section.
   EXPECT_MEL_ERROR(
-      load_bytes(make_file("{" + ok_entry +
-                               R"(,"b":{"dtype":"U8","shape":[2],"data_offsets":[100,102]}})",
-                           std::string(10, '\0'))),
+      load_bytes(
+          make_file("{" + ok_entry + R"(,"b":{"dtype":"U8","shape":[2],"data_offsets":[100,102]}})",
+                    std::string(10, '\0'))),
       "tensor 'b' data_offsets [100, 102] run past the end of the data section (10 bytes)",
       "out of range");
   // A hole between tensors.
   EXPECT_MEL_ERROR(
-      load_bytes(make_file("{" + ok_entry +
-                               R"(,"b":{"dtype":"U8","shape":[2],"data_offsets":[10,12]}})",
-                           std::string(12, '\0'))),
+      load_bytes(
+          make_file("{" + ok_entry + R"(,"b":{"dtype":"U8","shape":[2],"data_offsets":[10,12]}})",
+                    std::string(12, '\0'))),
       "bytes [8, 10) of the data section belong to no tensor");
   // Truncated data: the header describes 8 bytes, only 5 remain.
   EXPECT_MEL_ERROR(load_bytes(make_file("{" + ok_entry + "}", std::string(5, '\0'))),

@@ -1,5 +1,5 @@
 // Helpers for the data tests: a self-cleaning temporary folder, file writers, gzip compression
-// through zlib, IDX and CIFAR record builders and small synthetic in-memory datasets.
+// through zlib, an IDX file builder and small synthetic in-memory datasets.
 #pragma once
 #include <unistd.h>
 #include <zlib.h>
@@ -27,8 +27,8 @@ class TempDir {
  public:
   TempDir() {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() / fmt::format("mel_data_{}_{}_{}", info->name(), ::getpid(),
-                                                    std::random_device{}());
+    path_ = fs::temp_directory_path() /
+            fmt::format("mel_data_{}_{}_{}", info->name(), ::getpid(), std::random_device{}());
     fs::create_directories(path_);
   }
   ~TempDir() {
@@ -47,7 +47,8 @@ class TempDir {
 inline void write_file(const std::string& path, const Bytes& bytes) {
   fs::create_directories(fs::path(path).parent_path());
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
   ASSERT_TRUE(out.good()) << path;
 }
 
@@ -85,8 +86,7 @@ inline Bytes pattern(size_t n, uint32_t seed) {
 
 // An in-memory dataset whose label is the sample index (num_classes = n), so batches reveal
 // which samples they hold; pixel p of sample i is (i * 13 + p * 7) % 256.
-inline ImageDataset index_dataset(int64_t n, int64_t c, int64_t h, int64_t w,
-                                  bool coarse = false) {
+inline ImageDataset index_dataset(int64_t n, int64_t c, int64_t h, int64_t w, bool coarse = false) {
   ImageDataset ds;
   ds.name = "synthetic";
   ds.images = empty({n, c, h, w}, DType::u8);

@@ -73,8 +73,7 @@ TEST(Idx, ReadErrorsNameTheFileAndTheProblem) {
   write_file(p, {0, 0, 8, 3, 0, 0, 0, 5});
   EXPECT_MEL_ERROR(read_idx(p), "too short for the header of 3 dimensions (16 bytes)");
   write_file(p, {0x12, 0x34, 0x56, 0x78, 0, 0, 0, 0});
-  EXPECT_MEL_ERROR(read_idx(p), "bad-idx3-ubyte", "wrong magic number 0x12345678",
-                   "0x00000803");
+  EXPECT_MEL_ERROR(read_idx(p), "bad-idx3-ubyte", "wrong magic number 0x12345678", "0x00000803");
   write_file(p, {0, 0, 8, 0});
   EXPECT_MEL_ERROR(read_idx(p), "wrong magic number 0x00000800");
   write_file(p, {0, 0, 0x0D, 1, 0, 0, 0, 1, 0, 0, 0, 0});
@@ -154,9 +153,9 @@ TEST(Idx, LoadsMnistLikeFoldersGzippedOrRaw) {
 TEST(Idx, LoaderErrorsNameTheFileAndTheProblem) {
   TempDir dir;
   const std::string missing = dir.file("nowhere");
-  EXPECT_MEL_ERROR(load_fashion_mnist(missing, Split::train), "Fashion-MNIST folder", missing,
-                   "does not exist", "dataset-fashion-mnist", "/usr/share/datasets/fashion-mnist",
-                   "--data");
+  EXPECT_MEL_ERROR(load_fashion_mnist(missing, Split::train), "Fashion-MNIST folder",
+                   missing.c_str(), "does not exist", "dataset-fashion-mnist",
+                   "/usr/share/datasets/fashion-mnist", "--data");
   EXPECT_MEL_ERROR(load_mnist(missing, Split::train), "MNIST folder", "does not exist", "--data");
   write_file(dir.file("plain"), {1});
   EXPECT_MEL_ERROR(load_mnist(dir.file("plain"), Split::test), "is not a directory");
