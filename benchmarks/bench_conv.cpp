@@ -30,8 +30,9 @@ struct Layer {
 constexpr Layer kLayers[] = {{1, 64, 28},   {64, 64, 28},   {64, 128, 14},
                              {128, 128, 14}, {128, 256, 7}, {256, 256, 7}};
 
-Conv2dGeometry geometry(const Layer& l) {
+Conv2dGeometry geometry(const Layer& l, bool winograd) {
   Conv2dGeometry g;
+  g.allow_winograd = winograd;
   g.n = kBatch;
   g.c_in = l.c_in;
   g.c_out = l.c_out;
@@ -49,7 +50,7 @@ double flops(const Conv2dGeometry& g) {
 struct Data {
   Conv2dGeometry g;
   Tensor x, w, dy, y, dx, dw, work;
-  explicit Data(const Layer& l) : g(geometry(l)) {
+  Data(const Layer& l, bool winograd) : g(geometry(l, winograd)) {
     mel::Generator gen(7);
     x = mel::randn({g.n, g.c_in, g.h, g.w}, gen);
     w = mel::randn({g.c_out, g.c_in, g.kh, g.kw}, gen, DType::f32, 0.0, 0.1);
@@ -170,7 +171,7 @@ void run_pass(Data& d, Pass pass) {
 void BM_ConvLayer(benchmark::State& state) {
   const Layer& l = kLayers[state.range(0)];
   const auto pass = static_cast<Pass>(state.range(1));
-  Data d(l);
+  Data d(l, state.range(2) == 0);
   run_pass(d, pass);
   switch (pass) {
     case Pass::forward:
@@ -193,10 +194,12 @@ void BM_ConvLayer(benchmark::State& state) {
   static const char* kPass[] = {"fwd", "bwd_data", "bwd_weight"};
   state.SetLabel(std::to_string(l.c_in) + "->" + std::to_string(l.c_out) + " @" +
                  std::to_string(l.hw) + "x" + std::to_string(l.hw) + " " +
-                 kPass[state.range(1)]);
+                 kPass[state.range(1)] + (state.range(2) == 0 ? " auto" : " im2col"));
 }
+// Arguments: layer, pass (0 forward, 1 backward-data, 2 backward-weight), algorithm (0: the
+// default choice, Winograd for all but the first layer; 1: im2col forced).
 BENCHMARK(BM_ConvLayer)
-    ->ArgsProduct({{0, 1, 2, 3, 4, 5}, {0, 1, 2}})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5}, {0, 1, 2}, {0, 1}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
@@ -208,7 +211,7 @@ void BM_ModelConvs(benchmark::State& state) {
   std::vector<Data> ds;
   double total = 0;
   for (size_t i = 0; i < std::size(kLayers); ++i) {
-    ds.emplace_back(kLayers[i]);
+    ds.emplace_back(kLayers[i], state.range(0) == 0);
     total += flops(ds.back().g) * (i > 0 ? 3 : 2);
   }
   for (auto _ : state) {
@@ -228,7 +231,7 @@ void BM_ModelConvs(benchmark::State& state) {
       benchmark::Counter(total * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
   state.counters["threads"] = omp_get_max_threads();
 }
-BENCHMARK(BM_ModelConvs)->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(5.0);
+BENCHMARK(BM_ModelConvs)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(5.0);
 
 // The same step through the op layer and autograd (output allocation, graph recording).
 void BM_ModelConvsOps(benchmark::State& state) {
@@ -236,7 +239,7 @@ void BM_ModelConvsOps(benchmark::State& state) {
   double total = 0;
   mel::Generator gen(11);
   for (size_t i = 0; i < std::size(kLayers); ++i) {
-    const Conv2dGeometry g = geometry(kLayers[i]);
+    const Conv2dGeometry g = geometry(kLayers[i], true);
     Tensor x = mel::randn({g.n, g.c_in, g.h, g.w}, gen);
     if (i > 0) x.requires_grad_();
     Tensor w = mel::randn({g.c_out, g.c_in, 3, 3}, gen, DType::f32, 0.0, 0.1);

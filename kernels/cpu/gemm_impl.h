@@ -6,11 +6,6 @@
 
 namespace mel::kernels::cpu::gemm_detail {
 
-// One instruction set's GEMM building blocks for element type T. The driver splits C into blocks of
-// at most mc x nc, K into panels of at most kc, packs op(A) and op(B) through pack_a / pack_b and
-// multiplies the packed blocks with `block`. Everything that differs between instruction sets
-// lives behind these pointers; the driver (threading, block order, K order) is shared, so both
-// paths have the same determinism guarantees.
 // Where `block` finds its operands. A is read in slivers of mr rows: sliver s starts at
 // a + s * a_sliver and holds element (r, k) at [r * a_rs + k * a_ks] with a_rs == 1 or a_ks == 1
 // (packed slivers, or op(A) read in place). B is read in slivers of nr columns: sliver s starts at
@@ -28,23 +23,27 @@ struct Operands {
   int64_t c_rs, c_cs;
 };
 
+// One instruction set's GEMM building blocks for element type T. The driver splits C into blocks of
+// at most mc x nc and K into panels of at most kc, packs op(A) and op(B) through pack_a / pack_b
+// (or lets `block` read them in place) and multiplies the blocks with `block`. Everything that
+// differs between instruction sets lives behind these pointers; the driver (threading, block
+// order, K order) is shared, so both paths have the same determinism guarantees.
 template <class T>
 struct Arch {
   const char* name;
   int mr, nr;  // register tile: A comes in slivers of mr rows, B in slivers of nr columns
-  // The kernels compute C in steps of m_grain rows and n_grain columns (1 where edge tiles are
-  // exact, the vector width along N), at `lanes` multiply-adds per cycle; packing one element of
-  // a transposed operand costs about `transpose_cost` cycles, and storing one element of C per K
-  // panel `store_cost` cycles (`store_cost_t` when computing C^T). The driver's cost model for
-  // choosing between C and C^T.
-  // Up to max_tail columns past the last whole vector take a cheaper path costing about as much
-  // as tail_cost columns each.
+  // The driver's cost model for choosing between C and C^T: the kernels compute C in steps of
+  // m_grain rows and n_grain columns (1 where edge tiles are exact, the vector width along N),
+  // except that up to max_tail columns past the last whole vector cost about tail_cost columns
+  // each; they do `lanes` multiply-adds per cycle; packing one element of a transposed operand
+  // costs about `transpose_cost` cycles, and storing one element of C per K panel `store_cost`
+  // cycles (`store_cost_t` when computing C^T).
   int m_grain, n_grain, max_tail;
   double tail_cost, lanes, transpose_cost, store_cost, store_cost_t;
   int64_t kc, mc, nc;
   // Whether `block` takes A in place and B in place when op(B)'s rows are contiguous (else both
-  // are always packed). Broadcasting A from wherever it lies costs nothing, and packing it would
-  // cost as much as the product itself does for the small N of a convolution's later layers.
+  // are always packed). Broadcasting A from wherever it lies costs nothing, while packing it took
+  // a third of the time at the small N of a convolution's later layers (N = 49).
   bool in_place;
 
   // Rows [i0, i0 + mc) x columns [p0, p0 + kc) of op(A) (op(A) = A^T when trans) as slivers of mr
