@@ -20,7 +20,8 @@ Conv2dGeometry conv_geometry(const char* op, int spatial, const Tensor& x, const
   check_defined(op, x, "the input");
   check_defined(op, weight, "the weight");
   const char* x_layout = spatial == 2 ? "[N, C_in, H, W]" : "[N, C_in, L]";
-  const char* w_layout = spatial == 2 ? "[C_out, C_in / groups, kh, kw]" : "[C_out, C_in / groups, k]";
+  const char* w_layout =
+      spatial == 2 ? "[C_out, C_in / groups, kh, kw]" : "[C_out, C_in / groups, k]";
   MEL_CHECK(x.dim() == 2 + spatial, "{}: input must be {}-D {}, got shape {}", op, 2 + spatial,
             x_layout, shape_str(x.shape()));
   MEL_CHECK(weight.dim() == 2 + spatial, "{}: weight must be {}-D {}, got shape {}", op,
@@ -90,8 +91,8 @@ Conv2dGeometry conv_geometry(const char* op, int spatial, const Tensor& x, const
       fail(
           "{}: input shape {} with padding ({}, {}) is smaller than the dilated kernel of weight "
           "{} (dilation ({}, {})): the output would be {}x{}, expected at least 1x1",
-          op, shape_str(x.shape()), g.pad_h, g.pad_w, shape_str(weight.shape()), g.dil_h,
-          g.dil_w, g.h_out, g.w_out);
+          op, shape_str(x.shape()), g.pad_h, g.pad_w, shape_str(weight.shape()), g.dil_h, g.dil_w,
+          g.h_out, g.w_out);
     }
     fail(
         "{}: input shape {} with padding {} is shorter than the dilated kernel of weight {} "

@@ -5,8 +5,11 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 
 #include "core/error.h"
+#include "mel/checkpoint.h"
+#include "mel/train_mel.h"
 #include "mel/train_single.h"
 
 namespace mel::app {
@@ -47,9 +50,11 @@ int run_cli(int argc, char** argv) {
   int64_t epochs = -1, batch = -1, train_limit = -1, test_limit = -1, seed = -1;
   std::string config;
 
+  std::string resume, export_out;
   auto* train = app.add_subcommand("train", "train the model a JSON config describes");
-  train->add_option("config", config, "config file (e.g. configs/fmnist_original.json)")
-      ->required();
+  train->add_option("config", config, "config file (e.g. configs/fmnist_mel2.json)");
+  train->add_option("--resume", resume,
+                    "continue the run in this folder from its last checkpoint (ensembles)");
   add_run_options(train, ov, epochs, batch, train_limit, test_limit, seed);
 
   auto* info = app.add_subcommand("info", "print a config's module tree and parameter counts");
@@ -61,6 +66,10 @@ int run_cli(int argc, char** argv) {
   eval->add_option("--data", ov.data_dir, "dataset folder (overrides the stored config)");
   eval->add_option("--test-limit", test_limit, "evaluate on the first N test samples only");
 
+  auto* exp = app.add_subcommand("export", "write one safetensors file per server of an ensemble");
+  exp->add_option("run", config, "run folder or model .safetensors file")->required();
+  exp->add_option("--out", export_out, "output folder")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -70,15 +79,60 @@ int run_cli(int argc, char** argv) {
   try {
     apply(ov, epochs, batch, train_limit, test_limit, seed);
     if (*train) {
-      SingleConfig c = load_single_config(config, ov);
-      train_single(c, ov);
+      if (!resume.empty()) {
+        // The run's own config (with its overrides) comes from the checkpoint.
+        MEL_CHECK(config.empty(), "mel train: give either a config or --resume RUN_DIR, not both");
+        MEL_CHECK(std::filesystem::is_directory(resume),
+                  "mel train --resume: {} is not a run folder", resume);
+        const CheckpointInfo info = read_checkpoint_info(resume);
+        Json cfg = Json::parse(info.config_json, nullptr, false);
+        MEL_CHECK(is_mel_config(cfg), "mel train --resume: {} is not an ensemble run (resume "
+                  "is supported for ensembles)", resume);
+        train_mel(parse_mel_config(std::move(cfg), resume + "/model.safetensors (stored config)",
+                                   RunOverrides{}),
+                  ov, resume);
+      } else {
+        MEL_CHECK(!config.empty(), "mel train: give a config file (or --resume RUN_DIR)");
+        Json cfg = read_json_file(config);
+        if (is_mel_config(cfg)) {
+          train_mel(parse_mel_config(std::move(cfg), config, ov), ov, "");
+        } else {
+          train_single(parse_single_config(std::move(cfg), config, ov), ov);
+        }
+      }
     } else if (*eval) {
-      eval_single(config, ov);
+      const std::string file = model_checkpoint_path(config);
+      const CheckpointInfo info = read_checkpoint_info(file);
+      Json cfg = Json::parse(info.config_json, nullptr, false);
+      if (is_mel_config(cfg)) {
+        eval_mel(parse_mel_config(std::move(cfg), file + " (stored config)", ov), file, ov);
+      } else {
+        eval_single(config, ov);
+      }
+    } else if (*exp) {
+      export_servers(config, export_out);
     } else if (*info) {
-      SingleConfig c = load_single_config(config, RunOverrides{});
-      auto model = build_model(c);
-      fmt::print("{}\n{}\ntotal parameters: {}\n", c.name, model->repr(true),
-                 model->num_parameters());
+      Json cfg = read_json_file(config);
+      if (is_mel_config(cfg)) {
+        MelConfig c = parse_mel_config(std::move(cfg), config, RunOverrides{});
+        auto model = build_ensemble_model(c);
+        fmt::print("{}\n{}\n", c.name, model->repr(true));
+        for (int i = 0; i < model->spec.M; ++i) {
+          fmt::print("server {}: {} parameters\n", i + 1, model->upstream_parameters(i));
+        }
+        fmt::print("server C: {} parameters\ntotal parameters: {}", model->head_parameters(),
+                   model->num_parameters());
+        if (c.original_params > 0) {
+          fmt::print(" ({:.1f}% of the original model's {})", 100.0 * model->num_parameters() /
+                     static_cast<double>(c.original_params), c.original_params);
+        }
+        fmt::print("\n");
+      } else {
+        SingleConfig c = parse_single_config(std::move(cfg), config, RunOverrides{});
+        auto model = build_model(c);
+        fmt::print("{}\n{}\ntotal parameters: {}\n", c.name, model->repr(true),
+                   model->num_parameters());
+      }
     }
   } catch (const std::exception& e) {
     std::fflush(stdout);

@@ -24,6 +24,15 @@ class Sequential : public Module {
   Tensor forward(const Tensor& x) override;
 };
 
+// A named collection without a forward (PyTorch's ModuleList / ModuleDict).
+class ModuleDict : public Module {
+ public:
+  explicit ModuleDict(std::string type = "ModuleDict") : Module(std::move(type)) {}
+  void add(const std::string& name, std::shared_ptr<Module> m) {
+    register_module(name, std::move(m));
+  }
+};
+
 class Identity : public Module {
  public:
   Identity() : Module("Identity") {}

@@ -72,8 +72,8 @@ Ref reference(const Cfg& c, const std::vector<double>& x, const std::vector<doub
   if (!t.defined()) return ::testing::AssertionFailure() << what << " is undefined";
   const std::vector<double> got = t.to_vector();
   if (got.size() != want.size()) {
-    return ::testing::AssertionFailure() << what << ": " << got.size() << " elements, expected "
-                                         << want.size();
+    return ::testing::AssertionFailure()
+           << what << ": " << got.size() << " elements, expected " << want.size();
   }
   double scale = 1.0;
   for (double v : want) scale = std::max(scale, std::abs(v));
@@ -88,11 +88,11 @@ Ref reference(const Cfg& c, const std::vector<double>& x, const std::vector<doub
 
 // Forward and all three gradients of conv2d against the direct reference, in `dtype`.
 void check_against_reference(const Cfg& c, DType dtype, double tol) {
-  SCOPED_TRACE(::testing::Message() << "n" << c.n << " c" << c.c_in << " " << c.h << "x" << c.w
-                                    << " -> " << c.c_out << " k" << c.kh << "x" << c.kw << " s"
-                                    << c.sh << "," << c.sw << " p" << c.ph << "," << c.pw << " d"
-                                    << c.dh << "," << c.dw << " g" << c.groups << " "
-                                    << dtype_name(dtype));
+  SCOPED_TRACE(::testing::Message()
+               << "n" << c.n << " c" << c.c_in << " " << c.h << "x" << c.w << " -> " << c.c_out
+               << " k" << c.kh << "x" << c.kw << " s" << c.sh << "," << c.sw << " p" << c.ph << ","
+               << c.pw << " d" << c.dh << "," << c.dw << " g" << c.groups << " "
+               << dtype_name(dtype));
   Generator gen(42);
   Tensor x = randn({c.n, c.c_in, c.h, c.w}, gen, dtype);
   Tensor w = randn({c.c_out, c.c_in / c.groups, c.kh, c.kw}, gen, dtype);
@@ -116,21 +116,21 @@ void check_against_reference(const Cfg& c, DType dtype, double tol) {
 
 std::vector<Cfg> reference_configs() {
   std::vector<Cfg> cs;
-  cs.push_back({2, 3, 7, 6, 4, 3, 3, 1, 1, 1, 1});                   // 3x3, same padding
-  cs.push_back({2, 2, 9, 7, 3, 3, 3, 2, 2, 1, 2});                   // stride 2, pad h != w
-  cs.push_back({2, 2, 8, 9, 3, 3, 2, 1, 1, 2, 1, 2, 1});             // dilation 2 in h
-  cs.push_back({2, 2, 7, 7, 2, 3, 3, 1, 2, 2, 2, 2, 2});             // dilation 2 both, stride w
-  cs.push_back({2, 4, 6, 5, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2});          // groups 2
-  cs.push_back({2, 3, 6, 7, 3, 3, 3, 1, 1, 1, 1, 1, 1, 3});          // depthwise
-  cs.push_back({2, 3, 5, 6, 6, 3, 3, 2, 1, 1, 0, 1, 1, 3, false});   // depthwise x2, stride h
-  cs.push_back({3, 5, 4, 6, 7, 1, 1});                               // 1x1
-  cs.push_back({2, 4, 5, 7, 6, 1, 1, 1, 1, 0, 0, 1, 1, 2});          // 1x1, groups 2
-  cs.push_back({2, 3, 7, 8, 4, 1, 1, 2, 2});                         // 1x1, stride 2
-  cs.push_back({2, 2, 6, 5, 3, 5, 5, 1, 1, 2, 2});                   // 5x5 kernel
+  cs.push_back({2, 3, 7, 6, 4, 3, 3, 1, 1, 1, 1});                    // 3x3, same padding
+  cs.push_back({2, 2, 9, 7, 3, 3, 3, 2, 2, 1, 2});                    // stride 2, pad h != w
+  cs.push_back({2, 2, 8, 9, 3, 3, 2, 1, 1, 2, 1, 2, 1});              // dilation 2 in h
+  cs.push_back({2, 2, 7, 7, 2, 3, 3, 1, 2, 2, 2, 2, 2});              // dilation 2 both, stride w
+  cs.push_back({2, 4, 6, 5, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2});           // groups 2
+  cs.push_back({2, 3, 6, 7, 3, 3, 3, 1, 1, 1, 1, 1, 1, 3});           // depthwise
+  cs.push_back({2, 3, 5, 6, 6, 3, 3, 2, 1, 1, 0, 1, 1, 3, false});    // depthwise x2, stride h
+  cs.push_back({3, 5, 4, 6, 7, 1, 1});                                // 1x1
+  cs.push_back({2, 4, 5, 7, 6, 1, 1, 1, 1, 0, 0, 1, 1, 2});           // 1x1, groups 2
+  cs.push_back({2, 3, 7, 8, 4, 1, 1, 2, 2});                          // 1x1, stride 2
+  cs.push_back({2, 2, 6, 5, 3, 5, 5, 1, 1, 2, 2});                    // 5x5 kernel
   cs.push_back({1, 3, 11, 13, 5, 4, 2, 3, 2, 1, 0, 1, 1, 1, false});  // batch 1, even kernel
-  cs.push_back({2, 3, 4, 5, 2, 4, 5});                               // kernel = image: 1x1 output
-  cs.push_back({1, 2, 3, 4, 2, 2, 2, 1, 1, 3, 3});                   // rows of pure padding
-  cs.push_back({1, 1, 1, 9, 2, 1, 3, 1, 2, 0, 1});                   // height-1 images
+  cs.push_back({2, 3, 4, 5, 2, 4, 5});                                // kernel = image: 1x1 output
+  cs.push_back({1, 2, 3, 4, 2, 2, 2, 1, 1, 3, 3});                    // rows of pure padding
+  cs.push_back({1, 1, 1, 9, 2, 1, 3, 1, 2, 0, 1});                    // height-1 images
   // Batches large enough for several images per GEMM and every weight-gradient slot.
   cs.push_back({21, 3, 5, 5, 5, 3, 3, 1, 1, 1, 1});
   cs.push_back({20, 4, 3, 4, 6, 1, 1, 1, 1, 0, 0, 1, 1, 2});
@@ -235,8 +235,8 @@ TEST(Conv2d, OnlyRequestedGradients) {
   EXPECT_FALSE(w2.grad().defined());
   const Cfg c{3, 2, 5, 5, 4, 3, 3, 1, 1, 1, 1};
   std::vector<double> ones_gy(c.n * c.c_out * 25, 1.0);
-  const Ref r = reference(c, x.to_vector(), w.detach().to_vector(), std::vector<double>(4, 0.0),
-                          ones_gy);
+  const Ref r =
+      reference(c, x.to_vector(), w.detach().to_vector(), std::vector<double>(4, 0.0), ones_gy);
   EXPECT_TRUE(close(w.grad(), r.gw, 1e-12, "dw"));
 }
 
@@ -300,17 +300,17 @@ TEST(Conv1d, MatchesConv2dOfHeightOne) {
   EXPECT_TRUE(testing::all_close(y, want, 1e-12, 0));
   const Cfg c{3, 4, 1, 11, 6, 1, 3, 1, 2, 0, 1, 1, 2, 2};
   std::vector<double> gy(3 * 6 * 5, 0.0);
-  EXPECT_TRUE(close(y, reference(c, x.to_vector(), w.to_vector(), b.to_vector(), gy).y, 1e-12,
-                    "y"));
+  EXPECT_TRUE(
+      close(y, reference(c, x.to_vector(), w.to_vector(), b.to_vector(), gy).y, 1e-12, "y"));
 }
 
 TEST(Conv1d, Gradcheck) {
   Tensor x = leaf({2, 4, 9}, 25), w = leaf({4, 2, 3}, 26), b = leaf({4}, 27);
-  EXPECT_TRUE(gradcheck([](const V& in) { return conv1d(in[0], in[1], in[2], 2, 1, 2, 2); },
-                        {x, w, b}));
+  EXPECT_TRUE(
+      gradcheck([](const V& in) { return conv1d(in[0], in[1], in[2], 2, 1, 2, 2); }, {x, w, b}));
   Tensor xs = strided_leaf({2, 3, 7}, 28), w1 = leaf({2, 3, 2}, 29);
-  EXPECT_TRUE(gradcheck([](const V& in) { return conv1d(in[0], in[1], Tensor(), 1, 2); },
-                        {xs, w1}));
+  EXPECT_TRUE(
+      gradcheck([](const V& in) { return conv1d(in[0], in[1], Tensor(), 1, 2); }, {xs, w1}));
 }
 
 TEST(ConvErrors, Messages) {
@@ -318,8 +318,8 @@ TEST(ConvErrors, Messages) {
   Conv2dOptions g2{{1, 1}, {0, 0}, {1, 1}, 2};
   EXPECT_MEL_ERROR(conv2d(zeros({4, 5, 5}), w), "conv2d", "4-D", "[4, 5, 5]");
   EXPECT_MEL_ERROR(conv2d(x, zeros({6, 2, 3})), "conv2d", "weight must be 4-D", "[6, 2, 3]");
-  EXPECT_MEL_ERROR(conv2d(x, zeros({6, 4, 3, 3}), Tensor(), {{1, 1}, {0, 0}, {1, 1}, 3}),
-                   "conv2d", "4 channels", "not divisible by groups = 3");
+  EXPECT_MEL_ERROR(conv2d(x, zeros({6, 4, 3, 3}), Tensor(), {{1, 1}, {0, 0}, {1, 1}, 3}), "conv2d",
+                   "4 channels", "not divisible by groups = 3");
   EXPECT_MEL_ERROR(conv2d(x, zeros({5, 2, 3, 3}), Tensor(), g2), "conv2d", "5 output channels",
                    "not divisible by groups = 2");
   EXPECT_MEL_ERROR(conv2d(x, zeros({6, 3, 3, 3}), Tensor(), g2), "conv2d", "[6, 3, 3, 3]",
@@ -333,18 +333,16 @@ TEST(ConvErrors, Messages) {
   EXPECT_MEL_ERROR(conv2d(x, zeros({6, 2, 3, 3}, DType::f64), Tensor(), g2), "conv2d",
                    "dtypes differ", "f32", "f64");
   EXPECT_MEL_ERROR(conv2d(x, w, zeros({6}, DType::f64), g2), "conv2d", "dtypes differ");
-  EXPECT_MEL_ERROR(conv2d(zeros({2, 4, 5, 5}, DType::i64), zeros({6, 2, 3, 3}, DType::i64),
-                          Tensor(), g2),
-                   "conv2d", "i64", "not supported");
+  EXPECT_MEL_ERROR(
+      conv2d(zeros({2, 4, 5, 5}, DType::i64), zeros({6, 2, 3, 3}, DType::i64), Tensor(), g2),
+      "conv2d", "i64", "not supported");
   EXPECT_MEL_ERROR(conv2d(x, w, Tensor(), {{0, 1}, {0, 0}, {1, 1}, 2}), "conv2d", "stride 0");
   EXPECT_MEL_ERROR(conv2d(x, w, Tensor(), {{1, 1}, {-1, 0}, {1, 1}, 2}), "conv2d", "padding -1");
-  EXPECT_MEL_ERROR(conv2d(x, w, Tensor(), {{1, 1}, {0, 0}, {1, 1}, 0}), "conv2d", "groups",
-                   ">= 1");
+  EXPECT_MEL_ERROR(conv2d(x, w, Tensor(), {{1, 1}, {0, 0}, {1, 1}, 0}), "conv2d", "groups", ">= 1");
   EXPECT_MEL_ERROR(conv2d(Tensor(), w), "conv2d", "input", "undefined");
-  EXPECT_MEL_ERROR(conv1d(zeros({2, 4, 3}), zeros({2, 4, 5})), "conv1d", "[2, 4, 3]",
-                   "[2, 4, 5]", "output length would be -1");
-  EXPECT_MEL_ERROR(conv1d(zeros({2, 4, 3, 3}), zeros({2, 4, 1})), "conv1d", "3-D",
-                   "[N, C_in, L]");
+  EXPECT_MEL_ERROR(conv1d(zeros({2, 4, 3}), zeros({2, 4, 5})), "conv1d", "[2, 4, 3]", "[2, 4, 5]",
+                   "output length would be -1");
+  EXPECT_MEL_ERROR(conv1d(zeros({2, 4, 3, 3}), zeros({2, 4, 1})), "conv1d", "3-D", "[N, C_in, L]");
   EXPECT_MEL_ERROR(conv1d(zeros({2, 4, 9}), zeros({2, 4, 1}), Tensor(), 1, 0, 1, 3), "conv1d",
                    "not divisible by groups = 3");
 }

@@ -1,0 +1,264 @@
+#include "mel/failure.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+
+#include "core/error.h"
+
+namespace mel::app {
+namespace {
+
+// Bitmask enumeration keeps a pattern's bookkeeping trivial; 20 upstreams is already 2^21
+// patterns, far beyond anything a report or chart can show.
+constexpr int kMaxModels = 20;
+
+struct Head {
+  uint32_t mask;
+  int size;
+  double accuracy;
+};
+
+std::string join(const std::vector<std::string>& parts, const std::string& sep) {
+  std::string out;
+  for (size_t i = 0; i < parts.size(); ++i) out += (i ? sep : "") + parts[i];
+  return out;
+}
+
+// "{0, 3}": the raw indices, for messages about subsets that may not have a valid name.
+std::string raw_subset(const std::vector<int>& s) {
+  std::string out = "{";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "}";
+}
+
+void check_accuracy(double a, const std::string& what) {
+  MEL_CHECK(std::isfinite(a) && a >= 0.0 && a <= 1.0,
+            "evaluate_failures: {} accuracy is {}, expected a fraction in [0, 1]", what, a);
+}
+
+std::vector<Head> check_heads(int M, const std::vector<std::vector<int>>& head_subsets,
+                              const std::vector<double>& head_accuracy) {
+  MEL_CHECK(head_subsets.size() == head_accuracy.size(),
+            "evaluate_failures: {} head subsets but {} head accuracies", head_subsets.size(),
+            head_accuracy.size());
+  std::vector<Head> heads;
+  for (size_t k = 0; k < head_subsets.size(); ++k) {
+    std::vector<int> s = head_subsets[k];
+    std::sort(s.begin(), s.end());
+    for (int i : s) {
+      MEL_CHECK(i >= 0 && i < M,
+                "evaluate_failures: head subset {} (0-based model indices) names model {}, but "
+                "there are only M = {} upstream models (indices 0..{})",
+                raw_subset(head_subsets[k]), i, M, M - 1);
+    }
+    MEL_CHECK(s.size() >= 2,
+              "evaluate_failures: head subset {} has {} model(s); a head combines at least 2",
+              raw_subset(head_subsets[k]), s.size());
+    MEL_CHECK(std::adjacent_find(s.begin(), s.end()) == s.end(),
+              "evaluate_failures: head subset {} names a model more than once",
+              raw_subset(head_subsets[k]));
+    uint32_t mask = 0;
+    for (int i : s) mask |= 1u << i;
+    for (size_t j = 0; j < heads.size(); ++j) {
+      MEL_CHECK(heads[j].mask != mask,
+                "evaluate_failures: head {} is listed twice (entries {} and {})", subset_name(s), j,
+                k);
+    }
+    check_accuracy(head_accuracy[k], "head " + subset_name(s));
+    heads.push_back({mask, static_cast<int>(s.size()), head_accuracy[k]});
+  }
+  return heads;
+}
+
+std::string indices_name(uint32_t mask, const std::string& sep) {
+  std::vector<std::string> parts;
+  for (int i = 0; i < 32; ++i) {
+    if (mask & (1u << i)) parts.push_back(std::to_string(i + 1));
+  }
+  return join(parts, sep);
+}
+
+// The predictor answering when the upstreams in `alive` and (if `c_up`) C are running.
+void answer(FailurePattern& p, int M, uint32_t alive, bool c_up, const std::vector<double>& exits,
+            const std::vector<Head>& heads) {
+  const int n_alive = std::popcount(alive);
+  if (n_alive == 0) {
+    p.answer = "none";
+    p.accuracy = 0.0;
+    return;
+  }
+  if (c_up && n_alive >= 2) {
+    const Head* best = nullptr;
+    for (const Head& h : heads) {
+      if ((h.mask & ~alive) == 0 && (!best || h.size > best->size)) best = &h;
+    }
+    if (best) {
+      p.answer = indices_name(best->mask, "+");
+      p.accuracy = best->accuracy;
+      return;
+    }
+  }
+  // Every alive upstream answers its own clients with its exit; a client of the system is served
+  // by any of them with equal chance, hence the mean.
+  double sum = 0.0;
+  for (int i = 0; i < M; ++i) {
+    if (alive & (1u << i)) sum += exits[i];
+  }
+  p.answer = indices_name(alive, ",");
+  p.accuracy = sum / n_alive;
+}
+
+std::string pad_right(const std::string& s, size_t w) {
+  return s + std::string(w > s.size() ? w - s.size() : 0, ' ');
+}
+std::string pad_left(const std::string& s, size_t w) {
+  return std::string(w > s.size() ? w - s.size() : 0, ' ') + s;
+}
+
+std::string failed_name(const FailurePattern& p) {
+  return p.failed.empty() ? "none" : join(p.failed, ", ");
+}
+
+}  // namespace
+
+std::string subset_name(const std::vector<int>& s) {
+  std::vector<std::string> parts;
+  for (int i : s) parts.push_back(std::to_string(i + 1));
+  return join(parts, "+");
+}
+
+std::vector<std::vector<int>> all_subsets(int M, int min_size) {
+  MEL_CHECK(M >= 0 && M <= kMaxModels, "all_subsets: M = {}, expected 0..{}", M, kMaxModels);
+  std::vector<std::vector<int>> out;
+  for (int k = std::max(min_size, 0); k <= M; ++k) {
+    // Lexicographic combinations of size k: bump the rightmost index that can still grow.
+    std::vector<int> c(k);
+    for (int i = 0; i < k; ++i) c[i] = i;
+    while (true) {
+      out.push_back(c);
+      int i = k - 1;
+      while (i >= 0 && c[i] == M - k + i) --i;
+      if (i < 0) break;
+      ++c[i];
+      for (int j = i + 1; j < k; ++j) c[j] = c[j - 1] + 1;
+    }
+  }
+  return out;
+}
+
+FailureReport evaluate_failures(int M, const std::vector<double>& exit_accuracy,
+                                const std::vector<std::vector<int>>& head_subsets,
+                                const std::vector<double>& head_accuracy) {
+  MEL_CHECK(M >= 2 && M <= kMaxModels,
+            "evaluate_failures: M = {} upstream models, expected 2..{} (MEL combines at least 2)",
+            M, kMaxModels);
+  MEL_CHECK(static_cast<int>(exit_accuracy.size()) == M,
+            "evaluate_failures: {} exit accuracies for M = {} upstream models",
+            exit_accuracy.size(), M);
+  for (int i = 0; i < M; ++i) check_accuracy(exit_accuracy[i], fmt::format("exit {}", i + 1));
+  const std::vector<Head> heads = check_heads(M, head_subsets, head_accuracy);
+
+  FailureReport r;
+  // Servers 0..M-1 are the upstreams, server M is C.
+  for (const std::vector<int>& failed : all_subsets(M + 1, 0)) {
+    FailurePattern p;
+    uint32_t alive = (1u << M) - 1;
+    bool c_up = true;
+    for (int s : failed) {
+      if (s == M) {
+        c_up = false;
+        p.failed.push_back("C");
+      } else {
+        alive &= ~(1u << s);
+        p.failed.push_back(std::to_string(s + 1));
+      }
+    }
+    answer(p, M, alive, c_up, exit_accuracy, heads);
+    r.patterns.push_back(std::move(p));
+  }
+  r.no_failure_accuracy = r.patterns[0].accuracy;
+  for (FailurePattern& p : r.patterns) {
+    p.preserved = r.no_failure_accuracy > 0.0 ? p.accuracy / r.no_failure_accuracy : 0.0;
+  }
+  double sum = 0.0, worst = 0.0;
+  for (int i = 1; i <= M + 1; ++i) {
+    sum += r.patterns[i].preserved;
+    worst = i == 1 ? r.patterns[i].preserved : std::min(worst, r.patterns[i].preserved);
+  }
+  r.preserved_mean = sum / (M + 1);
+  r.preserved_worst = worst;
+  return r;
+}
+
+Json failure_report_json(const FailureReport& r) {
+  Json failures = Json::array();
+  for (const FailurePattern& p : r.patterns) {
+    Json j;
+    j["failed"] = p.failed;
+    j["answer"] = p.answer;
+    j["accuracy"] = p.accuracy;
+    j["preserved"] = p.preserved;
+    failures.push_back(std::move(j));
+  }
+  Json out;
+  out["failures"] = std::move(failures);
+  out["preserved_mean"] = r.preserved_mean;
+  out["preserved_worst"] = r.preserved_worst;
+  return out;
+}
+
+std::string describe_answer(const std::string& answer) {
+  if (answer == "none" || answer.empty()) return "none";
+  if (answer.find('+') != std::string::npos) return "head " + answer;
+  if (answer.find(',') != std::string::npos) return "exits " + answer + " (mean)";
+  return "exit " + answer;
+}
+
+std::string failure_table(const FailureReport& r) {
+  const std::vector<std::string> header = {"failed", "answered by", "accuracy %", "preserved %"};
+  std::vector<std::vector<std::string>> rows;
+  for (const FailurePattern& p : r.patterns) {
+    rows.push_back({failed_name(p), describe_answer(p.answer),
+                    fmt::format("{:.2f}", 100 * p.accuracy),
+                    fmt::format("{:.2f}", 100 * p.preserved)});
+  }
+  std::vector<size_t> w(header.size());
+  for (size_t c = 0; c < header.size(); ++c) {
+    w[c] = header[c].size();
+    for (const auto& row : rows) w[c] = std::max(w[c], row[c].size());
+  }
+  // Text columns align left, numbers right, so the decimal points line up.
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string out;
+    for (size_t c = 0; c < cells.size(); ++c) {
+      if (c) out += "  ";
+      out += c < 2 ? pad_right(cells[c], w[c]) : pad_left(cells[c], w[c]);
+    }
+    while (!out.empty() && out.back() == ' ') out.pop_back();
+    return out + "\n";
+  };
+  std::string out = line(header);
+  std::vector<std::string> rule;
+  for (size_t width : w) rule.push_back(std::string(width, '-'));
+  out += line(rule);
+  for (const auto& row : rows) out += line(row);
+
+  // Name the single failure that hurts most: that is the server worth protecting first.
+  std::string worst_name;
+  for (size_t i = 1; i < r.patterns.size() && r.patterns[i].failed.size() == 1; ++i) {
+    if (r.patterns[i].preserved == r.preserved_worst) {
+      worst_name = r.patterns[i].failed[0];
+      break;
+    }
+  }
+  out += fmt::format("preserved over single failures: mean {:.2f}%, worst {:.2f}%",
+                     100 * r.preserved_mean, 100 * r.preserved_worst);
+  if (!worst_name.empty()) out += fmt::format(" (server {} failed)", worst_name);
+  return out + "\n";
+}
+
+}  // namespace mel::app

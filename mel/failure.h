@@ -1,0 +1,62 @@
+// MEL failure evaluation: which predictor answers, and how accurately, for every pattern of failed
+// servers (upstream 1..M plus the combination server C), given per-exit and per-head accuracies.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "mel/json_reader.h"
+
+namespace mel::app {
+
+// Subsets are sorted 0-based model indices; their names are 1-based and joined by '+':
+// {0,2} -> "1+3".
+std::string subset_name(const std::vector<int>& s);
+// All subsets of {0..M-1} with at least `min_size` members, by size, then lexicographic.
+std::vector<std::vector<int>> all_subsets(int M, int min_size = 2);
+
+struct PredictorAccuracy {
+  std::string name;  // "1", "2", "1+2"...
+  double accuracy;
+};
+
+struct FailurePattern {
+  std::vector<std::string> failed;  // e.g. {"1"}, {"C"}, {"2", "C"}; empty = no failure
+  // "1+2": head h_{1,2}; "1": exit 1 alone; "1,3": exits 1 and 3 answering independently (the
+  // accuracy is their mean); "none": every upstream failed.
+  std::string answer;
+  double accuracy = 0.0;
+  double preserved = 0.0;  // accuracy / no-failure accuracy (0 when that is 0)
+};
+
+struct FailureReport {
+  double no_failure_accuracy = 0.0;
+  // Every subset of the M+1 servers: no failure first, then by number of failures; within a count,
+  // lexicographic with C after the upstreams ({1}, {2}, {C}, {1,2}, {1,C}, {2,C}, ...).
+  std::vector<FailurePattern> patterns;
+  // Over the M+1 single-server failures.
+  double preserved_mean = 0.0, preserved_worst = 0.0;
+};
+
+// exit_accuracy[i] is upstream i's exit; head_subsets[k] / head_accuracy[k] describe each head on
+// C. Accuracies are fractions in [0, 1].
+//
+// With C up and alive upstreams A (|A| >= 2) the answer is h_A. When heads are only listed for some
+// subsets and A has none, C uses the head of the largest listed subset of A (ties: the one listed
+// first), since C can evaluate any head whose inputs all arrived; if no subset of A has a head,
+// A's exits answer independently, as when C is down. One alive upstream answers with its own exit.
+FailureReport evaluate_failures(int M, const std::vector<double>& exit_accuracy,
+                                const std::vector<std::vector<int>>& head_subsets,
+                                const std::vector<double>& head_accuracy);
+
+// {"failures": [{"failed": [...], "answer": "...", "accuracy": x, "preserved": x}],
+//  "preserved_mean": x, "preserved_worst": x}
+Json failure_report_json(const FailureReport& r);
+
+// A fixed-width terminal table (failed servers | answered by | accuracy % | preserved %) and a
+// final line with the mean and worst preserved accuracy over single failures.
+std::string failure_table(const FailureReport& r);
+
+// "head 1+2", "exit 1", "exits 1,3 (mean)", "none": the answer spelled out for people.
+std::string describe_answer(const std::string& answer);
+
+}  // namespace mel::app

@@ -1,0 +1,236 @@
+#include "mel/joint_loss.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "core/autograd.h"
+#include "core/factory.h"
+#include "core/iter.h"
+#include "core/ops_elementwise.h"
+#include "core/ops_nn.h"
+#include "core/ops_reduce.h"
+#include "kernels/cpu/joint_loss.h"
+
+namespace mel::app {
+
+using autograd::GradMask;
+
+namespace {
+
+bool is_coarse(const JointLossOptions& o, size_t k) {
+  return !o.coarse.empty() && o.coarse[k];
+}
+
+// Labels as contiguous i64, after checking that they are a [B] tensor of class indices.
+Tensor label_tensor(const char* op, const Tensor& t, const char* what, int64_t B) {
+  check_cpu(op, t);
+  MEL_CHECK(t.dim() == 1 && t.shape()[0] == B,
+            "{}: {} have shape {} but the logits have batch size {} (expected [{}])", op, what,
+            shape_str(t.shape()), B, B);
+  MEL_CHECK(t.dtype() == DType::i64 || t.dtype() == DType::i32,
+            "{}: {} must be i64 or i32 class indices, got {}", op, what, dtype_name(t.dtype()));
+  return t.detach().to(DType::i64).contiguous();
+}
+
+// Every label term k reads must lie in [0, C_k): a min/max pass per label tensor, and a search for
+// the first offending row only when a term fails.
+void check_label_range(const char* op, const Tensor& lab, const char* what, int64_t k, int64_t C) {
+  const int64_t* p = lab.data<int64_t>();
+  const int64_t n = lab.numel();
+  const auto [lo, hi] = std::minmax_element(p, p + n);
+  if (*lo >= 0 && *hi < C) return;
+  for (int64_t b = 0; b < n; ++b) {
+    if (p[b] < 0 || p[b] >= C) {
+      fail("{}: term {} ({} labels): label {} at row {} is out of range for its {} classes "
+           "(expected 0..{})",
+           op, k, what, p[b], b, C, C - 1);
+    }
+  }
+}
+
+struct Checked {
+  int64_t batch = 0;
+  std::vector<int64_t> widths;
+  Tensor labels, coarse_labels;  // contiguous i64 (coarse undefined when no term is coarse)
+};
+
+// Every check both versions share; labels are range-checked only when `check_labels` (the
+// reference leaves that to cross_entropy).
+Checked validate(const char* op, const std::vector<Tensor>& logits, const Tensor& labels,
+                 const Tensor& coarse_labels, const JointLossOptions& o, bool check_labels) {
+  const size_t K = logits.size();
+  MEL_CHECK(K > 0, "{}: no terms (expected at least one logits tensor)", op);
+  MEL_CHECK(o.weights.size() == K, "{}: {} weights for {} terms (expected one weight per term)",
+            op, o.weights.size(), K);
+  MEL_CHECK(o.coarse.empty() || o.coarse.size() == K,
+            "{}: {} coarse flags for {} terms (expected one per term, or none for all fine)", op,
+            o.coarse.size(), K);
+  MEL_CHECK(o.label_smoothing >= 0.0 && o.label_smoothing <= 1.0,
+            "{}: label_smoothing must be in [0, 1], got {}", op, o.label_smoothing);
+  MEL_CHECK(std::isfinite(o.diversity_weight) && o.diversity_weight >= 0.0,
+            "{}: diversity_weight must be finite and >= 0, got {}", op, o.diversity_weight);
+  MEL_CHECK(std::isfinite(o.diversity_margin), "{}: diversity_margin must be finite, got {}", op,
+            o.diversity_margin);
+  for (size_t k = 0; k < K; ++k) {
+    MEL_CHECK(std::isfinite(o.weights[k]), "{}: weight of term {} is {} (expected finite)", op, k,
+              o.weights[k]);
+  }
+
+  Checked c;
+  for (size_t k = 0; k < K; ++k) {
+    const Tensor& z = logits[k];
+    MEL_CHECK(z.defined(), "{}: the logits of term {} are undefined", op, k);
+    check_cpu(op, z);
+    MEL_CHECK(z.dim() == 2, "{}: the logits of term {} must be 2-D [B, C], got shape {}", op, k,
+              shape_str(z.shape()));
+    MEL_CHECK(is_floating(z.dtype()), "{}: the logits of term {} must be floating point, got {}",
+              op, k, dtype_name(z.dtype()));
+    MEL_CHECK(z.dtype() == logits[0].dtype(),
+              "{}: the logits of term {} are {} but those of term 0 are {} (expected one dtype)",
+              op, k, dtype_name(z.dtype()), dtype_name(logits[0].dtype()));
+    MEL_CHECK(z.shape()[0] == logits[0].shape()[0],
+              "{}: the logits of term {} have shape {} but those of term 0 have {} (every term "
+              "needs the same batch size)",
+              op, k, shape_str(z.shape()), shape_str(logits[0].shape()));
+    MEL_CHECK(z.shape()[1] > 0, "{}: the logits of term {} have shape {} (no classes)", op, k,
+              shape_str(z.shape()));
+    c.widths.push_back(z.shape()[1]);
+  }
+  c.batch = logits[0].shape()[0];
+  MEL_CHECK(c.batch > 0, "{}: empty batch (logits of shape {})", op, shape_str(logits[0].shape()));
+
+  for (const auto& [i, j] : o.diversity_pairs) {
+    MEL_CHECK(i >= 0 && j >= 0 && static_cast<size_t>(i) < K && static_cast<size_t>(j) < K,
+              "{}: diversity pair ({}, {}) names a term outside 0..{}", op, i, j, K - 1);
+    MEL_CHECK(i != j, "{}: diversity pair ({}, {}) pairs a term with itself", op, i, j);
+    MEL_CHECK(c.widths[i] == c.widths[j],
+              "{}: diversity pair ({}, {}) joins logits of shapes {} and {} (expected equal "
+              "widths)",
+              op, i, j, shape_str(logits[i].shape()), shape_str(logits[j].shape()));
+  }
+
+  MEL_CHECK(labels.defined(), "{}: the labels are undefined", op);
+  c.labels = label_tensor(op, labels, "the labels", c.batch);
+  const bool any_coarse = std::find(o.coarse.begin(), o.coarse.end(), true) != o.coarse.end();
+  if (any_coarse) {
+    for (size_t k = 0; k < K; ++k) {
+      MEL_CHECK(!is_coarse(o, k) || coarse_labels.defined(),
+                "{}: term {} uses coarse labels but no coarse labels were given", op, k);
+    }
+    c.coarse_labels = label_tensor(op, coarse_labels, "the coarse labels", c.batch);
+  }
+  if (check_labels) {
+    for (size_t k = 0; k < K; ++k) {
+      const bool coarse = is_coarse(o, k);
+      check_label_range(op, coarse ? c.coarse_labels : c.labels, coarse ? "coarse" : "fine",
+                        static_cast<int64_t>(k), c.widths[k]);
+    }
+  }
+  return c;
+}
+
+}  // namespace
+
+JointLossResult joint_loss(const std::vector<Tensor>& logits, const Tensor& labels,
+                           const Tensor& coarse_labels, const JointLossOptions& options) {
+  const char* op = "joint_loss";
+  const Checked c = validate(op, logits, labels, coarse_labels, options, true);
+  const DType dtype = logits[0].dtype();
+  if (is_half(dtype)) {
+    std::vector<Tensor> up;
+    for (const Tensor& z : logits) up.push_back(z.to(DType::f32));
+    JointLossResult r = joint_loss(up, labels, coarse_labels, options);
+    r.total = r.total.to(dtype);
+    return r;
+  }
+
+  const size_t K = logits.size();
+  const int64_t B = c.batch;
+  const bool want_grad = autograd::needs_grad(logits);
+  std::vector<Tensor> xs, grads;
+  for (size_t k = 0; k < K; ++k) {
+    xs.push_back(logits[k].detach().contiguous());
+    if (want_grad) grads.push_back(empty({B, c.widths[k]}, dtype));
+  }
+  std::vector<uint8_t> coarse(K);
+  for (size_t k = 0; k < K; ++k) coarse[k] = is_coarse(options, k) ? 1 : 0;
+  std::vector<int64_t> pair_i, pair_j;
+  for (const auto& [i, j] : options.diversity_pairs) {
+    pair_i.push_back(i);
+    pair_j.push_back(j);
+  }
+
+  JointLossResult r;
+  r.terms.assign(K, 0.0);
+  std::vector<double> pair_dist(pair_i.size());
+  double total = 0;
+  dispatch_float(dtype, op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    std::vector<const T*> in;
+    std::vector<T*> out;
+    for (size_t k = 0; k < K; ++k) {
+      in.push_back(xs[k].data<T>());
+      if (want_grad) out.push_back(grads[k].data<T>());
+    }
+    kernels::cpu::JointLossArgs<T> a;
+    a.num_terms = static_cast<int64_t>(K);
+    a.batch = B;
+    a.logits = in.data();
+    a.widths = c.widths.data();
+    a.weights = options.weights.data();
+    a.coarse = coarse.data();
+    a.labels = c.labels.data<int64_t>();
+    a.coarse_labels = c.coarse_labels.defined() ? c.coarse_labels.data<int64_t>() : nullptr;
+    a.label_smoothing = options.label_smoothing;
+    a.num_pairs = static_cast<int64_t>(pair_i.size());
+    a.pair_i = pair_i.data();
+    a.pair_j = pair_j.data();
+    a.diversity_weight = options.diversity_weight;
+    a.diversity_margin = options.diversity_margin;
+    a.grads = want_grad ? out.data() : nullptr;
+    a.term_loss = r.terms.data();
+    a.pair_dist = pair_dist.data();
+    a.diversity = &r.diversity;
+    a.total = &total;
+    kernels::cpu::joint_loss<T>(a);
+  });
+  r.total = full({}, total, dtype);
+
+  // The gradients are already computed; backward only scales them, and not even that for the
+  // usual seed of 1 (AccumulateGrad copies what it keeps, so handing out the saved tensors is safe).
+  autograd::record(op, r.total, logits, [grads](const Tensor& g, const GradMask& need) {
+    const bool unit = g.item() == 1.0;
+    std::vector<Tensor> out(grads.size());
+    for (size_t k = 0; k < grads.size(); ++k) {
+      if (need[k]) out[k] = unit ? grads[k] : mul(grads[k], g);
+    }
+    return out;
+  });
+  return r;
+}
+
+Tensor joint_loss_reference(const std::vector<Tensor>& logits, const Tensor& labels,
+                            const Tensor& coarse_labels, const JointLossOptions& options) {
+  const Checked c =
+      validate("joint_loss_reference", logits, labels, coarse_labels, options, false);
+  CrossEntropyOptions ce;
+  ce.label_smoothing = options.label_smoothing;
+  Tensor total;
+  for (size_t k = 0; k < logits.size(); ++k) {
+    const Tensor& y = is_coarse(options, k) ? coarse_labels : labels;
+    Tensor term = mul(cross_entropy(logits[k], y, ce), options.weights[k]);
+    total = total.defined() ? add(total, term) : term;
+  }
+  if (options.diversity_pairs.empty()) return total;
+  Tensor hinges;
+  for (const auto& [i, j] : options.diversity_pairs) {
+    Tensor d = sub(logits[i], logits[j]);
+    Tensor dist = div(sum(mul(d, d)), static_cast<double>(c.batch));
+    Tensor h = relu(options.diversity_margin - dist);
+    hinges = hinges.defined() ? add(hinges, h) : h;
+  }
+  return add(total, mul(hinges, options.diversity_weight));
+}
+
+}  // namespace mel::app
