@@ -153,7 +153,6 @@ void check_backward_weight(const Data& d) {
 
 enum class Pass { forward, backward_data, backward_weight };
 
-
 void run_pass(Data& d, Pass pass) {
   using namespace mel::kernels::cpu;
   switch (pass) {
@@ -272,10 +271,7 @@ void BM_ModelConvsOps(benchmark::State& state) {
       benchmark::Counter(total * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
   state.counters["threads"] = omp_get_max_threads();
 }
-BENCHMARK(BM_ModelConvsOps)
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond)
-    ->MinTime(5.0);
+BENCHMARK(BM_ModelConvsOps)->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(5.0);
 
 }  // namespace
 

@@ -101,14 +101,18 @@ void BM_JointLossComposed(benchmark::State& state) {
 BENCHMARK(BM_JointLossFused)->Arg(256)->Arg(4096)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_JointLossComposed)->Arg(256)->Arg(4096)->Unit(benchmark::kMicrosecond);
 
-// Console output plus the composed / fused time ratio per batch size.
+// Console output plus the composed / fused time ratio per batch size (medians when repeated).
 class SpeedupReporter : public benchmark::ConsoleReporter {
  public:
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
     for (const Run& r : runs) {
-      if (r.run_type != Run::RT_Iteration || r.error_occurred) continue;
-      times_[r.benchmark_name()] = r.GetAdjustedRealTime();
+      if (r.error_occurred) continue;
+      // with --benchmark_repetitions the median stands for the benchmark
+      const bool median = r.run_type == Run::RT_Aggregate && r.aggregate_name == "median";
+      if (r.run_type == Run::RT_Iteration || median) {
+        times_[r.run_name.str()] = r.GetAdjustedRealTime();
+      }
     }
   }
   void Finalize() override {

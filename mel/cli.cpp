@@ -53,6 +53,9 @@ int run_cli(int argc, char** argv) {
   std::string resume, export_out;
   auto* train = app.add_subcommand("train", "train the model a JSON config describes");
   train->add_option("config", config, "config file (e.g. configs/fmnist_mel2.json)");
+  int64_t stop_after = -1;
+  train->add_option("--stop-after", stop_after,
+                    "stop after this epoch, checkpointed (ensembles; continue with --resume)");
   train->add_option("--resume", resume,
                     "continue the run in this folder from its last checkpoint (ensembles)");
   add_run_options(train, ov, epochs, batch, train_limit, test_limit, seed);
@@ -78,6 +81,10 @@ int run_cli(int argc, char** argv) {
 
   try {
     apply(ov, epochs, batch, train_limit, test_limit, seed);
+    if (stop_after != -1) {
+      MEL_CHECK(stop_after >= 1, "--stop-after must be >= 1, got {}", stop_after);
+      ov.stop_after = stop_after;
+    }
     if (*train) {
       if (!resume.empty()) {
         // The run's own config (with its overrides) comes from the checkpoint.

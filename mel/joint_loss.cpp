@@ -42,9 +42,10 @@ void check_label_range(const char* op, const Tensor& lab, const char* what, int6
   if (*lo >= 0 && *hi < C) return;
   for (int64_t b = 0; b < n; ++b) {
     if (p[b] < 0 || p[b] >= C) {
-      fail("{}: term {} ({} labels): label {} at row {} is out of range for its {} classes "
-           "(expected 0..{})",
-           op, k, what, p[b], b, C, C - 1);
+      fail(
+          "{}: term {} ({} labels): label {} at row {} is out of range for its {} classes "
+          "(expected 0..{})",
+          op, k, what, p[b], b, C, C - 1);
     }
   }
 }
@@ -61,8 +62,8 @@ Checked validate(const char* op, const std::vector<Tensor>& logits, const Tensor
                  const Tensor& coarse_labels, const JointLossOptions& o, bool check_labels) {
   const size_t K = logits.size();
   MEL_CHECK(K > 0, "{}: no terms (expected at least one logits tensor)", op);
-  MEL_CHECK(o.weights.size() == K, "{}: {} weights for {} terms (expected one weight per term)",
-            op, o.weights.size(), K);
+  MEL_CHECK(o.weights.size() == K, "{}: {} weights for {} terms (expected one weight per term)", op,
+            o.weights.size(), K);
   MEL_CHECK(o.coarse.empty() || o.coarse.size() == K,
             "{}: {} coarse flags for {} terms (expected one per term, or none for all fine)", op,
             o.coarse.size(), K);
@@ -198,7 +199,8 @@ JointLossResult joint_loss(const std::vector<Tensor>& logits, const Tensor& labe
   r.total = full({}, total, dtype);
 
   // The gradients are already computed; backward only scales them, and not even that for the
-  // usual seed of 1 (AccumulateGrad copies what it keeps, so handing out the saved tensors is safe).
+  // usual seed of 1 (AccumulateGrad copies what it keeps, so handing out the saved tensors is
+  // safe).
   autograd::record(op, r.total, logits, [grads](const Tensor& g, const GradMask& need) {
     const bool unit = g.item() == 1.0;
     std::vector<Tensor> out(grads.size());
@@ -212,8 +214,7 @@ JointLossResult joint_loss(const std::vector<Tensor>& logits, const Tensor& labe
 
 Tensor joint_loss_reference(const std::vector<Tensor>& logits, const Tensor& labels,
                             const Tensor& coarse_labels, const JointLossOptions& options) {
-  const Checked c =
-      validate("joint_loss_reference", logits, labels, coarse_labels, options, false);
+  const Checked c = validate("joint_loss_reference", logits, labels, coarse_labels, options, false);
   CrossEntropyOptions ce;
   ce.label_smoothing = options.label_smoothing;
   Tensor total;

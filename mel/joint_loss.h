@@ -9,9 +9,9 @@
 namespace mel::app {
 
 struct JointLossOptions {
-  std::vector<double> weights;  // w_k, one per term (0 keeps the term reported, gradient 0)
-  std::vector<bool> coarse;     // per term: scored against the coarse labels (empty = all fine)
-  double label_smoothing = 0.0;  // PyTorch's eps, in [0, 1]
+  std::vector<double> weights;    // w_k, one per term (0 keeps the term reported, gradient 0)
+  std::vector<bool> coarse;       // per term: scored against the coarse labels (empty = all fine)
+  double label_smoothing = 0.0;   // PyTorch's eps, in [0, 1]
   double diversity_weight = 0.0;  // lambda_div (0 = off)
   double diversity_margin = 0.0;
   std::vector<std::pair<int, int>> diversity_pairs;  // term indices, equal widths

@@ -34,14 +34,28 @@ LossConfig read_loss(const JsonReader& ens, int M, int64_t num_classes, const Da
   if (!ens.has("loss")) return l;
   JsonReader r = ens.object("loss");
   if (r.has("size_weights")) {
+    // Keys are subset sizes; checked against M once the ensemble is built.
     JsonReader w = r.object("size_weights");
-    for (int s = 1; s <= M; ++s) {
-      l.size_weights[static_cast<size_t>(s)] = w.get_number(std::to_string(s), 1.0);
-      if (l.size_weights[static_cast<size_t>(s)] < 0) {
-        w.error(std::to_string(s), "loss weights must be >= 0");
+    for (auto it = w.json().begin(); it != w.json().end(); ++it) {
+      const std::string& key = it.key();
+      size_t pos = 0;
+      int s = 0;
+      try {
+        s = std::stoi(key, &pos);
+      } catch (const std::logic_error&) {
+        pos = 0;
       }
+      if (pos != key.size() || s < 1) {
+        w.error(key, "keys are subset sizes 1, 2, ... (\"1\" weighs the exits)");
+      }
+      if (s > M) {
+        w.error(key, fmt::format("a subset of size {} needs at least {} models; the ensemble has {}",
+                                 s, s, M));
+      }
+      const double v = w.get_number(key);
+      if (v < 0) w.error(key, "loss weights must be >= 0");
+      l.size_weights[static_cast<size_t>(s)] = v;
     }
-    w.finish();
   }
   if (r.has("diversity")) {
     JsonReader d = r.object("diversity");
@@ -223,7 +237,10 @@ MelConfig parse_mel_config(Json json, const std::string& path, const RunOverride
                          : static_cast<int>(ens.has("models") && ens.raw("models").is_number_integer()
                                                 ? ens.get_int("models")
                                                 : 0);
-    c.loss = read_loss(ens, std::max(M, 1), num_classes, c.data);
+    if (M < 2) {
+      build_ensemble(ens, num_classes, num_classes);  // reports the model count
+    }
+    c.loss = read_loss(ens, M, num_classes, c.data);
   }
   c.exit_classes = c.loss.hierarchical ? coarse_classes(c.loss) : num_classes;
   build_ensemble(ens, num_classes, c.exit_classes);
@@ -422,6 +439,11 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
       metrics += line.dump() + "\n";
       write_file_atomic(out + "/metrics.jsonl", metrics);
       save_checkpoint(out, *model, optimizer.get(), {c.json.dump(), epoch + 1, step});
+      if (ov.stop_after && epoch + 1 == *ov.stop_after && epoch + 1 < total_epochs) {
+        fmt::print("stopped after epoch {} as asked; continue with: mel train --resume {}\n",
+                   epoch + 1, out);
+        return Json{{"stopped_after", epoch + 1}, {"run", out}};
+      }
     }
   }
   if (last.names.empty()) last = evaluate_ensemble(*model, c, test_ds, tc.test_limit);

@@ -21,6 +21,7 @@ struct RunOverrides {
   std::optional<uint64_t> seed;
   std::string data_dir;
   std::string out;  // empty: runs/<config name>
+  std::optional<int64_t> stop_after;  // ensembles: stop (checkpointed) after this epoch
   bool progress = true;
 };
 

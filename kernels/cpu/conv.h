@@ -1,5 +1,5 @@
 // CPU 2-D convolution (NCHW, PyTorch semantics: zero padding, stride, dilation, groups) forward and
-// backward, through gemm(): Winograd F(2x2, 3x3) for 3x3 stride-1 layers, im2col otherwise.
+// backward, through gemm(): Winograd F(4x4, 3x3) for 3x3 stride-1 layers, im2col otherwise.
 #pragma once
 #include <cstdint>
 
@@ -21,15 +21,17 @@ struct Conv2dGeometry {
 int64_t conv2d_forward_workspace(const Conv2dGeometry& g);
 int64_t conv2d_backward_workspace(const Conv2dGeometry& g, bool need_dx, bool need_dw);
 
-// y = conv(x, w) + bias (bias may be null). T: float or double.
+// y = conv(x, w) + bias (bias may be null). T: float or double. Parallel across chunks of images
+// with OpenMP (gemm then runs single-threaded inside), or serial with a parallel gemm when the
+// batch is too small to split; a call from inside a parallel region runs on its thread alone.
 template <class T>
 void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y,
                     T* workspace);
 
 // Gradients for output gradient dy; each of dx, dw, dbias may be null to skip it. x is read only
 // when dw is wanted, w only when dx is. The weight and bias gradients are summed over the batch in
-// an order fixed by the shapes alone (for up to 8 threads), so results do not depend on the
-// thread count or on scheduling.
+// an order fixed by the shapes alone (for up to 4 threads), so results do not depend on the
+// thread count (up to 4) or on scheduling.
 template <class T>
 void conv2d_backward(const Conv2dGeometry& g, const T* dy, const T* x, const T* w, T* dx, T* dw,
                      T* dbias, T* workspace);

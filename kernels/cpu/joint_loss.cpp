@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 namespace mel::kernels::cpu {
@@ -15,22 +16,26 @@ constexpr int64_t kChunkWork = 8192;
 // Below this many elements in all (a typical B = 256 step of a few heads) thread start-up and the
 // two barriers cost more than the work; the serial path gives bitwise the same results.
 constexpr int64_t kParallelWork = 65536;
-// Reductions along a row keep this many independent partial results, combined in a fixed tree:
-// MEL rows are short (C = 10 or 100), and one serial chain of dependent adds per row would bound
-// the speed by the add latency; fixed lanes also vectorise without reassociating anything.
-constexpr int kLanes = 8;
 // Row losses need log(sum_c exp(x_c - max)) with the sum in [1, C]; products of those sums are
 // accumulated and their log taken only when the product grows past this (or at the end of a
 // chunk), which saves almost every log call.
 constexpr double kFlushProduct = 1e250;
 
 // Cephes' expf: exp(x) = 2^n exp(r), r = x - n ln2 in [-ln2/2, ln2/2], with a degree-6
-// polynomial (about 1 ulp). Branch-free so that loops over it vectorise; NaN stays NaN.
+// polynomial (about 1 ulp). x is first clamped to [-87, 88] (exp(-87) stands in for 0). Written
+// without float comparisons, which GCC treats as possibly trapping and so will not turn into
+// vector selects: the clamp works on the bits, and rounding by adding 1.5 * 2^23 leaves n in the
+// low mantissa bits. A NaN x passes the clamp and comes out NaN.
 inline float exp_fast(float x) {
-  // The clamps keep a NaN x (comparisons with it are false), and rounding by adding 1.5 * 2^23
-  // leaves n in the low mantissa bits, so no float-to-int conversion ever sees a NaN.
-  float xs = x < -87.0f ? -87.0f : x;
-  xs = xs > 88.0f ? 88.0f : xs;
+  constexpr uint32_t kInfBits = 0x7f800000u, kSign = 0x80000000u;
+  constexpr uint32_t kLo = std::bit_cast<uint32_t>(87.0f), kHi = std::bit_cast<uint32_t>(88.0f);
+  const uint32_t u = std::bit_cast<uint32_t>(x);
+  const uint32_t mag = u & ~kSign;
+  // all ones where x < -87 (including -inf) or x > 88 (including +inf)
+  const uint32_t neg = 0u - (u >> 31);
+  const uint32_t low = neg & (0u - static_cast<uint32_t>((mag > kLo) & (mag <= kInfBits)));
+  const uint32_t high = ~neg & (0u - static_cast<uint32_t>((mag > kHi) & (mag <= kInfBits)));
+  const float xs = std::bit_cast<float>((u & ~(low | high)) | (low & (kLo | kSign)) | (high & kHi));
   constexpr float kShifter = 12582912.0f;
   const float t = xs * 1.44269504088896341f + kShifter;
   const float n = t - kShifter;
@@ -52,46 +57,42 @@ inline double exp_fast(double x) {
   return std::exp(x);
 }
 
-// By value (std::max returns a reference, which defeats if-conversion and so vectorisation).
+// By value, so that it compiles to one max instruction.
 template <class T>
 T max_of(T a, T b) {
   return a < b ? b : a;
 }
 
+// Four independent chains, so that short rows are not bound by the max latency.
 template <class T>
 T row_max(const T* x, int64_t C) {
-  if (C < kLanes) {
-    T m = x[0];
-    for (int64_t c = 1; c < C; ++c) m = max_of(m, x[c]);
-    return m;
+  T m0 = x[0], m1 = x[0], m2 = x[0], m3 = x[0];
+  int64_t c = 1;
+  for (; c + 4 <= C; c += 4) {
+    m0 = max_of(m0, x[c]);
+    m1 = max_of(m1, x[c + 1]);
+    m2 = max_of(m2, x[c + 2]);
+    m3 = max_of(m3, x[c + 3]);
   }
-  T lane[kLanes];
-  for (int l = 0; l < kLanes; ++l) lane[l] = x[l];
-  int64_t c = kLanes;
-  for (; c + kLanes <= C; c += kLanes) {
-    for (int l = 0; l < kLanes; ++l) lane[l] = max_of(lane[l], x[c + l]);
-  }
-  for (; c < C; ++c) lane[0] = max_of(lane[0], x[c]);
-  for (int w = kLanes / 2; w > 0; w /= 2) {
-    for (int l = 0; l < w; ++l) lane[l] = max_of(lane[l], lane[l + w]);
-  }
-  return lane[0];
+  for (; c < C; ++c) m0 = max_of(m0, x[c]);
+  return max_of(max_of(m0, m1), max_of(m2, m3));
 }
 
-// sum_{c < C} f(c) in double, over kLanes partial sums in a fixed order.
+// sum_{i < n} f(i) in double over four partial sums combined in a fixed order (named variables
+// rather than an array: GCC spills arrays of lanes and reloads them with wider loads, which stall
+// on store forwarding).
 template <class F>
-double lane_sum(int64_t C, F&& f) {
-  double lane[kLanes] = {};
-  int64_t c = 0;
-  for (; c + kLanes <= C; c += kLanes) {
-    for (int l = 0; l < kLanes; ++l) lane[l] += f(c + l);
+double lane_sum(int64_t n, F&& f) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += f(i);
+    s1 += f(i + 1);
+    s2 += f(i + 2);
+    s3 += f(i + 3);
   }
-  double tail = 0;
-  for (; c < C; ++c) tail += f(c);
-  for (int w = kLanes / 2; w > 0; w /= 2) {
-    for (int l = 0; l < w; ++l) lane[l] += lane[l + w];
-  }
-  return lane[0] + tail;
+  for (; i < n; ++i) s0 += f(i);
+  return (s0 + s1) + (s2 + s3);
 }
 
 // Per chunk and term: the loss of the rows seen so far as (linear part) + log(product) + logs.
@@ -100,36 +101,47 @@ struct TermAcc {
   double finish() const { return linear + logs + std::log(product); }
 };
 
-// Term k of one row (x: its C logits, label y): folds the row's cross-entropy into `acc` and
-// writes scale * (softmax - smoothed one-hot) into g, which also holds the exponentials on the
-// way (so each is computed once).
+// One term over `rows` consecutive rows (x: their contiguous [rows, C] logits, y: their labels):
+// folds the rows' cross-entropy into `acc` and writes scale * (softmax - smoothed one-hot) into g
+// ([rows, C]), which also holds the shifted logits and their exponentials on the way. The exp
+// runs over the whole block at once, so that short rows (C = 10) do not leave most of it to
+// scalar loop tails.
 template <class T>
-void term_row(const T* x, int64_t C, int64_t y, double eps, double scale, T* g, TermAcc* acc) {
-  const T m = row_max(x, C);
-  for (int64_t c = 0; c < C; ++c) g[c] = exp_fast(x[c] - m);
-  const double s = lane_sum(C, [g](int64_t c) { return static_cast<double>(g[c]); });
-  // row loss = lse - (1 - eps) x_y - eps mean(x), lse = m + log(s)
-  double lin = static_cast<double>(m) - (1.0 - eps) * static_cast<double>(x[y]);
-  // Skipped when eps == 0 so that a -inf logit of another class does not turn 0 * inf into NaN.
-  if (eps > 0) {
-    const double sx = lane_sum(C, [x](int64_t c) { return static_cast<double>(x[c]); });
-    lin -= eps * sx / static_cast<double>(C);
+void term_block(const T* x, int64_t rows, int64_t C, const int64_t* y, double eps, double scale,
+                T* g, TermAcc* acc) {
+  const double inv_c = 1.0 / static_cast<double>(C);
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * C;
+    T* gr = g + r * C;
+    const T m = row_max(xr, C);
+    for (int64_t c = 0; c < C; ++c) gr[c] = xr[c] - m;
+    // row loss = lse - (1 - eps) x_y - eps mean(x), lse = m + log(s)
+    double lin = static_cast<double>(m) - (1.0 - eps) * static_cast<double>(xr[y[r]]);
+    // Skipped when eps == 0 so that a -inf logit of another class does not turn 0 * inf into NaN.
+    if (eps > 0) {
+      lin -= eps * inv_c * lane_sum(C, [xr](int64_t c) { return static_cast<double>(xr[c]); });
+    }
+    acc->linear += lin;
   }
-  acc->linear += lin;
-  acc->product *= s;
-  if (acc->product > kFlushProduct) {
-    acc->logs += std::log(acc->product);
-    acc->product = 1;
-  }
-  if (scale == 0.0) {
-    std::fill(g, g + C, T(0));
-    return;
-  }
-  const T inv = static_cast<T>(1.0 / s);
+  const int64_t n = rows * C;
+  for (int64_t i = 0; i < n; ++i) g[i] = exp_fast(g[i]);
   const T sc = static_cast<T>(scale);
-  const T off = static_cast<T>(eps / static_cast<double>(C));
-  for (int64_t c = 0; c < C; ++c) g[c] = (g[c] * inv - off) * sc;
-  g[y] -= static_cast<T>((1.0 - eps) * scale);
+  const T off = static_cast<T>(eps * inv_c);
+  const T on = static_cast<T>((1.0 - eps) * scale);
+  for (int64_t r = 0; r < rows; ++r) {
+    T* gr = g + r * C;
+    const double s = lane_sum(C, [gr](int64_t c) { return static_cast<double>(gr[c]); });
+    acc->product *= s;
+    if (acc->product > kFlushProduct) {
+      acc->logs += std::log(acc->product);
+      acc->product = 1;
+    }
+    if (scale == 0.0) continue;
+    const T inv = static_cast<T>(1.0 / s);
+    for (int64_t c = 0; c < C; ++c) gr[c] = (gr[c] * inv - off) * sc;
+    gr[y[r]] -= on;
+  }
+  if (scale == 0.0) std::fill(g, g + n, T(0));
 }
 
 }  // namespace
@@ -158,31 +170,32 @@ void joint_loss(const JointLossArgs<T>& a) {
   std::vector<double> coef(static_cast<size_t>(P), 0.0);  // hinge gradient factor per pair
   bool any_active = false;
 
+  // Without gradients the exponentials still need somewhere to go: one block per chunk.
+  const size_t scratch_size = want_grad ? 0 : static_cast<size_t>(rows_per_chunk * max_width);
   auto losses_and_ce_grads = [&](int64_t chunk) {
-    std::vector<TermAcc> acc(static_cast<size_t>(K));
-    double* dist = partial.data() + chunk * stride + K;
-    // without gradients the exponentials still need somewhere to go
-    std::vector<T> scratch(want_grad ? 0 : static_cast<size_t>(max_width));
-    const int64_t b1 = std::min(B, (chunk + 1) * rows_per_chunk);
-    for (int64_t b = chunk * rows_per_chunk; b < b1; ++b) {
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t C = a.widths[k];
-        const int64_t y = (a.coarse && a.coarse[k]) ? a.coarse_labels[b] : a.labels[b];
-        T* g = want_grad ? a.grads[k] + b * C : scratch.data();
-        term_row<T>(a.logits[k] + b * C, C, y, eps, want_grad ? a.weights[k] * inv_b : 0.0, g,
-                    &acc[k]);
-      }
-      for (int64_t p = 0; p < P; ++p) {
-        const int64_t C = a.widths[a.pair_i[p]];
-        const T* zi = a.logits[a.pair_i[p]] + b * C;
-        const T* zj = a.logits[a.pair_j[p]] + b * C;
-        dist[p] += lane_sum(C, [zi, zj](int64_t c) {
-          const double d = static_cast<double>(zi[c]) - static_cast<double>(zj[c]);
-          return d * d;
-        });
-      }
+    const int64_t b0 = chunk * rows_per_chunk;
+    const int64_t rows = std::min(B, b0 + rows_per_chunk) - b0;
+    std::vector<T> scratch(scratch_size);
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t C = a.widths[k];
+      const int64_t* y = ((a.coarse && a.coarse[k]) ? a.coarse_labels : a.labels) + b0;
+      T* g = want_grad ? a.grads[k] + b0 * C : scratch.data();
+      TermAcc acc;
+      term_block<T>(a.logits[k] + b0 * C, rows, C, y, eps, want_grad ? a.weights[k] * inv_b : 0.0,
+                    g, &acc);
+      partial[chunk * stride + k] = acc.finish();
     }
-    for (int64_t k = 0; k < K; ++k) partial[chunk * stride + k] = acc[k].finish();
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t C = a.widths[a.pair_i[p]];
+      const T* zi = a.logits[a.pair_i[p]] + b0 * C;
+      const T* zj = a.logits[a.pair_j[p]] + b0 * C;
+      // the chunk's rows are contiguous, so their distances are one flat sum
+      const double dist = lane_sum(rows * C, [zi, zj](int64_t i) {
+        const double d = static_cast<double>(zi[i]) - static_cast<double>(zj[i]);
+        return d * d;
+      });
+      partial[chunk * stride + K + p] = dist;
+    }
   };
 
   auto reduce = [&]() {
@@ -213,23 +226,24 @@ void joint_loss(const JointLossArgs<T>& a) {
     if (a.total) *a.total = total;
   };
 
-  // d/dz_i = coef (z_i - z_j), d/dz_j = -coef (z_i - z_j) for every active pair.
+  // d/dz_i = coef (z_i - z_j), d/dz_j = -coef (z_i - z_j) for every active pair, flat over the
+  // chunk's contiguous rows.
   auto hinge_grads = [&](int64_t chunk) {
-    const int64_t b1 = std::min(B, (chunk + 1) * rows_per_chunk);
-    for (int64_t b = chunk * rows_per_chunk; b < b1; ++b) {
-      for (int64_t p = 0; p < P; ++p) {
-        if (coef[p] == 0.0) continue;
-        const int64_t C = a.widths[a.pair_i[p]];
-        const T* zi = a.logits[a.pair_i[p]] + b * C;
-        const T* zj = a.logits[a.pair_j[p]] + b * C;
-        T* gi = a.grads[a.pair_i[p]] + b * C;
-        T* gj = a.grads[a.pair_j[p]] + b * C;
-        const T cf = static_cast<T>(coef[p]);
-        for (int64_t c = 0; c < C; ++c) {
-          const T v = cf * (zi[c] - zj[c]);
-          gi[c] += v;
-          gj[c] -= v;
-        }
+    const int64_t b0 = chunk * rows_per_chunk;
+    const int64_t rows = std::min(B, b0 + rows_per_chunk) - b0;
+    for (int64_t p = 0; p < P; ++p) {
+      if (coef[p] == 0.0) continue;
+      const int64_t C = a.widths[a.pair_i[p]];
+      const T* zi = a.logits[a.pair_i[p]] + b0 * C;
+      const T* zj = a.logits[a.pair_j[p]] + b0 * C;
+      T* gi = a.grads[a.pair_i[p]] + b0 * C;
+      T* gj = a.grads[a.pair_j[p]] + b0 * C;
+      const T cf = static_cast<T>(coef[p]);
+      const int64_t n = rows * C;
+      for (int64_t i = 0; i < n; ++i) {
+        const T v = cf * (zi[i] - zj[i]);
+        gi[i] += v;
+        gj[i] -= v;
       }
     }
   };
@@ -246,7 +260,7 @@ void joint_loss(const JointLossArgs<T>& a) {
   {
 #pragma omp for schedule(static)
     for (int64_t ch = 0; ch < chunks; ++ch) losses_and_ce_grads(ch);
-    // the implicit barriers of `for` and `single` order the three phases
+      // the implicit barriers of `for` and `single` order the three phases
 #pragma omp single
     reduce();
     if (want_grad && any_active) {

@@ -154,10 +154,12 @@ TEST(Conv2d, MatchesDirectReferenceF32) {
   for (const Cfg& c : reference_configs()) check_against_reference(c, DType::f32, 2e-5);
 }
 
-TEST(Conv2d, LargeImageInRowBands) {
-  // One image's column matrix (144 x 8100 doubles) exceeds the chunk budget: rows go in bands.
+TEST(Conv2d, LargeImages) {
+  // One image whose im2col matrix (400 x 8100, and 240 x 4880 per group) exceeds the chunk
+  // budget, so output rows go in bands; and one 90x90 image on the Winograd path (529 tiles).
+  check_against_reference({1, 16, 90, 90, 2, 5, 5, 1, 1, 2, 2}, DType::f64, 1e-12);
+  check_against_reference({1, 32, 80, 61, 4, 5, 3, 1, 1, 2, 1, 1, 1, 2}, DType::f64, 1e-12);
   check_against_reference({1, 16, 90, 90, 2, 3, 3, 1, 1, 1, 1}, DType::f64, 1e-12);
-  check_against_reference({2, 20, 101, 67, 4, 3, 3, 1, 1, 1, 1, 1, 1, 2}, DType::f64, 1e-12);
 }
 
 TEST(Conv2d, NonContiguousInputs) {

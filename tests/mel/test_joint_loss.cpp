@@ -20,8 +20,8 @@ using V = std::vector<Tensor>;
 
 Tensor make_logits(const Shape& s, uint64_t seed, DType dt, bool strided) {
   Generator gen(seed);
-  Tensor t = strided ? rand({s[1], s[0]}, gen, dt, -2.0, 2.0).t().detach()
-                     : rand(s, gen, dt, -2.0, 2.0);
+  Tensor t =
+      strided ? rand({s[1], s[0]}, gen, dt, -2.0, 2.0).t().detach() : rand(s, gen, dt, -2.0, 2.0);
   t.requires_grad_();
   return t;
 }
@@ -176,8 +176,8 @@ TEST(JointLoss, MatchesComposedReference) {
         CrossEntropyOptions ce;
         ce.label_smoothing = c.opt.label_smoothing;
         const bool coarse = !c.opt.coarse.empty() && c.opt.coarse[k];
-        const double want = cross_entropy(in.logits[k].detach(), coarse ? in.coarse : in.labels,
-                                          ce).item();
+        const double want =
+            cross_entropy(in.logits[k].detach(), coarse ? in.coarse : in.labels, ce).item();
         EXPECT_NEAR(r.terms[k], want, tol * (1 + std::abs(want))) << "term " << k;
       }
       if (c.expect_active == 1) {
@@ -188,8 +188,7 @@ TEST(JointLoss, MatchesComposedReference) {
       for (size_t k = 0; k < g.size(); ++k) {
         ASSERT_TRUE(g[k].defined()) << "term " << k;
         EXPECT_EQ(g[k].shape(), in.logits[k].shape());
-        EXPECT_TRUE(all_close(g[k], gref[k], dt == DType::f32 ? 1e-6 : 1e-13, tol))
-            << "term " << k;
+        EXPECT_TRUE(all_close(g[k], gref[k], dt == DType::f32 ? 1e-6 : 1e-13, tol)) << "term " << k;
       }
       // A zero weight gives exactly no cross-entropy gradient (the hinge may still add one).
       if (c.opt.weights[2] == 0.0 && c.opt.diversity_pairs.empty()) {
@@ -206,8 +205,8 @@ TEST(JointLoss, Gradcheck) {
     const Tensor labels = in.labels, coarse = in.coarse;
     const JointLossOptions opt = c.opt;
     // gradcheck seeds backward with a random scalar, which exercises the scaling path.
-    EXPECT_TRUE(gradcheck(
-        [&](const V& z) { return joint_loss(z, labels, coarse, opt).total; }, in.logits));
+    EXPECT_TRUE(
+        gradcheck([&](const V& z) { return joint_loss(z, labels, coarse, opt).total; }, in.logits));
   }
 }
 
@@ -237,47 +236,82 @@ bool bitwise_equal(const Tensor& a, const Tensor& b) {
 }
 
 TEST(JointLoss, DeterministicAcrossCallsAndThreadCounts) {
-  // M = 3 MEL shape with a batch large enough to be split across threads: 3 exits, 4 heads.
-  const int64_t B = 2048;
-  Case c;
-  c.shapes.assign(7, Shape{B, 10});
-  c.opt.weights = {1, 1, 1, 0.5, 0.5, 0.5, 0.25};
-  c.opt.label_smoothing = 0.1;
-  c.opt.diversity_weight = 0.1;
-  c.opt.diversity_margin = 1e3;
-  c.opt.diversity_pairs = {{0, 1}, {0, 2}, {1, 2}};
-  Inputs in = make_inputs(c, DType::f32, 3);
+  // M = 3 MEL shapes (3 exits, 4 heads): B = 300 runs serially over several chunks of rows,
+  // B = 2048 is split across threads.
+  for (int64_t B : {300, 2048}) {
+    SCOPED_TRACE("B = " + std::to_string(B));
+    Case c;
+    c.shapes.assign(7, Shape{B, 10});
+    c.opt.weights = {1, 1, 1, 0.5, 0.5, 0.5, 0.25};
+    c.opt.label_smoothing = 0.1;
+    c.opt.diversity_weight = 0.1;
+    c.opt.diversity_margin = 1e3;
+    c.opt.diversity_pairs = {{0, 1}, {0, 2}, {1, 2}};
+    Inputs in = make_inputs(c, DType::f32, 3);
 
-  auto run = [&]() {
-    JointLossResult r = joint_loss(in.logits, in.labels, in.coarse, c.opt);
-    r.total.backward();
-    std::vector<Tensor> g = grads_of(in.logits);
+    auto run = [&]() {
+      JointLossResult r = joint_loss(in.logits, in.labels, in.coarse, c.opt);
+      r.total.backward();
+      std::vector<Tensor> g = grads_of(in.logits);
+      zero_grads(in.logits);
+      return std::make_pair(r, g);
+    };
+    auto [r1, g1] = run();
+    auto [r2, g2] = run();
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    auto [r3, g3] = run();
+    omp_set_num_threads(threads);
+    JointLossResult r4;
+    {
+      autograd::NoGradGuard ng;  // the kernel's no-gradient path
+      r4 = joint_loss(in.logits, in.labels, in.coarse, c.opt);
+    }
+
+    EXPECT_GT(r1.diversity, 0.0);
+    for (const auto* other : {&r2, &r3, &r4}) {
+      EXPECT_TRUE(bitwise_equal(r1.total, other->total));
+      EXPECT_EQ(r1.terms, other->terms);  // doubles compared exactly
+      EXPECT_EQ(r1.diversity, other->diversity);
+    }
+    for (size_t k = 0; k < g1.size(); ++k) {
+      EXPECT_TRUE(bitwise_equal(g1[k], g2[k])) << "term " << k;
+      EXPECT_TRUE(bitwise_equal(g1[k], g3[k])) << "term " << k;
+    }
+    Tensor ref = joint_loss_reference(in.logits, in.labels, in.coarse, c.opt);
+    ref.backward();
+    EXPECT_TRUE(all_close(r1.total, ref, 1e-5, 1e-5));
+    for (size_t k = 0; k < g1.size(); ++k) {
+      EXPECT_TRUE(all_close(g1[k], in.logits[k].grad(), 1e-7, 1e-4)) << "term " << k;
+    }
     zero_grads(in.logits);
-    return std::make_pair(r, g);
-  };
-  auto [r1, g1] = run();
-  auto [r2, g2] = run();
-  const int threads = omp_get_max_threads();
-  omp_set_num_threads(1);
-  auto [r3, g3] = run();
-  omp_set_num_threads(threads);
+  }
+}
 
-  EXPECT_GT(r1.diversity, 0.0);
-  for (const auto* other : {&r2, &r3}) {
-    EXPECT_TRUE(bitwise_equal(r1.total, other->total));
-    EXPECT_EQ(r1.terms, other->terms);  // doubles compared exactly
-    EXPECT_EQ(r1.diversity, other->diversity);
+TEST(JointLoss, HalfLogitsComputeInF32) {
+  const Case c = cases()[5];  // hierarchical with diversity
+  Inputs in = make_inputs(c, DType::f32);
+  V half;
+  for (const Tensor& z : in.logits) {
+    Tensor h = z.detach().to(DType::bf16);
+    h.requires_grad_();
+    half.push_back(h);
   }
-  for (size_t k = 0; k < g1.size(); ++k) {
-    EXPECT_TRUE(bitwise_equal(g1[k], g2[k])) << "term " << k;
-    EXPECT_TRUE(bitwise_equal(g1[k], g3[k])) << "term " << k;
+  V upcast;  // the same bf16 values in f32
+  for (const Tensor& h : half) {
+    Tensor u = h.detach().to(DType::f32);
+    u.requires_grad_();
+    upcast.push_back(u);
   }
-  // the parallel path against the reference too
-  Tensor ref = joint_loss_reference(in.logits, in.labels, in.coarse, c.opt);
-  ref.backward();
-  EXPECT_TRUE(all_close(r1.total, ref, 1e-5, 1e-5));
-  for (size_t k = 0; k < g1.size(); ++k) {
-    EXPECT_TRUE(all_close(g1[k], in.logits[k].grad(), 1e-7, 1e-4)) << "term " << k;
+  JointLossResult r = joint_loss(half, in.labels, in.coarse, c.opt);
+  JointLossResult want = joint_loss(upcast, in.labels, in.coarse, c.opt);
+  EXPECT_EQ(r.total.dtype(), DType::bf16);
+  EXPECT_EQ(r.terms, want.terms);
+  r.total.backward();
+  want.total.backward();
+  for (size_t k = 0; k < half.size(); ++k) {
+    ASSERT_EQ(half[k].grad().dtype(), DType::bf16);
+    EXPECT_TRUE(all_close(half[k].grad().to(DType::f32), upcast[k].grad(), 1e-3, 1e-2));
   }
 }
 
@@ -286,8 +320,8 @@ TEST(JointLoss, Errors) {
   const JointLossOptions o = hierarchical(0.0);
 
   Tensor bad_fine = tensor_i64({0, 6, 1, 2, 3}, {kB});
-  EXPECT_MEL_ERROR(joint_loss(in.logits, bad_fine, in.coarse, o), "joint_loss", "term 2",
-                   "fine", "label 6 at row 1", "6 classes");
+  EXPECT_MEL_ERROR(joint_loss(in.logits, bad_fine, in.coarse, o), "joint_loss", "term 2", "fine",
+                   "label 6 at row 1", "6 classes");
   Tensor bad_coarse = tensor_i64({0, 1, 2, -1, 0}, {kB});
   EXPECT_MEL_ERROR(joint_loss(in.logits, in.labels, bad_coarse, o), "term 0", "coarse",
                    "label -1 at row 3", "3 classes");
@@ -314,8 +348,7 @@ TEST(JointLoss, Errors) {
 
   JointLossOptions weights = o;
   weights.weights = {1.0, 1.0};
-  EXPECT_MEL_ERROR(joint_loss(in.logits, in.labels, in.coarse, weights),
-                   "2 weights for 3 terms");
+  EXPECT_MEL_ERROR(joint_loss(in.logits, in.labels, in.coarse, weights), "2 weights for 3 terms");
   EXPECT_MEL_ERROR(joint_loss_reference(in.logits, in.labels, in.coarse, weights),
                    "2 weights for 3 terms");
   JointLossOptions flags = o;

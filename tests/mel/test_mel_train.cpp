@@ -1,0 +1,295 @@
+// The MEL ensemble end to end: reference parameter counts, config errors, joint training on a
+// Fashion-MNIST subset, resume equals an uninterrupted run, export, eval, baselines, and a
+// hierarchical CIFAR-100 run on small synthetic files in the CIFAR binary format.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/safetensors.h"
+#include "mel/checkpoint.h"
+#include "mel/cli.h"
+#include "mel/train_mel.h"
+#include "tests/gradcheck.h"
+
+namespace mel::app {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool have_fmnist() {
+  return fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz");
+}
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() /
+           ("mel_mel_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+std::string source(const std::string& rel) { return std::string(MEL_SOURCE_DIR) + "/" + rel; }
+
+int run(std::vector<std::string> args, std::string* err = nullptr) {
+  args.insert(args.begin(), "mel");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  ::testing::internal::CaptureStderr();
+  const int rc = run_cli(static_cast<int>(argv.size()), argv.data());
+  const std::string e = ::testing::internal::GetCapturedStderr();
+  if (err) *err = e;
+  return rc;
+}
+
+// A small two-model ensemble (different backbones) for quick runs.
+Json small_mel() {
+  return Json::parse(R"({
+    "name": "small_mel", "kind": "mel",
+    "data": {"dataset": "fashion-mnist", "mean": [0.2860], "std": [0.3530]},
+    "ensemble": {
+      "upstream": [
+        {"input": [1, 28, 28],
+         "backbone": [{"type": "conv2d", "out": 8, "kernel": 3, "padding": 1, "bias": false},
+                      {"type": "batchnorm2d"}, {"type": "relu"}, {"type": "maxpool2d", "kernel": 4},
+                      {"type": "flatten"}, {"type": "dropout", "p": 0.0}],
+         "cut": 5,
+         "exit": [{"type": "linear", "out": 10}]},
+        {"input": [1, 28, 28],
+         "backbone": [{"type": "conv2d", "out": 6, "kernel": 5, "padding": 2},
+                      {"type": "relu"}, {"type": "maxpool2d", "kernel": 4}, {"type": "flatten"}],
+         "exit": [{"type": "linear", "out": 10}]}
+      ],
+      "heads": {"type": "mlp", "hidden": 32},
+      "loss": {"size_weights": {"1": 1.0, "2": 1.0}, "diversity": {"weight": 0.01, "margin": 1.0}}
+    },
+    "train": {"epochs": 2, "batch_size": 64, "seed": 5, "train_limit": 4000, "test_limit": 1000,
+              "optimizer": {"type": "adam", "lr": 0.003},
+              "schedule": {"type": "onecycle", "pct_start": 0.2}}
+  })");
+}
+
+std::string write_json(const TempDir& d, const Json& j, const std::string& name = "c.json") {
+  const std::string p = d / name;
+  std::ofstream(p) << j.dump(2);
+  return p;
+}
+
+std::string read_file(const std::string& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+TEST(Mel, ReferenceConfigsHaveTheReferenceParameterCounts) {
+  for (auto [file, total, upstream, heads] :
+       {std::tuple{"configs/fmnist_mel2.json", 440750, 218770, 3210},
+        std::tuple{"configs/fmnist_mel3.json", 670750, 218770, 14440}}) {
+    MelConfig c = parse_mel_config(read_json_file(source(file)), source(file), RunOverrides{});
+    auto m = build_ensemble_model(c);
+    EXPECT_EQ(m->num_parameters(), total) << file;
+    EXPECT_EQ(m->upstream_parameters(0), upstream);
+    EXPECT_EQ(m->head_parameters(), heads);
+    EXPECT_EQ(c.original_params, 1147722);
+  }
+  // every shipped config parses
+  for (auto& e : fs::directory_iterator(source("configs"))) {
+    Json j = read_json_file(e.path().string());
+    if (is_mel_config(j)) {
+      EXPECT_NO_THROW(parse_mel_config(j, e.path().string(), RunOverrides{})) << e.path();
+    } else {
+      EXPECT_NO_THROW(parse_single_config(j, e.path().string(), RunOverrides{})) << e.path();
+    }
+  }
+  MelConfig c3 = parse_mel_config(read_json_file(source("configs/fmnist_mel3.json")),
+                                  source("configs/fmnist_mel3.json"), RunOverrides{});
+  auto m3 = build_ensemble_model(c3);
+  EXPECT_EQ(m3->predictor_names(),
+            (std::vector<std::string>{"1", "2", "3", "1+2", "1+3", "2+3", "1+2+3"}));
+  EXPECT_EQ(m3->state_dict()[0].first, "upstream.0.backbone.0.weight");
+  EXPECT_EQ(m3->state_dict().back().first, "heads.1+2+3.layers.0.bias");
+}
+
+TEST(Mel, ConfigErrorsNameTheProblemAndWriteNothing) {
+  TempDir d;
+  auto expect_error = [&](Json cfg, std::vector<std::string> fragments) {
+    const std::string p = write_json(d, cfg);
+    std::string err;
+    EXPECT_EQ(run({"train", p, "--out", d / "out"}, &err), 1);
+    for (const auto& f : fragments) EXPECT_NE(err.find(f), std::string::npos) << err;
+    EXPECT_FALSE(fs::exists(d / "out"));
+  };
+  Json c = small_mel();
+  c["ensemble"]["upstream"].erase(1);
+  expect_error(c, {"at least 2 models, got 1"});
+  c = small_mel();
+  c["ensemble"]["heads"]["subsets"] = Json::parse("[[1, 3]]");
+  expect_error(c, {"subset [1,3] names model 3", "models 1..2"});
+  c = small_mel();
+  c["ensemble"]["upstream"][0]["cut"] = 9;
+  expect_error(c, {"cut point 9 is beyond the backbone of upstream 1 (6 layers"});
+  c = small_mel();
+  c["ensemble"]["upstream"][0]["cut"] = 4;  // maps, not flat features
+  c["ensemble"]["upstream"][0]["exit"] = Json::parse(
+      R"([{"type": "global_avg_pool"}, {"type": "linear", "out": 10}])");
+  expect_error(c, {"needs flat features", "upstream 1 gives [8, 7, 7]"});
+  c = small_mel();
+  c["ensemble"]["heads"]["type"] = "conv";  // conv heads need maps
+  expect_error(c, {"a conv head needs feature maps [C, H, W]"});
+  c = small_mel();
+  c["ensemble"]["loss"]["hierarchical"] = true;
+  c["ensemble"]["loss"]["coarse_map"] = Json::parse("[0, 0, 1, 1, 2, 2, 3, 3, 4]");
+  expect_error(c, {"coarse_map", "maps 9 classes but the dataset has 10; class 9 has no coarse"});
+  c = small_mel();
+  c["ensemble"]["heads"]["hiden"] = 3;
+  expect_error(c, {"ensemble.heads.hiden", "did you mean 'hidden'"});
+  c = small_mel();
+  c["baseline"] = "independant";
+  expect_error(c, {"did you mean 'independent'"});
+  c = small_mel();
+  c["ensemble"]["loss"]["diversty"] = Json::object();
+  expect_error(c, {"unknown key 'diversty'", "did you mean 'diversity'"});
+  std::string err;
+  EXPECT_EQ(run({"eval", d / "no-run-here"}, &err), 1);
+  EXPECT_NE(err.find("no-run-here"), std::string::npos) << err;
+  EXPECT_EQ(run({"train", "--resume", d / "no-run-here"}, &err), 1);
+  EXPECT_NE(err.find("not a run folder"), std::string::npos) << err;
+}
+
+TEST(Mel, TrainsEvaluatesExportsAndReportsFailures) {
+  if (!have_fmnist()) GTEST_SKIP() << "Fashion-MNIST not installed (package dataset-fashion-mnist)";
+  TempDir d;
+  RunOverrides ov;
+  ov.out = d / "run";
+  ov.progress = false;
+  MelConfig c = parse_mel_config(small_mel(), "small_mel.json", ov);
+  Json r = train_mel(c, ov, "");
+  // every exit and head learned something real
+  for (const char* k : {"1", "2", "1+2"}) EXPECT_GT(r["accuracy"][k].get<double>(), 0.70) << k;
+  EXPECT_EQ(r["params"]["servers"]["C"].get<int64_t>(), (8 * 49 + 6 * 49) * 32 + 32 + 32 * 10 + 10);
+  EXPECT_EQ(r["params"]["total"].get<int64_t>(),
+            r["params"]["servers"]["1"].get<int64_t>() + r["params"]["servers"]["2"].get<int64_t>() +
+                r["params"]["servers"]["C"].get<int64_t>());
+  ASSERT_EQ(r["failures"].size(), 8u);
+  EXPECT_EQ(r["failures"][0]["answer"], "1+2");
+  EXPECT_EQ(r["failures"][3]["failed"], Json::parse(R"(["C"])"));
+  EXPECT_NEAR(r["failures"][3]["accuracy"].get<double>(),
+              (r["accuracy"]["1"].get<double>() + r["accuracy"]["2"].get<double>()) / 2, 1e-12);
+  EXPECT_TRUE(r.contains("preserved_mean") && r.contains("preserved_worst"));
+  EXPECT_TRUE(fs::exists(ov.out + "/failures.svg"));
+  EXPECT_EQ(Json::parse(read_file(ov.out + "/report.json")), r);
+  // eval from the run folder gives the same accuracies
+  Json e = eval_mel(c, ov.out + "/model.safetensors", ov);
+  EXPECT_EQ(e["accuracy"], r["accuracy"]);
+  EXPECT_EQ(run({"eval", ov.out}), 0);
+  // export: each server's file holds exactly its part
+  EXPECT_EQ(run({"export", ov.out, "--out", d / "export"}), 0);
+  auto u1 = load_safetensors(d / "export/upstream_1.safetensors");
+  auto comb = load_safetensors(d / "export/combination.safetensors");
+  EXPECT_NE(u1.find("backbone.0.weight"), nullptr);
+  EXPECT_NE(u1.find("exit.0.weight"), nullptr);
+  EXPECT_EQ(u1.metadata.at("server"), "1");
+  EXPECT_NE(comb.find("heads.1+2.layers.0.weight"), nullptr);
+  EXPECT_EQ(comb.metadata.at("server"), "C");
+  EXPECT_EQ(u1.tensors.size() + load_safetensors(d / "export/upstream_2.safetensors").tensors.size() +
+                comb.tensors.size(),
+            load_safetensors(ov.out + "/model.safetensors").tensors.size());
+  // a checkpoint from another config does not load
+  Json other = small_mel();
+  other["ensemble"]["heads"]["hidden"] = 16;
+  MelConfig oc = parse_mel_config(other, "other.json", ov);
+  auto om = build_ensemble_model(oc);
+  EXPECT_MEL_ERROR(load_model_checkpoint(ov.out, *om), "wrong shape: heads.1+2.layers.0.weight");
+}
+
+TEST(Mel, ResumedRunEndsWithTheSameWeights) {
+  if (!have_fmnist()) GTEST_SKIP() << "Fashion-MNIST not installed (package dataset-fashion-mnist)";
+  TempDir d;
+  Json cfg = small_mel();
+  cfg["train"]["epochs"] = 2;
+  cfg["train"]["train_limit"] = 640;
+  cfg["train"]["test_limit"] = 200;
+  cfg["phase2"] = Json::parse(R"({"epochs": 1, "optimizer": {"type": "sgd", "lr": 0.01}})");
+  RunOverrides ov;
+  ov.progress = false;
+  ov.out = d / "straight";
+  train_mel(parse_mel_config(cfg, "c.json", ov), ov, "");
+  const auto straight = load_safetensors(d / "straight/model.safetensors");
+  // Interrupted inside phase 1, and at the phase boundary, then resumed from the folder.
+  for (int64_t stop : {1, 2}) {
+    const std::string dir = d / ("stopped" + std::to_string(stop));
+    ov.out = dir;
+    ov.stop_after = stop;
+    Json partial = train_mel(parse_mel_config(cfg, "c.json", ov), ov, "");
+    EXPECT_EQ(partial["stopped_after"].get<int64_t>(), stop);
+    EXPECT_EQ(read_checkpoint_info(dir).epoch, stop);
+    EXPECT_FALSE(fs::exists(dir + "/report.json"));
+    EXPECT_EQ(run({"train", "--resume", dir, "--no-progress"}), 0);
+    const auto resumed = load_safetensors(dir + "/model.safetensors");
+    ASSERT_EQ(straight.tensors.size(), resumed.tensors.size());
+    for (size_t i = 0; i < straight.tensors.size(); ++i) {
+      EXPECT_EQ(straight.tensors[i].second.to_vector(), resumed.tensors[i].second.to_vector())
+          << "stopped after " << stop << ": " << straight.tensors[i].first;
+    }
+    // the metrics file has one line per epoch, none repeated
+    std::istringstream m(read_file(dir + "/metrics.jsonl"));
+    std::string line;
+    int n = 0;
+    while (std::getline(m, line)) EXPECT_EQ(Json::parse(line)["epoch"].get<int>(), ++n);
+    EXPECT_EQ(n, 3);
+  }
+}
+
+TEST(Mel, HierarchicalCifar100OnSyntheticFiles) {
+  TempDir d;
+  // 3074-byte records: coarse label, fine label, 3072 pixels; fine class f belongs to coarse f/5.
+  auto write = [&](const std::string& name, int n, uint32_t seed) {
+    std::string bytes;
+    for (int i = 0; i < n; ++i) {
+      const int fine = static_cast<int>((i * 37 + seed) % 100);
+      bytes.push_back(static_cast<char>(fine / 5));
+      bytes.push_back(static_cast<char>(fine));
+      for (int p = 0; p < 3072; ++p) bytes.push_back(static_cast<char>((p * 7 + fine * 13 + i) % 256));
+    }
+    std::ofstream(d / name, std::ios::binary) << bytes;
+  };
+  write("train.bin", 96, 1);
+  write("test.bin", 40, 2);
+  Json cfg = read_json_file(source("configs/cifar100_mel3_hierarchical.json"));
+  // A narrow variant of the shipped config, so the test stays fast.
+  for (auto& layer : cfg["ensemble"]["upstream"]["backbone"]) {
+    if (layer["type"] == "conv2d") layer["out"] = 8;
+  }
+  cfg["ensemble"]["heads"]["hidden"] = 16;
+  cfg["data"]["dir"] = d.path.string();
+  cfg["train"]["epochs"] = 1;
+  cfg["train"]["batch_size"] = 32;
+  RunOverrides ov;
+  ov.progress = false;
+  ov.out = d / "run";
+  Json r = train_mel(parse_mel_config(cfg, "cifar100.json", ov), ov, "");
+  EXPECT_EQ(r["exit_labels"], "coarse");
+  EXPECT_EQ(r["test_samples"].get<int64_t>(), 40);
+  EXPECT_EQ(r["accuracy"].size(), 7u);
+  EXPECT_EQ(r["failures"].size(), 16u);
+  // exits answer 20 super-classes, heads 100 classes
+  MelConfig c = parse_mel_config(cfg, "cifar100.json", ov);
+  auto m = build_ensemble_model(c);
+  EXPECT_EQ(m->upstreams[0]->exit->forward(zeros({1, 8})).size(1), 20);
+  EXPECT_EQ(c.exit_classes, 20);
+  // a hierarchical run on a dataset without coarse labels and no map is a config error
+  Json f = cfg;
+  f["data"] = Json::parse(R"({"dataset": "fashion-mnist"})");
+  EXPECT_MEL_ERROR(parse_mel_config(f, "f.json", ov), "hierarchical labels need a \"coarse_map\"");
+}
+
+}  // namespace
+}  // namespace mel::app
