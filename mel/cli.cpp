@@ -29,8 +29,8 @@ void add_run_options(CLI::App* cmd, RunOverrides& ov, int64_t& epochs, int64_t& 
   cmd->add_flag("!--no-progress", ov.progress, "plain progress lines even on a terminal");
 }
 
-void apply(RunOverrides& ov, int64_t epochs, int64_t batch, int64_t train_limit,
-           int64_t test_limit, int64_t seed) {
+void apply(RunOverrides& ov, int64_t epochs, int64_t batch, int64_t train_limit, int64_t test_limit,
+           int64_t seed) {
   if (epochs != -1) ov.epochs = epochs;
   if (batch != -1) ov.batch_size = batch;
   if (train_limit != -1) ov.train_limit = train_limit;
@@ -63,7 +63,8 @@ int run_cli(int argc, char** argv) {
   auto* info = app.add_subcommand("info", "print a config's module tree and parameter counts");
   info->add_option("config", config, "config file")->required();
 
-  auto* eval = app.add_subcommand("eval", "recompute test accuracy from a run folder or checkpoint");
+  auto* eval =
+      app.add_subcommand("eval", "recompute test accuracy from a run folder or checkpoint");
   eval->add_option("run", config, "run folder or model .safetensors file")->required();
   eval->add_option("--device", ov.device, "cpu or cuda[:N]")->capture_default_str();
   eval->add_option("--data", ov.data_dir, "dataset folder (overrides the stored config)");
@@ -93,8 +94,10 @@ int run_cli(int argc, char** argv) {
                   "mel train --resume: {} is not a run folder", resume);
         const CheckpointInfo info = read_checkpoint_info(resume);
         Json cfg = Json::parse(info.config_json, nullptr, false);
-        MEL_CHECK(is_mel_config(cfg), "mel train --resume: {} is not an ensemble run (resume "
-                  "is supported for ensembles)", resume);
+        MEL_CHECK(is_mel_config(cfg),
+                  "mel train --resume: {} is not an ensemble run (resume "
+                  "is supported for ensembles)",
+                  resume);
         train_mel(parse_mel_config(std::move(cfg), resume + "/model.safetensors (stored config)",
                                    RunOverrides{}),
                   ov, resume);
@@ -130,8 +133,9 @@ int run_cli(int argc, char** argv) {
         fmt::print("server C: {} parameters\ntotal parameters: {}", model->head_parameters(),
                    model->num_parameters());
         if (c.original_params > 0) {
-          fmt::print(" ({:.1f}% of the original model's {})", 100.0 * model->num_parameters() /
-                     static_cast<double>(c.original_params), c.original_params);
+          fmt::print(" ({:.1f}% of the original model's {})",
+                     100.0 * model->num_parameters() / static_cast<double>(c.original_params),
+                     c.original_params);
         }
         fmt::print("\n");
       } else {

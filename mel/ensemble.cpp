@@ -130,7 +130,8 @@ std::vector<std::vector<int>> read_subsets(const JsonReader& r, int M) {
   std::vector<std::vector<int>> out;
   std::set<std::vector<int>> seen;
   for (const auto& s : j) {
-    if (!s.is_array()) r.error("subsets", fmt::format("expected a list of model numbers, got {}", s.dump()));
+    if (!s.is_array())
+      r.error("subsets", fmt::format("expected a list of model numbers, got {}", s.dump()));
     std::vector<int> sub;
     for (const auto& v : s) {
       if (!v.is_number_integer() || v.get<int>() < 1 || v.get<int>() > M) {
@@ -142,10 +143,11 @@ std::vector<std::vector<int>> read_subsets(const JsonReader& r, int M) {
     }
     std::sort(sub.begin(), sub.end());
     if (std::adjacent_find(sub.begin(), sub.end()) != sub.end() || sub.size() < 2) {
-      r.error("subsets", fmt::format("subset {} must name at least two different models",
-                                     s.dump()));
+      r.error("subsets",
+              fmt::format("subset {} must name at least two different models", s.dump()));
     }
-    if (!seen.insert(sub).second) r.error("subsets", fmt::format("subset {} is listed twice", s.dump()));
+    if (!seen.insert(sub).second)
+      r.error("subsets", fmt::format("subset {} is listed twice", s.dump()));
     out.push_back(sub);
   }
   return out;
@@ -161,11 +163,11 @@ std::shared_ptr<Head> build_head(const JsonReader& r, HeadKind kind, const std::
     for (int i : subset) {
       const Shape& f = ups[static_cast<size_t>(i)]->feature_shape;
       if (f.size() != 1) {
-        r.error("type", fmt::format("a {} head needs flat features, but upstream {} gives {} per "
-                                    "sample (cut after a global_avg_pool or flatten layer, or "
-                                    "use a conv head)",
-                                    kind == HeadKind::linear ? "linear" : "mlp", i + 1,
-                                    shape_str(f)));
+        r.error("type",
+                fmt::format("a {} head needs flat features, but upstream {} gives {} per "
+                            "sample (cut after a global_avg_pool or flatten layer, or "
+                            "use a conv head)",
+                            kind == HeadKind::linear ? "linear" : "mlp", i + 1, shape_str(f)));
       }
       width += f[0];
     }

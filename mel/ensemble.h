@@ -36,8 +36,8 @@ struct EnsembleSpec {
   int M = 0;
   std::vector<std::vector<int>> head_subsets;  // sorted 0-based indices, |S| >= 2
   HeadKind head_kind = HeadKind::linear;
-  int64_t num_classes = 10;       // heads' outputs
-  int64_t exit_classes = 10;      // exits' outputs (the coarse count with hierarchical labels)
+  int64_t num_classes = 10;   // heads' outputs
+  int64_t exit_classes = 10;  // exits' outputs (the coarse count with hierarchical labels)
 };
 
 class Ensemble : public nn::Module {
@@ -50,7 +50,9 @@ class Ensemble : public nn::Module {
   std::vector<Tensor> forward_all_frozen_upstream(const Tensor& x);
   // Predictor names: "1".."M", then the subset names ("1+2", ...).
   std::vector<std::string> predictor_names() const;
-  int64_t upstream_parameters(int i) const { return upstreams[static_cast<size_t>(i)]->num_parameters(); }
+  int64_t upstream_parameters(int i) const {
+    return upstreams[static_cast<size_t>(i)]->num_parameters();
+  }
   int64_t head_parameters() const;
 
   EnsembleSpec spec;

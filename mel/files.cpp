@@ -42,7 +42,9 @@ void ensure_dir(const std::string& path) {
   if (ec) fail("{}: cannot create the folder: {}", path, ec.message());
 }
 
-bool stdout_is_terminal() { return isatty(fileno(stdout)) != 0; }
+bool stdout_is_terminal() {
+  return isatty(fileno(stdout)) != 0;
+}
 
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";

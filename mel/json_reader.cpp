@@ -170,9 +170,9 @@ void JsonReader::finish() const {
     if (known_.count(it.key())) continue;
     const std::string close = closest_match(it.key(), valid);
     error(it.key(),
-          close.empty() ? fmt::format("unknown key '{}' (valid keys: {})", it.key(),
-                                      fmt::join(valid, ", "))
-                        : fmt::format("unknown key '{}' (did you mean '{}'?)", it.key(), close));
+          close.empty()
+              ? fmt::format("unknown key '{}' (valid keys: {})", it.key(), fmt::join(valid, ", "))
+              : fmt::format("unknown key '{}' (did you mean '{}'?)", it.key(), close));
   }
 }
 

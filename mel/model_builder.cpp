@@ -5,11 +5,25 @@
 namespace mel::app {
 
 const std::vector<std::string>& layer_types() {
-  static const std::vector<std::string> types = {
-      "conv2d",    "conv1d",          "batchnorm2d", "batchnorm1d", "layernorm",
-      "relu",      "gelu",            "gelu_tanh",   "silu",        "tanh",
-      "sigmoid",   "maxpool2d",       "avgpool2d",   "adaptive_avg_pool2d",
-      "global_avg_pool", "flatten",   "linear",      "dropout",     "identity"};
+  static const std::vector<std::string> types = {"conv2d",
+                                                 "conv1d",
+                                                 "batchnorm2d",
+                                                 "batchnorm1d",
+                                                 "layernorm",
+                                                 "relu",
+                                                 "gelu",
+                                                 "gelu_tanh",
+                                                 "silu",
+                                                 "tanh",
+                                                 "sigmoid",
+                                                 "maxpool2d",
+                                                 "avgpool2d",
+                                                 "adaptive_avg_pool2d",
+                                                 "global_avg_pool",
+                                                 "flatten",
+                                                 "linear",
+                                                 "dropout",
+                                                 "identity"};
   return types;
 }
 
@@ -88,8 +102,8 @@ std::shared_ptr<nn::Module> build_one(const JsonReader& r, Shape& shape) {
     return std::make_shared<nn::LayerNorm>(Shape{shape.back()}, r.get_number("eps", 1e-5),
                                            r.get_bool("affine", true));
   }
-  if (type == "relu" || type == "gelu" || type == "gelu_tanh" || type == "silu" ||
-      type == "tanh" || type == "sigmoid") {
+  if (type == "relu" || type == "gelu" || type == "gelu_tanh" || type == "silu" || type == "tanh" ||
+      type == "sigmoid") {
     return std::make_shared<nn::ActivationLayer>(nn::parse_activation(type));
   }
   if (type == "maxpool2d" || type == "avgpool2d") {
@@ -141,10 +155,10 @@ std::shared_ptr<nn::Module> build_one(const JsonReader& r, Shape& shape) {
   }
   if (type == "identity") return std::make_shared<nn::Identity>();
   const std::string close = closest_match(type, layer_types());
-  r.error("type", close.empty() ? fmt::format("unknown layer type '{}' (known: {})", type,
-                                              fmt::join(layer_types(), ", "))
-                                : fmt::format("unknown layer type '{}' (did you mean '{}'?)",
-                                              type, close));
+  r.error("type", close.empty()
+                      ? fmt::format("unknown layer type '{}' (known: {})", type,
+                                    fmt::join(layer_types(), ", "))
+                      : fmt::format("unknown layer type '{}' (did you mean '{}'?)", type, close));
 }
 
 }  // namespace
@@ -175,13 +189,15 @@ Classifier::Classifier(std::shared_ptr<nn::Sequential> t, std::shared_ptr<nn::Se
   register_module("head", head);
 }
 
-Tensor Classifier::forward(const Tensor& x) { return head->forward(trunk->forward(x)); }
+Tensor Classifier::forward(const Tensor& x) {
+  return head->forward(trunk->forward(x));
+}
 
 std::shared_ptr<Classifier> build_classifier(const JsonReader& model, int64_t num_classes) {
   const std::vector<int64_t> input = model.get_ints("input");
   if (input.empty() || input.size() > 3) {
-    model.error("input", fmt::format("expected [C, H, W], [C, L] or [F], got {} dims",
-                                     input.size()));
+    model.error("input",
+                fmt::format("expected [C, H, W], [C, L] or [F], got {} dims", input.size()));
   }
   for (int64_t v : input) {
     if (v <= 0) model.error("input", "sizes must be positive");

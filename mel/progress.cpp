@@ -20,8 +20,8 @@ void Progress::update(int64_t done, int64_t samples, double loss, double accurac
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double rate = elapsed > 0 ? static_cast<double>(samples) / elapsed : 0.0;
   const double eta = done > 0 ? elapsed / static_cast<double>(done) * (total_ - done) : -1.0;
-  const std::string stats = fmt::format("loss {:.4f}  acc {:5.2f}%  {:.0f} samples/s  ETA {}",
-                                        loss, 100.0 * accuracy, rate, format_duration(eta));
+  const std::string stats = fmt::format("loss {:.4f}  acc {:5.2f}%  {:.0f} samples/s  ETA {}", loss,
+                                        100.0 * accuracy, rate, format_duration(eta));
   if (terminal_) {
     // Redraw at most ~10 times a second, and always on the last step.
     if (done < total_ && std::chrono::duration<double>(now - last_draw_).count() < 0.1) return;

@@ -6,7 +6,9 @@
 
 namespace mel::app {
 
-int64_t DataConfig::num_classes() const { return dataset == "cifar100" ? 100 : 10; }
+int64_t DataConfig::num_classes() const {
+  return dataset == "cifar100" ? 100 : 10;
+}
 
 namespace {
 void one_of(const JsonReader& r, const std::string& key, const std::string& value,
@@ -15,9 +17,9 @@ void one_of(const JsonReader& r, const std::string& key, const std::string& valu
     if (a == value) return;
   }
   const std::string close = closest_match(value, allowed);
-  r.error(key, fmt::format("unknown value '{}' (expected one of: {}{})", value,
-                           fmt::join(allowed, ", "),
-                           close.empty() ? "" : fmt::format("; did you mean '{}'?", close)));
+  r.error(key,
+          fmt::format("unknown value '{}' (expected one of: {}{})", value, fmt::join(allowed, ", "),
+                      close.empty() ? "" : fmt::format("; did you mean '{}'?", close)));
 }
 }  // namespace
 
@@ -151,7 +153,8 @@ std::unique_ptr<nn::LrSchedule> make_schedule(const ScheduleConfig& s, const Opt
   }
   if (s.type == "step") {
     const auto step = std::max<int64_t>(
-        1, static_cast<int64_t>(std::llround(s.step_epochs * static_cast<double>(steps_per_epoch))));
+        1,
+        static_cast<int64_t>(std::llround(s.step_epochs * static_cast<double>(steps_per_epoch))));
     return std::make_unique<nn::StepLr>(o.lr, step, s.gamma);
   }
   if (s.type == "cosine") {

@@ -37,7 +37,7 @@ struct ScheduleConfig {
   bool cycle_momentum = true;
   std::string anneal = "cos";
   double base_momentum = 0.85, max_momentum = 0.95;
-  double step_epochs = 0.0, gamma = 0.1;  // step
+  double step_epochs = 0.0, gamma = 0.1;     // step
   double warmup_epochs = 0.0, min_lr = 0.0;  // cosine
 };
 
@@ -47,7 +47,7 @@ struct TrainConfig {
   int64_t eval_batch_size = 1000;
   uint64_t seed = 0;
   int64_t train_limit = 0, test_limit = 0;  // 0: the whole split
-  double clip_grad_norm = 0.0;               // 0: off
+  double clip_grad_norm = 0.0;              // 0: off
   double label_smoothing = 0.0;
   OptimizerConfig optimizer;
   ScheduleConfig schedule;

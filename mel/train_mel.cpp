@@ -49,8 +49,9 @@ LossConfig read_loss(const JsonReader& ens, int M, int64_t num_classes, const Da
         w.error(key, "keys are subset sizes 1, 2, ... (\"1\" weighs the exits)");
       }
       if (s > M) {
-        w.error(key, fmt::format("a subset of size {} needs at least {} models; the ensemble has {}",
-                                 s, s, M));
+        w.error(key,
+                fmt::format("a subset of size {} needs at least {} models; the ensemble has {}", s,
+                            s, M));
       }
       const double v = w.get_number(key);
       if (v < 0) w.error(key, "loss weights must be >= 0");
@@ -69,14 +70,15 @@ LossConfig read_loss(const JsonReader& ens, int M, int64_t num_classes, const Da
     l.coarse_map = r.get_ints("coarse_map");
     if (static_cast<int64_t>(l.coarse_map.size()) != num_classes) {
       r.error("coarse_map",
-              fmt::format("maps {} classes but the dataset has {}; class {} has no coarse label",
-                          l.coarse_map.size(), num_classes,
-                          std::min<int64_t>(static_cast<int64_t>(l.coarse_map.size()),
-                                            num_classes - 1)));
+              fmt::format(
+                  "maps {} classes but the dataset has {}; class {} has no coarse label",
+                  l.coarse_map.size(), num_classes,
+                  std::min<int64_t>(static_cast<int64_t>(l.coarse_map.size()), num_classes - 1)));
     }
     for (size_t i = 0; i < l.coarse_map.size(); ++i) {
       if (l.coarse_map[i] < 0) {
-        r.error("coarse_map", fmt::format("class {} maps to {} (must be >= 0)", i, l.coarse_map[i]));
+        r.error("coarse_map",
+                fmt::format("class {} maps to {} (must be >= 0)", i, l.coarse_map[i]));
       }
     }
     if (!l.hierarchical) r.error("coarse_map", "given but \"hierarchical\" is not true");
@@ -221,10 +223,11 @@ MelConfig parse_mel_config(Json json, const std::string& path, const RunOverride
   c.baseline = top.get_string("baseline", "joint");
   if (std::find(kBaselines.begin(), kBaselines.end(), c.baseline) == kBaselines.end()) {
     const std::string close = closest_match(c.baseline, kBaselines);
-    top.error("baseline", fmt::format("unknown baseline '{}' (expected joint, independent or "
-                                      "combination_only{})",
-                                      c.baseline,
-                                      close.empty() ? "" : fmt::format("; did you mean '{}'?", close)));
+    top.error(
+        "baseline",
+        fmt::format("unknown baseline '{}' (expected joint, independent or "
+                    "combination_only{})",
+                    c.baseline, close.empty() ? "" : fmt::format("; did you mean '{}'?", close)));
   }
   c.phase2 = read_phase2(top, c.train);
   if (c.baseline == "independent" && c.phase2.epochs == 0) c.phase2.epochs = c.train.epochs;
@@ -233,10 +236,11 @@ MelConfig parse_mel_config(Json json, const std::string& path, const RunOverride
   // Build once to validate (and to learn M for the loss weights).
   {
     const Json& u = ens.raw("upstream");
-    int M = u.is_array() ? static_cast<int>(u.size())
-                         : static_cast<int>(ens.has("models") && ens.raw("models").is_number_integer()
-                                                ? ens.get_int("models")
-                                                : 0);
+    int M = u.is_array()
+                ? static_cast<int>(u.size())
+                : static_cast<int>(ens.has("models") && ens.raw("models").is_number_integer()
+                                       ? ens.get_int("models")
+                                       : 0);
     if (M < 2) {
       build_ensemble(ens, num_classes, num_classes);  // reports the model count
     }
@@ -252,21 +256,7 @@ MelConfig parse_mel_config(Json json, const std::string& path, const RunOverride
     c.original_params = build_model(oc)->num_parameters();
   }
   top.finish();
-  auto& t = c.train;
-  if (ov.epochs) t.epochs = *ov.epochs;
-  if (ov.batch_size) t.batch_size = *ov.batch_size;
-  if (ov.train_limit) t.train_limit = *ov.train_limit;
-  if (ov.test_limit) t.test_limit = *ov.test_limit;
-  if (ov.seed) t.seed = *ov.seed;
-  if (!ov.data_dir.empty()) c.data.dir = ov.data_dir;
-  MEL_CHECK(t.epochs >= 1 && t.batch_size >= 1, "--epochs and --batch must be >= 1");
-  Json& tj = c.json["train"];
-  tj["epochs"] = t.epochs;
-  tj["batch_size"] = t.batch_size;
-  tj["seed"] = t.seed;
-  if (t.train_limit) tj["train_limit"] = t.train_limit;
-  if (t.test_limit) tj["test_limit"] = t.test_limit;
-  if (!c.data.dir.empty()) c.json["data"]["dir"] = c.data.dir;
+  apply_overrides(ov, c.train, c.data, c.json);
   return c;
 }
 
@@ -317,8 +307,10 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
   const data::ImageDataset test_ds =
       data::load_dataset(c.data.dataset, c.data.dir, data::Split::test);
   if (c.loss.hierarchical && c.loss.coarse_map.empty()) {
-    MEL_CHECK(train_ds.coarse_labels.defined(), "{}: hierarchical labels need coarse labels, "
-              "and the {} dataset has none", c.path, c.data.dataset);
+    MEL_CHECK(train_ds.coarse_labels.defined(),
+              "{}: hierarchical labels need coarse labels, "
+              "and the {} dataset has none",
+              c.path, c.data.dataset);
   }
   auto model = build_ensemble_model(c);
   Generator gen(tc.seed);
@@ -341,22 +333,25 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
     }
   }
   const int64_t p1 = tc.epochs, p2 = c.phase2.epochs, total_epochs = p1 + p2;
-  MEL_CHECK(done_epochs <= total_epochs, "{}: the checkpoint is at epoch {} but the run has {} "
-            "epochs", resume_dir, done_epochs, total_epochs);
+  MEL_CHECK(done_epochs <= total_epochs,
+            "{}: the checkpoint is at epoch {} but the run has {} "
+            "epochs",
+            resume_dir, done_epochs, total_epochs);
   data::DataLoader loader(train_ds,
                           loader_options(c.data, tc.batch_size, tc.seed, true, tc.train_limit));
   const int64_t steps_per_epoch = loader.num_batches();
   MEL_CHECK(steps_per_epoch > 0, "mel train: the training set is empty");
 
-  const std::string out = !resume_dir.empty() ? resume_dir
-                                              : (ov.out.empty() ? "runs/" + c.name : ov.out);
+  const std::string out =
+      !resume_dir.empty() ? resume_dir : (ov.out.empty() ? "runs/" + c.name : ov.out);
   ensure_dir(out);
   const bool terminal = ov.progress && stdout_is_terminal();
-  fmt::print("mel train {} ({} models, {} heads, baseline {}): {} parameters, {} train samples, "
-             "batch {}, {} + {} epochs, {} ({} threads){}\n",
-             c.name, model->spec.M, model->heads.size(), c.baseline, model->num_parameters(),
-             loader.num_samples(), tc.batch_size, p1, p2, device.str(), omp_get_max_threads(),
-             done_epochs ? fmt::format(", resuming after epoch {}", done_epochs) : "");
+  fmt::print(
+      "mel train {} ({} models, {} heads, baseline {}): {} parameters, {} train samples, "
+      "batch {}, {} + {} epochs, {} ({} threads){}\n",
+      c.name, model->spec.M, model->heads.size(), c.baseline, model->num_parameters(),
+      loader.num_samples(), tc.batch_size, p1, p2, device.str(), omp_get_max_threads(),
+      done_epochs ? fmt::format(", resuming after epoch {}", done_epochs) : "");
 
   EnsembleEval last;
   const std::vector<std::string> names = model->predictor_names();
@@ -365,9 +360,9 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
     const int64_t count = phase_index == 0 ? p1 : p2;
     if (count == 0 || done_epochs >= first + count) continue;
     const bool heads_only = phase_index == 1;
-    const Phase phase = heads_only ? Phase::heads_only
-                                   : (c.baseline == "independent" ? Phase::exits_only
-                                                                  : Phase::joint);
+    const Phase phase = heads_only
+                            ? Phase::heads_only
+                            : (c.baseline == "independent" ? Phase::exits_only : Phase::joint);
     // Phase 2 optimises the heads alone: its flat buffer holds only their parameters.
     std::unique_ptr<nn::FlatParameters> flat;
     if (heads_only) {
@@ -377,8 +372,8 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
     }
     const OptimizerConfig& oc = heads_only ? c.phase2.optimizer : tc.optimizer;
     auto optimizer = make_optimizer(oc, *flat);
-    auto schedule = make_schedule(heads_only ? c.phase2.schedule : tc.schedule, oc,
-                                  steps_per_epoch, count);
+    auto schedule =
+        make_schedule(heads_only ? c.phase2.schedule : tc.schedule, oc, steps_per_epoch, count);
     const int64_t start = std::max(first, done_epochs);
     if (start > first) load_optimizer_checkpoint(out, *optimizer);
     const JointLossOptions lo = loss_options(c, *model, phase);
@@ -387,9 +382,9 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
       model->train();
       if (heads_only) model->child("upstream")->eval();  // frozen: running statistics fixed
       loader.start_epoch(epoch);
-      Progress progress(fmt::format("epoch {}/{}{}", epoch + 1, total_epochs,
-                                    heads_only ? " (heads)" : ""),
-                        steps_per_epoch, terminal);
+      Progress progress(
+          fmt::format("epoch {}/{}{}", epoch + 1, total_epochs, heads_only ? " (heads)" : ""),
+          steps_per_epoch, terminal);
       const auto t0 = Clock::now();
       double loss_sum = 0.0;
       int64_t seen = 0, done = 0;
@@ -406,8 +401,10 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
         if (tc.clip_grad_norm > 0) nn::clip_grad_norm(*flat, tc.clip_grad_norm);
         optimizer->step(lm.lr, lm.momentum);
         const double l = jl.total.item();
-        MEL_CHECK(std::isfinite(l), "mel train: the loss became {} at epoch {} (lr {}); lower the "
-                  "learning rate or enable clip_grad_norm", l, epoch + 1, lm.lr);
+        MEL_CHECK(std::isfinite(l),
+                  "mel train: the loss became {} at epoch {} (lr {}); lower the "
+                  "learning rate or enable clip_grad_norm",
+                  l, epoch + 1, lm.lr);
         const int64_t n = b.y.numel();
         loss_sum += l * static_cast<double>(n);
         auto cc = correct_counts(logits, b.y, yc, model->spec.M);
@@ -428,14 +425,10 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
       fmt::print("epoch {}/{}: train loss {:.4f}  test accuracy %:{}  {:.0f} samples/s ({})\n",
                  epoch + 1, total_epochs, loss_sum / seen, accs, seen / secs,
                  format_duration(secs));
-      Json line = {{"epoch", epoch + 1},
-                   {"phase", heads_only ? 2 : 1},
-                   {"step", step},
-                   {"train_loss", loss_sum / seen},
-                   {"test_loss", last.loss},
-                   {"test_accuracy", accuracy_json(last)},
-                   {"epoch_seconds", secs},
-                   {"samples_per_second", seen / secs}};
+      Json line = {{"epoch", epoch + 1},     {"phase", heads_only ? 2 : 1},
+                   {"step", step},           {"train_loss", loss_sum / seen},
+                   {"test_loss", last.loss}, {"test_accuracy", accuracy_json(last)},
+                   {"epoch_seconds", secs},  {"samples_per_second", seen / secs}};
       metrics += line.dump() + "\n";
       write_file_atomic(out + "/metrics.jsonl", metrics);
       save_checkpoint(out, *model, optimizer.get(), {c.json.dump(), epoch + 1, step});
@@ -460,27 +453,29 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
     }
   }
   const FailureReport fr = failures_of(*model, last);
-  Json report = {{"config", c.json},
-                 {"device", device.str()},
-                 {"epochs", total_epochs},
-                 {"baseline", c.baseline},
-                 {"train_samples", loader.num_samples()},
-                 {"test_samples", last.samples},
-                 {"params", params_json(*model, c.original_params)},
-                 {"accuracy", accuracy_json(last)},
-                 {"exit_labels", c.loss.hierarchical ? "coarse" : "fine"},
-                 {"train_seconds", train_seconds},
-                 {"samples_per_second", train_seconds > 0 ? train_samples_total / train_seconds : 0.0},
-                 {"threads", omp_get_max_threads()}};
+  Json report = {
+      {"config", c.json},
+      {"device", device.str()},
+      {"epochs", total_epochs},
+      {"baseline", c.baseline},
+      {"train_samples", loader.num_samples()},
+      {"test_samples", last.samples},
+      {"params", params_json(*model, c.original_params)},
+      {"accuracy", accuracy_json(last)},
+      {"exit_labels", c.loss.hierarchical ? "coarse" : "fine"},
+      {"train_seconds", train_seconds},
+      {"samples_per_second", train_seconds > 0 ? train_samples_total / train_seconds : 0.0},
+      {"threads", omp_get_max_threads()}};
   Json fj = failure_report_json(fr);
   for (auto it = fj.begin(); it != fj.end(); ++it) report[it.key()] = it.value();
   write_file_atomic(out + "/report.json", report.dump(2) + "\n");
   write_failure_chart(out + "/failures.svg", fr, c.name);
   fmt::print("\n{}\n", failure_table(fr));
-  fmt::print("run folder {} (report.json, failures.svg, metrics.jsonl, model.safetensors); "
-             "{} training, {:.0f} samples/s\n",
-             out, format_duration(train_seconds),
-             train_seconds > 0 ? train_samples_total / train_seconds : 0.0);
+  fmt::print(
+      "run folder {} (report.json, failures.svg, metrics.jsonl, model.safetensors); "
+      "{} training, {:.0f} samples/s\n",
+      out, format_duration(train_seconds),
+      train_seconds > 0 ? train_samples_total / train_seconds : 0.0);
   return report;
 }
 
@@ -513,26 +508,28 @@ void export_servers(const std::string& run_dir, const std::string& out_dir) {
   const CheckpointInfo info = read_checkpoint_info(file);
   Json cfg = Json::parse(info.config_json, nullptr, false);
   MEL_CHECK(!cfg.is_discarded(), "{}: the stored config is not valid JSON", file);
-  MEL_CHECK(is_mel_config(cfg), "{}: not an ensemble run (\"kind\" is not \"mel\"); export "
-            "writes one file per server of an ensemble", file);
+  MEL_CHECK(is_mel_config(cfg),
+            "{}: not an ensemble run (\"kind\" is not \"mel\"); export "
+            "writes one file per server of an ensemble",
+            file);
   MelConfig c = parse_mel_config(std::move(cfg), file + " (stored config)", RunOverrides{});
   auto model = build_ensemble_model(c);
   load_model_checkpoint(file, *model);
   ensure_dir(out_dir);
   for (int i = 0; i < model->spec.M; ++i) {
     const auto& up = model->upstreams[static_cast<size_t>(i)];
-    std::map<std::string, std::string> meta = {
-        {"format", "mel-server-1"},
-        {"server", std::to_string(i + 1)},
-        {"feature_shape", shape_str(up->feature_shape)},
-        {"exit_classes", std::to_string(c.exit_classes)},
-        {"config", c.json.dump()}};
+    std::map<std::string, std::string> meta = {{"format", "mel-server-1"},
+                                               {"server", std::to_string(i + 1)},
+                                               {"feature_shape", shape_str(up->feature_shape)},
+                                               {"exit_classes", std::to_string(c.exit_classes)},
+                                               {"config", c.json.dump()}};
     save_safetensors(fmt::format("{}/upstream_{}.safetensors", out_dir, i + 1), up->state_dict(),
                      meta);
   }
   nn::NamedTensors heads;
   std::vector<std::string> subsets;
-  for (auto& [name, t] : model->child("heads")->state_dict()) heads.emplace_back("heads." + name, t);
+  for (auto& [name, t] : model->child("heads")->state_dict())
+    heads.emplace_back("heads." + name, t);
   for (const auto& s : model->spec.head_subsets) subsets.push_back(subset_name(s));
   save_safetensors(out_dir + "/combination.safetensors", heads,
                    {{"format", "mel-server-1"},
@@ -540,8 +537,7 @@ void export_servers(const std::string& run_dir, const std::string& out_dir) {
                     {"subsets", fmt::format("{}", fmt::join(subsets, ","))},
                     {"num_classes", std::to_string(c.data.num_classes())},
                     {"config", c.json.dump()}});
-  fmt::print("wrote {} upstream files and combination.safetensors to {}\n", model->spec.M,
-             out_dir);
+  fmt::print("wrote {} upstream files and combination.safetensors to {}\n", model->spec.M, out_dir);
 }
 
 }  // namespace mel::app

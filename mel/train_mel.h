@@ -32,7 +32,7 @@ struct MelConfig {
   DataConfig data;
   TrainConfig train;
   LossConfig loss;
-  PhaseConfig phase2;          // heads only, upstreams frozen (epochs 0: none)
+  PhaseConfig phase2;              // heads only, upstreams frozen (epochs 0: none)
   std::string baseline = "joint";  // joint, independent, combination_only
   int64_t original_params = 0;
   int64_t exit_classes = 10;
@@ -44,9 +44,9 @@ MelConfig parse_mel_config(Json json, const std::string& source, const RunOverri
 std::shared_ptr<Ensemble> build_ensemble_model(const MelConfig& c);
 
 struct EnsembleEval {
-  std::vector<std::string> names;   // predictors: exits then heads
-  std::vector<double> accuracy;     // per predictor
-  double loss = 0.0;                // joint loss (mean over batches)
+  std::vector<std::string> names;  // predictors: exits then heads
+  std::vector<double> accuracy;    // per predictor
+  double loss = 0.0;               // joint loss (mean over batches)
   int64_t samples = 0;
 };
 EnsembleEval evaluate_ensemble(Ensemble& model, const MelConfig& c, const data::ImageDataset& ds,

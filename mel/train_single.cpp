@@ -8,9 +8,9 @@
 #include <filesystem>
 
 #include "core/factory.h"
+#include "core/ops_elementwise.h"
 #include "core/ops_nn.h"
 #include "core/ops_reduce.h"
-#include "core/ops_elementwise.h"
 #include "kernels/cpu/gemm.h"
 #include "mel/checkpoint.h"
 #include "mel/files.h"
@@ -53,6 +53,26 @@ data::LoaderOptions loader_options(const DataConfig& dc, int64_t batch, uint64_t
   return o;
 }
 
+void apply_overrides(const RunOverrides& ov, TrainConfig& t, DataConfig& data, Json& json) {
+  if (ov.epochs) t.epochs = *ov.epochs;
+  if (ov.batch_size) t.batch_size = *ov.batch_size;
+  if (ov.train_limit) t.train_limit = *ov.train_limit;
+  if (ov.test_limit) t.test_limit = *ov.test_limit;
+  if (ov.seed) t.seed = *ov.seed;
+  if (!ov.data_dir.empty()) data.dir = ov.data_dir;
+  MEL_CHECK(t.epochs >= 1, "--epochs must be >= 1, got {}", t.epochs);
+  MEL_CHECK(t.batch_size >= 1, "--batch must be >= 1, got {}", t.batch_size);
+  MEL_CHECK(t.train_limit >= 0 && t.test_limit >= 0, "--train-limit / --test-limit must be >= 0");
+  // Recorded in the config stored with the run, so eval and resume see what was trained.
+  Json& tj = json["train"];
+  tj["epochs"] = t.epochs;
+  tj["batch_size"] = t.batch_size;
+  tj["seed"] = t.seed;
+  if (t.train_limit) tj["train_limit"] = t.train_limit;
+  if (t.test_limit) tj["test_limit"] = t.test_limit;
+  if (!data.dir.empty()) json["data"]["dir"] = data.dir;
+}
+
 SingleConfig load_single_config(const std::string& path, const RunOverrides& ov) {
   return parse_single_config(read_json_file(path), path, ov);
 }
@@ -68,29 +88,13 @@ SingleConfig parse_single_config(Json json, const std::string& path, const RunOv
     top.error("kind", fmt::format("this build trains kind 'single' only, got '{}'", kind));
   }
   top.allow({"description"});
-  c.data = read_data_config(top.has("data") ? top.object("data") : JsonReader(Json::object(), path, "data"));
+  c.data = read_data_config(top.has("data") ? top.object("data")
+                                            : JsonReader(Json::object(), path, "data"));
   c.train = read_train_config(top.has("train") ? top.object("train")
                                                : JsonReader(Json::object(), path, "train"));
   build_classifier(top.object("model"), c.data.num_classes());  // validates the model
   top.finish();
-  // Overrides, also recorded in the config stored with the run.
-  auto& t = c.train;
-  if (ov.epochs) t.epochs = *ov.epochs;
-  if (ov.batch_size) t.batch_size = *ov.batch_size;
-  if (ov.train_limit) t.train_limit = *ov.train_limit;
-  if (ov.test_limit) t.test_limit = *ov.test_limit;
-  if (ov.seed) t.seed = *ov.seed;
-  if (!ov.data_dir.empty()) c.data.dir = ov.data_dir;
-  MEL_CHECK(t.epochs >= 1, "--epochs must be >= 1, got {}", t.epochs);
-  MEL_CHECK(t.batch_size >= 1, "--batch must be >= 1, got {}", t.batch_size);
-  MEL_CHECK(t.train_limit >= 0 && t.test_limit >= 0, "--train-limit / --test-limit must be >= 0");
-  Json& tj = c.json["train"];
-  tj["epochs"] = t.epochs;
-  tj["batch_size"] = t.batch_size;
-  tj["seed"] = t.seed;
-  if (t.train_limit) tj["train_limit"] = t.train_limit;
-  if (t.test_limit) tj["test_limit"] = t.test_limit;
-  if (!c.data.dir.empty()) c.json["data"]["dir"] = c.data.dir;
+  apply_overrides(ov, c.train, c.data, c.json);
   return c;
 }
 
@@ -134,15 +138,17 @@ Json train_single(const SingleConfig& c, const RunOverrides& ov) {
   const TrainConfig& tc = c.train;
 
   // Everything that can fail on bad input happens before the run folder is touched.
-  const data::ImageDataset train_ds = data::load_dataset(c.data.dataset, c.data.dir, data::Split::train);
-  const data::ImageDataset test_ds = data::load_dataset(c.data.dataset, c.data.dir, data::Split::test);
+  const data::ImageDataset train_ds =
+      data::load_dataset(c.data.dataset, c.data.dir, data::Split::train);
+  const data::ImageDataset test_ds =
+      data::load_dataset(c.data.dataset, c.data.dir, data::Split::test);
   auto model = build_model(c);
   Generator gen(tc.seed);
   model->reset_parameters(gen);
   model->to(device);
   nn::FlatParameters flat(*model);
-  data::DataLoader loader(train_ds, loader_options(c.data, tc.batch_size, tc.seed, true,
-                                                   tc.train_limit));
+  data::DataLoader loader(train_ds,
+                          loader_options(c.data, tc.batch_size, tc.seed, true, tc.train_limit));
   const int64_t steps_per_epoch = loader.num_batches();
   MEL_CHECK(steps_per_epoch > 0, "mel train: the training set is empty");
   auto optimizer = make_optimizer(tc.optimizer, flat);
@@ -153,12 +159,12 @@ Json train_single(const SingleConfig& c, const RunOverrides& ov) {
   const std::string out = ov.out.empty() ? "runs/" + c.name : ov.out;
   ensure_dir(out);
   const bool terminal = ov.progress && stdout_is_terminal();
-  fmt::print("mel train {}: {} parameters, {} train / {} test samples, batch {}, {} epochs, {} "
-             "({} threads, GEMM: {})\n",
-             c.name, model->num_parameters(), loader.num_samples(),
-             tc.test_limit ? std::min<int64_t>(tc.test_limit, test_ds.size()) : test_ds.size(),
-             tc.batch_size, tc.epochs, device.str(), omp_get_max_threads(),
-             kernels::cpu::gemm_backend());
+  fmt::print(
+      "mel train {}: {} parameters, {} train / {} test samples, batch {}, {} epochs, {} "
+      "({} threads, GEMM: {})\n",
+      c.name, model->num_parameters(), loader.num_samples(),
+      tc.test_limit ? std::min<int64_t>(tc.test_limit, test_ds.size()) : test_ds.size(),
+      tc.batch_size, tc.epochs, device.str(), omp_get_max_threads(), kernels::cpu::gemm_backend());
 
   std::string metrics;
   double train_seconds = 0.0;
@@ -167,8 +173,7 @@ Json train_single(const SingleConfig& c, const RunOverrides& ov) {
   for (int64_t epoch = 0; epoch < tc.epochs; ++epoch) {
     model->train();
     loader.start_epoch(epoch);
-    Progress progress(fmt::format("epoch {}/{}", epoch + 1, tc.epochs), steps_per_epoch,
-                      terminal);
+    Progress progress(fmt::format("epoch {}/{}", epoch + 1, tc.epochs), steps_per_epoch, terminal);
     const auto t0 = Clock::now();
     double loss_sum = 0.0;
     int64_t correct = 0, seen = 0, done = 0;
@@ -184,8 +189,10 @@ Json train_single(const SingleConfig& c, const RunOverrides& ov) {
       if (tc.clip_grad_norm > 0) nn::clip_grad_norm(flat, tc.clip_grad_norm);
       optimizer->step(lm.lr, lm.momentum);
       const double l = loss.item();
-      MEL_CHECK(std::isfinite(l), "mel train: the loss became {} at epoch {} step {} (lr {}); "
-                "lower the learning rate or enable clip_grad_norm", l, epoch + 1, step, lm.lr);
+      MEL_CHECK(std::isfinite(l),
+                "mel train: the loss became {} at epoch {} step {} (lr {}); "
+                "lower the learning rate or enable clip_grad_norm",
+                l, epoch + 1, step, lm.lr);
       const int64_t n = b.y.numel();
       loss_sum += l * static_cast<double>(n);
       correct += count_correct(logits, b.y);
@@ -199,10 +206,11 @@ Json train_single(const SingleConfig& c, const RunOverrides& ov) {
     train_seconds += epoch_seconds;
     samples_seen += seen;
     last_eval = evaluate(*model, test_ds, c.data, tc.eval_batch_size, tc.test_limit);
-    fmt::print("epoch {}/{}: train loss {:.4f} acc {:.2f}%  test loss {:.4f} acc {:.2f}%  "
-               "{:.0f} samples/s  ({})\n",
-               epoch + 1, tc.epochs, loss_sum / seen, 100.0 * correct / seen, last_eval.loss,
-               100.0 * last_eval.accuracy, seen / epoch_seconds, format_duration(epoch_seconds));
+    fmt::print(
+        "epoch {}/{}: train loss {:.4f} acc {:.2f}%  test loss {:.4f} acc {:.2f}%  "
+        "{:.0f} samples/s  ({})\n",
+        epoch + 1, tc.epochs, loss_sum / seen, 100.0 * correct / seen, last_eval.loss,
+        100.0 * last_eval.accuracy, seen / epoch_seconds, format_duration(epoch_seconds));
     Json line = {{"epoch", epoch + 1},
                  {"step", step},
                  {"lr", lr},
@@ -229,10 +237,11 @@ Json train_single(const SingleConfig& c, const RunOverrides& ov) {
                  {"samples_per_second", samples_seen / train_seconds},
                  {"threads", omp_get_max_threads()}};
   write_file_atomic(out + "/report.json", report.dump(2) + "\n");
-  fmt::print("test accuracy {:.2f}% after {} epochs ({} training, {:.0f} samples/s); run folder "
-             "{}\n",
-             100.0 * last_eval.accuracy, tc.epochs, format_duration(train_seconds),
-             samples_seen / train_seconds, out);
+  fmt::print(
+      "test accuracy {:.2f}% after {} epochs ({} training, {:.0f} samples/s); run folder "
+      "{}\n",
+      100.0 * last_eval.accuracy, tc.epochs, format_duration(train_seconds),
+      samples_seen / train_seconds, out);
   return report;
 }
 
@@ -254,10 +263,10 @@ Json eval_single(const std::string& run, const RunOverrides& ov) {
   load_model_checkpoint(file, *model);
   const data::ImageDataset test_ds =
       data::load_dataset(c.data.dataset, c.data.dir, data::Split::test);
-  const EvalResult r = evaluate(*model, test_ds, c.data, c.train.eval_batch_size,
-                                c.train.test_limit);
-  fmt::print("{} (epoch {}): test accuracy {:.2f}% loss {:.4f} on {} samples\n", c.name,
-             info.epoch, 100.0 * r.accuracy, r.loss, r.samples);
+  const EvalResult r =
+      evaluate(*model, test_ds, c.data, c.train.eval_batch_size, c.train.test_limit);
+  fmt::print("{} (epoch {}): test accuracy {:.2f}% loss {:.4f} on {} samples\n", c.name, info.epoch,
+             100.0 * r.accuracy, r.loss, r.samples);
   return {{"accuracy", {{"1", r.accuracy}}},
           {"test_loss", r.loss},
           {"test_samples", r.samples},

@@ -20,7 +20,7 @@ struct RunOverrides {
   std::optional<int64_t> epochs, batch_size, train_limit, test_limit;
   std::optional<uint64_t> seed;
   std::string data_dir;
-  std::string out;  // empty: runs/<config name>
+  std::string out;                    // empty: runs/<config name>
   std::optional<int64_t> stop_after;  // ensembles: stop (checkpointed) after this epoch
   bool progress = true;
 };
@@ -31,6 +31,10 @@ struct SingleConfig {
   DataConfig data;
   TrainConfig train;
 };
+
+// Applies command-line overrides to the parsed sections and records them in `json`.
+void apply_overrides(const RunOverrides& overrides, TrainConfig& train, DataConfig& data,
+                     Json& json);
 
 // Reads and validates the whole config (the model is built once to check it).
 SingleConfig load_single_config(const std::string& path, const RunOverrides& overrides);

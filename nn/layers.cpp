@@ -21,7 +21,9 @@ void uniform_fan_in(Tensor& t, int64_t fan_in, Generator& gen) {
   t.copy_(rand(t.shape(), gen, DType::f32, -bound, bound));
 }
 
-std::string pair_str(const std::array<int64_t, 2>& a) { return fmt::format("({}, {})", a[0], a[1]); }
+std::string pair_str(const std::array<int64_t, 2>& a) {
+  return fmt::format("({}, {})", a[0], a[1]);
+}
 
 }  // namespace
 
@@ -92,7 +94,9 @@ void Conv2d::init_parameters(Generator& gen) {
   if (bias.defined()) uniform_fan_in(bias, fan_in, gen);
 }
 
-Tensor Conv2d::forward(const Tensor& x) { return conv2d(x, weight, bias, options); }
+Tensor Conv2d::forward(const Tensor& x) {
+  return conv2d(x, weight, bias, options);
+}
 
 std::string Conv2d::extra_repr() const {
   std::string s = fmt::format("{}, {}, kernel_size={}, stride={}", in_channels, out_channels,
@@ -138,8 +142,8 @@ Tensor Conv1d::forward(const Tensor& x) {
 }
 
 std::string Conv1d::extra_repr() const {
-  std::string s = fmt::format("{}, {}, kernel_size=({},), stride=({},)", in_channels,
-                              out_channels, kernel, stride);
+  std::string s = fmt::format("{}, {}, kernel_size=({},), stride=({},)", in_channels, out_channels,
+                              kernel, stride);
   if (padding != 0) s += fmt::format(", padding=({},)", padding);
   if (dilation != 1) s += fmt::format(", dilation=({},)", dilation);
   if (groups != 1) s += fmt::format(", groups={}", groups);
@@ -149,8 +153,7 @@ std::string Conv1d::extra_repr() const {
 
 // ---- normalisation -----------------------------------------------------------------------------
 
-BatchNorm::BatchNorm(int dims_, int64_t n, double eps_, double momentum_, bool affine,
-                     bool track)
+BatchNorm::BatchNorm(int dims_, int64_t n, double eps_, double momentum_, bool affine, bool track)
     : Module(dims_ == 1 ? "BatchNorm1d" : "BatchNorm2d"),
       dims(dims_),
       num_features(n),
@@ -265,9 +268,13 @@ void Dropout::init_parameters(Generator& gen) {
   gen_ = Generator(static_cast<uint64_t>(s.item()));
 }
 
-Tensor Dropout::forward(const Tensor& x) { return dropout(x, p, is_training(), gen_); }
+Tensor Dropout::forward(const Tensor& x) {
+  return dropout(x, p, is_training(), gen_);
+}
 
-std::string Dropout::extra_repr() const { return fmt::format("p={}", p); }
+std::string Dropout::extra_repr() const {
+  return fmt::format("p={}", p);
+}
 
 Activation parse_activation(const std::string& name) {
   if (name == "relu") return Activation::relu;
@@ -337,7 +344,9 @@ void Embedding::init_parameters(Generator& gen) {
   weight.copy_(randn(weight.shape(), gen));
 }
 
-Tensor Embedding::forward(const Tensor& indices) { return embedding(weight, indices); }
+Tensor Embedding::forward(const Tensor& indices) {
+  return embedding(weight, indices);
+}
 
 std::string Embedding::extra_repr() const {
   return fmt::format("{}, {}", num_embeddings, embedding_dim);

@@ -195,7 +195,9 @@ std::string Module::repr(bool with_counts) const {
 
 // ---- FlatParameters ----------------------------------------------------------------------------
 
-FlatParameters::FlatParameters(const Module& module) { build(module.named_parameters()); }
+FlatParameters::FlatParameters(const Module& module) {
+  build(module.named_parameters());
+}
 
 FlatParameters::FlatParameters(const std::vector<std::pair<std::string, const Module*>>& modules) {
   NamedTensors all;
@@ -237,6 +239,8 @@ void FlatParameters::build(const NamedTensors& params) {
   }
 }
 
-void FlatParameters::zero_grad() { grad_.fill_(0.0); }
+void FlatParameters::zero_grad() {
+  grad_.fill_(0.0);
+}
 
 }  // namespace mel::nn

@@ -7,8 +7,8 @@
 #include <utility>
 #include <vector>
 
-#include "core/random.h"
 #include "core/autograd.h"
+#include "core/random.h"
 #include "core/tensor.h"
 
 namespace mel::nn {

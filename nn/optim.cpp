@@ -11,8 +11,10 @@ namespace mel::nn {
 namespace {
 
 void check_cpu_flat(const FlatParameters& p, const char* who) {
-  MEL_CHECK(p.data().device().is_cpu(), "{}: the parameters are on {}; this build steps CPU "
-            "parameters only", who, p.data().device().str());
+  MEL_CHECK(p.data().device().is_cpu(),
+            "{}: the parameters are on {}; this build steps CPU "
+            "parameters only",
+            who, p.data().device().str());
 }
 
 Tensor find_state(const NamedTensors& state, const std::string& name, const Shape& shape,
@@ -48,8 +50,7 @@ void Sgd::step(double lr, double momentum) {
   kernels::cpu::sgd_step(params_.data().data<float>(), params_.grad().data<float>(),
                          buf_.data<float>(), params_.numel(), static_cast<float>(lr),
                          static_cast<float>(mom), static_cast<float>(options_.dampening),
-                         static_cast<float>(options_.weight_decay), options_.nesterov,
-                         steps_ == 0);
+                         static_cast<float>(options_.weight_decay), options_.nesterov, steps_ == 0);
   ++steps_;
 }
 
@@ -64,9 +65,9 @@ void Sgd::load_state(const NamedTensors& state) {
 
 Adam::Adam(FlatParameters& params, AdamOptions options) : Optimizer(params), options_(options) {
   const char* who = options.decoupled ? "adamw" : "adam";
-  MEL_CHECK(options.beta1 >= 0.0 && options.beta1 < 1.0 && options.beta2 >= 0.0 &&
-                options.beta2 < 1.0,
-            "{}: betas must be in [0, 1), got ({}, {})", who, options.beta1, options.beta2);
+  MEL_CHECK(
+      options.beta1 >= 0.0 && options.beta1 < 1.0 && options.beta2 >= 0.0 && options.beta2 < 1.0,
+      "{}: betas must be in [0, 1), got ({}, {})", who, options.beta1, options.beta2);
   MEL_CHECK(options.eps > 0.0, "{}: eps must be positive, got {}", who, options.eps);
   MEL_CHECK(options.weight_decay >= 0.0, "{}: weight_decay must be >= 0, got {}", who,
             options.weight_decay);
@@ -85,8 +86,7 @@ void Adam::step(double lr, double beta1) {
                           m_.data<float>(), v_.data<float>(), params_.numel(),
                           static_cast<float>(lr), static_cast<float>(b1),
                           static_cast<float>(options_.beta2), static_cast<float>(options_.eps),
-                          static_cast<float>(options_.weight_decay), options_.decoupled, bc1,
-                          bc2);
+                          static_cast<float>(options_.weight_decay), options_.decoupled, bc1, bc2);
 }
 
 NamedTensors Adam::state() const {

@@ -13,41 +13,13 @@
 #include "mel/cli.h"
 #include "mel/train_mel.h"
 #include "tests/gradcheck.h"
+#include "tests/mel/mel_testing.h"
 
 namespace mel::app {
 namespace {
 
 namespace fs = std::filesystem;
-
-bool have_fmnist() {
-  return fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz");
-}
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("mel_mel_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
-std::string source(const std::string& rel) { return std::string(MEL_SOURCE_DIR) + "/" + rel; }
-
-int run(std::vector<std::string> args, std::string* err = nullptr) {
-  args.insert(args.begin(), "mel");
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  ::testing::internal::CaptureStderr();
-  const int rc = run_cli(static_cast<int>(argv.size()), argv.data());
-  const std::string e = ::testing::internal::GetCapturedStderr();
-  if (err) *err = e;
-  return rc;
-}
+using namespace testing;
 
 // A small two-model ensemble (different backbones) for quick runs.
 Json small_mel() {
@@ -76,24 +48,12 @@ Json small_mel() {
   })");
 }
 
-std::string write_json(const TempDir& d, const Json& j, const std::string& name = "c.json") {
-  const std::string p = d / name;
-  std::ofstream(p) << j.dump(2);
-  return p;
-}
-
-std::string read_file(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 TEST(Mel, ReferenceConfigsHaveTheReferenceParameterCounts) {
   for (auto [file, total, upstream, heads] :
        {std::tuple{"configs/fmnist_mel2.json", 440750, 218770, 3210},
         std::tuple{"configs/fmnist_mel3.json", 670750, 218770, 14440}}) {
-    MelConfig c = parse_mel_config(read_json_file(source(file)), source(file), RunOverrides{});
+    MelConfig c =
+        parse_mel_config(read_json_file(source_path(file)), source_path(file), RunOverrides{});
     auto m = build_ensemble_model(c);
     EXPECT_EQ(m->num_parameters(), total) << file;
     EXPECT_EQ(m->upstream_parameters(0), upstream);
@@ -101,7 +61,7 @@ TEST(Mel, ReferenceConfigsHaveTheReferenceParameterCounts) {
     EXPECT_EQ(c.original_params, 1147722);
   }
   // every shipped config parses
-  for (auto& e : fs::directory_iterator(source("configs"))) {
+  for (auto& e : fs::directory_iterator(source_path("configs"))) {
     Json j = read_json_file(e.path().string());
     if (is_mel_config(j)) {
       EXPECT_NO_THROW(parse_mel_config(j, e.path().string(), RunOverrides{})) << e.path();
@@ -109,8 +69,8 @@ TEST(Mel, ReferenceConfigsHaveTheReferenceParameterCounts) {
       EXPECT_NO_THROW(parse_single_config(j, e.path().string(), RunOverrides{})) << e.path();
     }
   }
-  MelConfig c3 = parse_mel_config(read_json_file(source("configs/fmnist_mel3.json")),
-                                  source("configs/fmnist_mel3.json"), RunOverrides{});
+  MelConfig c3 = parse_mel_config(read_json_file(source_path("configs/fmnist_mel3.json")),
+                                  source_path("configs/fmnist_mel3.json"), RunOverrides{});
   auto m3 = build_ensemble_model(c3);
   EXPECT_EQ(m3->predictor_names(),
             (std::vector<std::string>{"1", "2", "3", "1+2", "1+3", "2+3", "1+2+3"}));
@@ -123,7 +83,7 @@ TEST(Mel, ConfigErrorsNameTheProblemAndWriteNothing) {
   auto expect_error = [&](Json cfg, std::vector<std::string> fragments) {
     const std::string p = write_json(d, cfg);
     std::string err;
-    EXPECT_EQ(run({"train", p, "--out", d / "out"}, &err), 1);
+    EXPECT_EQ(run_mel({"train", p, "--out", d / "out"}, &err), 1);
     for (const auto& f : fragments) EXPECT_NE(err.find(f), std::string::npos) << err;
     EXPECT_FALSE(fs::exists(d / "out"));
   };
@@ -138,8 +98,8 @@ TEST(Mel, ConfigErrorsNameTheProblemAndWriteNothing) {
   expect_error(c, {"cut point 9 is beyond the backbone of upstream 1 (6 layers"});
   c = small_mel();
   c["ensemble"]["upstream"][0]["cut"] = 4;  // maps, not flat features
-  c["ensemble"]["upstream"][0]["exit"] = Json::parse(
-      R"([{"type": "global_avg_pool"}, {"type": "linear", "out": 10}])");
+  c["ensemble"]["upstream"][0]["exit"] =
+      Json::parse(R"([{"type": "global_avg_pool"}, {"type": "linear", "out": 10}])");
   expect_error(c, {"needs flat features", "upstream 1 gives [8, 7, 7]"});
   c = small_mel();
   c["ensemble"]["heads"]["type"] = "conv";  // conv heads need maps
@@ -158,9 +118,9 @@ TEST(Mel, ConfigErrorsNameTheProblemAndWriteNothing) {
   c["ensemble"]["loss"]["diversty"] = Json::object();
   expect_error(c, {"unknown key 'diversty'", "did you mean 'diversity'"});
   std::string err;
-  EXPECT_EQ(run({"eval", d / "no-run-here"}, &err), 1);
+  EXPECT_EQ(run_mel({"eval", d / "no-run-here"}, &err), 1);
   EXPECT_NE(err.find("no-run-here"), std::string::npos) << err;
-  EXPECT_EQ(run({"train", "--resume", d / "no-run-here"}, &err), 1);
+  EXPECT_EQ(run_mel({"train", "--resume", d / "no-run-here"}, &err), 1);
   EXPECT_NE(err.find("not a run folder"), std::string::npos) << err;
 }
 
@@ -175,9 +135,9 @@ TEST(Mel, TrainsEvaluatesExportsAndReportsFailures) {
   // every exit and head learned something real
   for (const char* k : {"1", "2", "1+2"}) EXPECT_GT(r["accuracy"][k].get<double>(), 0.70) << k;
   EXPECT_EQ(r["params"]["servers"]["C"].get<int64_t>(), (8 * 49 + 6 * 49) * 32 + 32 + 32 * 10 + 10);
-  EXPECT_EQ(r["params"]["total"].get<int64_t>(),
-            r["params"]["servers"]["1"].get<int64_t>() + r["params"]["servers"]["2"].get<int64_t>() +
-                r["params"]["servers"]["C"].get<int64_t>());
+  EXPECT_EQ(r["params"]["total"].get<int64_t>(), r["params"]["servers"]["1"].get<int64_t>() +
+                                                     r["params"]["servers"]["2"].get<int64_t>() +
+                                                     r["params"]["servers"]["C"].get<int64_t>());
   ASSERT_EQ(r["failures"].size(), 8u);
   EXPECT_EQ(r["failures"][0]["answer"], "1+2");
   EXPECT_EQ(r["failures"][3]["failed"], Json::parse(R"(["C"])"));
@@ -189,9 +149,9 @@ TEST(Mel, TrainsEvaluatesExportsAndReportsFailures) {
   // eval from the run folder gives the same accuracies
   Json e = eval_mel(c, ov.out + "/model.safetensors", ov);
   EXPECT_EQ(e["accuracy"], r["accuracy"]);
-  EXPECT_EQ(run({"eval", ov.out}), 0);
+  EXPECT_EQ(run_mel({"eval", ov.out}), 0);
   // export: each server's file holds exactly its part
-  EXPECT_EQ(run({"export", ov.out, "--out", d / "export"}), 0);
+  EXPECT_EQ(run_mel({"export", ov.out, "--out", d / "export"}), 0);
   auto u1 = load_safetensors(d / "export/upstream_1.safetensors");
   auto comb = load_safetensors(d / "export/combination.safetensors");
   EXPECT_NE(u1.find("backbone.0.weight"), nullptr);
@@ -199,7 +159,8 @@ TEST(Mel, TrainsEvaluatesExportsAndReportsFailures) {
   EXPECT_EQ(u1.metadata.at("server"), "1");
   EXPECT_NE(comb.find("heads.1+2.layers.0.weight"), nullptr);
   EXPECT_EQ(comb.metadata.at("server"), "C");
-  EXPECT_EQ(u1.tensors.size() + load_safetensors(d / "export/upstream_2.safetensors").tensors.size() +
+  EXPECT_EQ(u1.tensors.size() +
+                load_safetensors(d / "export/upstream_2.safetensors").tensors.size() +
                 comb.tensors.size(),
             load_safetensors(ov.out + "/model.safetensors").tensors.size());
   // a checkpoint from another config does not load
@@ -232,7 +193,7 @@ TEST(Mel, ResumedRunEndsWithTheSameWeights) {
     EXPECT_EQ(partial["stopped_after"].get<int64_t>(), stop);
     EXPECT_EQ(read_checkpoint_info(dir).epoch, stop);
     EXPECT_FALSE(fs::exists(dir + "/report.json"));
-    EXPECT_EQ(run({"train", "--resume", dir, "--no-progress"}), 0);
+    EXPECT_EQ(run_mel({"train", "--resume", dir, "--no-progress"}), 0);
     const auto resumed = load_safetensors(dir + "/model.safetensors");
     ASSERT_EQ(straight.tensors.size(), resumed.tensors.size());
     for (size_t i = 0; i < straight.tensors.size(); ++i) {
@@ -257,13 +218,14 @@ TEST(Mel, HierarchicalCifar100OnSyntheticFiles) {
       const int fine = static_cast<int>((i * 37 + seed) % 100);
       bytes.push_back(static_cast<char>(fine / 5));
       bytes.push_back(static_cast<char>(fine));
-      for (int p = 0; p < 3072; ++p) bytes.push_back(static_cast<char>((p * 7 + fine * 13 + i) % 256));
+      for (int p = 0; p < 3072; ++p)
+        bytes.push_back(static_cast<char>((p * 7 + fine * 13 + i) % 256));
     }
     std::ofstream(d / name, std::ios::binary) << bytes;
   };
   write("train.bin", 96, 1);
   write("test.bin", 40, 2);
-  Json cfg = read_json_file(source("configs/cifar100_mel3_hierarchical.json"));
+  Json cfg = read_json_file(source_path("configs/cifar100_mel3_hierarchical.json"));
   // A narrow variant of the shipped config, so the test stays fast.
   for (auto& layer : cfg["ensemble"]["upstream"]["backbone"]) {
     if (layer["type"] == "conv2d") layer["out"] = 8;

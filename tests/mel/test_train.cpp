@@ -11,29 +11,13 @@
 #include "mel/cli.h"
 #include "mel/train_single.h"
 #include "tests/gradcheck.h"
+#include "tests/mel/mel_testing.h"
 
 namespace mel::app {
 namespace {
 
 namespace fs = std::filesystem;
-
-const char* kFmnist = "/usr/share/datasets/fashion-mnist";
-
-bool have_fmnist() { return fs::exists(std::string(kFmnist) + "/train-images-idx3-ubyte.gz"); }
-
-// A temporary folder removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("mel_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using namespace testing;
 
 // A small CNN that reaches > 80% on Fashion-MNIST in a few seconds.
 Json small_config() {
@@ -59,29 +43,8 @@ Json small_config() {
   })");
 }
 
-std::string write_config(const TempDir& dir, const Json& j, const std::string& name = "c.json") {
-  const std::string p = dir / name;
-  std::ofstream(p) << j.dump(2);
-  return p;
-}
-
-std::string read_file(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-int run(std::vector<std::string> args) {
-  args.insert(args.begin(), "mel");
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  return run_cli(static_cast<int>(argv.size()), argv.data());
-}
-
 TEST(Train, ReferenceConfigHasTheReferenceParameterCount) {
-  SingleConfig c = load_single_config(std::string(MEL_SOURCE_DIR) + "/configs/fmnist_original.json",
-                                      RunOverrides{});
+  SingleConfig c = load_single_config(source_path("configs/fmnist_original.json"), RunOverrides{});
   auto m = build_model(c);
   EXPECT_EQ(m->num_parameters(), 1147722);
   // PyTorch's names for the same tree
@@ -127,7 +90,7 @@ TEST(Train, SmallCnnLearnsFashionMnistSubsetAndWritesTheRunFolder) {
   EXPECT_EQ(evaluate(*model, test, c.data, 500, 2000).accuracy, acc);
   EXPECT_EQ(read_checkpoint_info(ov.out).epoch, 2);
   // `mel eval` on the run folder
-  EXPECT_EQ(run({"eval", ov.out}), 0);
+  EXPECT_EQ(run_mel({"eval", ov.out}), 0);
 }
 
 TEST(Train, SameSeedGivesIdenticalLossesAndWeights) {
@@ -160,11 +123,10 @@ TEST(Train, SameSeedGivesIdenticalLossesAndWeights) {
 TEST(Train, ConfigErrorsNameTheKeyAndWriteNothing) {
   TempDir dir;
   auto expect_error = [&](Json cfg, std::vector<std::string> fragments) {
-    const std::string path = write_config(dir, cfg);
+    const std::string path = write_json(dir, cfg);
     const std::string out = dir / "out";
-    ::testing::internal::CaptureStderr();
-    EXPECT_EQ(run({"train", path, "--out", out}), 1);
-    const std::string err = ::testing::internal::GetCapturedStderr();
+    std::string err;
+    EXPECT_EQ(run_mel({"train", path, "--out", out}, &err), 1);
     for (const auto& f : fragments) EXPECT_NE(err.find(f), std::string::npos) << err;
     EXPECT_FALSE(fs::exists(out)) << "a failed run must leave no output";
   };
@@ -200,22 +162,25 @@ TEST(Train, ConfigErrorsNameTheKeyAndWriteNothing) {
   // not JSON at all
   const std::string bad = dir / "bad.json";
   std::ofstream(bad) << "{\"name\": ";
-  ::testing::internal::CaptureStderr();
-  EXPECT_EQ(run({"train", bad, "--out", dir / "out"}), 1);
-  EXPECT_NE(::testing::internal::GetCapturedStderr().find("not valid JSON"), std::string::npos);
-  ::testing::internal::CaptureStderr();
-  EXPECT_EQ(run({"train", dir / "missing.json"}), 1);
-  EXPECT_NE(::testing::internal::GetCapturedStderr().find("cannot open"), std::string::npos);
+  {
+    std::string err;
+    EXPECT_EQ(run_mel({"train", bad, "--out", dir / "out"}, &err), 1);
+    EXPECT_NE(err.find("not valid JSON"), std::string::npos) << err;
+  }
+  {
+    std::string err;
+    EXPECT_EQ(run_mel({"train", dir / "missing.json"}, &err), 1);
+    EXPECT_NE(err.find("cannot open"), std::string::npos) << err;
+  }
 }
 
 TEST(Train, MissingDataFolderNamesThePackageAndWritesNothing) {
   TempDir dir;
   Json c = small_config();
   c["data"]["dir"] = dir / "no-such-folder";
-  const std::string path = write_config(dir, c);
-  ::testing::internal::CaptureStderr();
-  EXPECT_EQ(run({"train", path, "--out", dir / "out"}), 1);
-  const std::string err = ::testing::internal::GetCapturedStderr();
+  const std::string path = write_json(dir, c);
+  std::string err;
+  EXPECT_EQ(run_mel({"train", path, "--out", dir / "out"}, &err), 1);
   EXPECT_NE(err.find("no-such-folder"), std::string::npos) << err;
   EXPECT_NE(err.find("dataset-fashion-mnist"), std::string::npos) << err;
   EXPECT_FALSE(fs::exists(dir / "out"));
@@ -224,10 +189,9 @@ TEST(Train, MissingDataFolderNamesThePackageAndWritesNothing) {
 TEST(Train, CudaOnACpuBuildIsAClearError) {
   if (cuda_built() && cuda_device_count() > 0) GTEST_SKIP() << "a GPU is present";
   TempDir dir;
-  const std::string path = write_config(dir, small_config());
-  ::testing::internal::CaptureStderr();
-  EXPECT_EQ(run({"train", path, "--device", "cuda", "--out", dir / "out"}), 1);
-  const std::string err = ::testing::internal::GetCapturedStderr();
+  const std::string path = write_json(dir, small_config());
+  std::string err;
+  EXPECT_EQ(run_mel({"train", path, "--device", "cuda", "--out", dir / "out"}, &err), 1);
   EXPECT_NE(err.find("cuda"), std::string::npos) << err;
   EXPECT_FALSE(fs::exists(dir / "out"));
 }
@@ -255,10 +219,13 @@ TEST(Train, BadCheckpointsAreClearErrors) {
                    "wrong shape: trunk.0.weight (checkpoint [8, 1, 3, 3], model [12, 1, 3, 3])");
   // a safetensors file without our metadata
   save_safetensors(dir / "plain.safetensors", model->state_dict());
-  EXPECT_MEL_ERROR(load_model_checkpoint(dir / "plain.safetensors", *other), "not a mel checkpoint");
-  ::testing::internal::CaptureStderr();
-  EXPECT_EQ(run({"eval", dir / "nothing-here"}), 1);
-  EXPECT_NE(::testing::internal::GetCapturedStderr().find("nothing-here"), std::string::npos);
+  EXPECT_MEL_ERROR(load_model_checkpoint(dir / "plain.safetensors", *other),
+                   "not a mel checkpoint");
+  {
+    std::string err;
+    EXPECT_EQ(run_mel({"eval", dir / "nothing-here"}, &err), 1);
+    EXPECT_NE(err.find("nothing-here"), std::string::npos) << err;
+  }
 }
 
 }  // namespace

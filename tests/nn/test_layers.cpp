@@ -86,7 +86,7 @@ TEST(Layers, BatchNormTrainEvalAndGradcheck) {
   BatchNorm t(1, 2);
   t(tensor({0, 10, 2, 14}, {2, 2}));
   EXPECT_EQ(t.num_batches_tracked.item(), 1.0);
-  EXPECT_NEAR(t.running_mean.at({0}), 0.1, 1e-6);  // 0.9 * 0 + 0.1 * 1
+  EXPECT_NEAR(t.running_mean.at({0}), 0.1, 1e-6);             // 0.9 * 0 + 0.1 * 1
   EXPECT_NEAR(t.running_var.at({1}), 0.9 + 0.1 * 8.0, 1e-5);  // unbiased var of {10, 14} = 8
   BatchNorm b1(1, 3);
   EXPECT_TRUE(check_module(b1, input({5, 3})));
@@ -132,15 +132,15 @@ TEST(Layers, PoolingGradchecks) {
   Tensor x = input({2, 3, 2, 2});
   EXPECT_TRUE(check_module(gp, x));
   EXPECT_EQ(gp(x).shape(), (Shape{2, 3}));
-  EXPECT_NEAR(gp(x).at({1, 2}),
-              (x.at({1, 2, 0, 0}) + x.at({1, 2, 0, 1}) + x.at({1, 2, 1, 0}) + x.at({1, 2, 1, 1})) /
-                  4,
-              1e-12);
+  EXPECT_NEAR(
+      gp(x).at({1, 2}),
+      (x.at({1, 2, 0, 0}) + x.at({1, 2, 0, 1}) + x.at({1, 2, 1, 0}) + x.at({1, 2, 1, 1})) / 4,
+      1e-12);
 }
 
 TEST(Layers, ActivationsFlattenIdentityGradcheck) {
-  for (Activation a : {Activation::relu, Activation::gelu, Activation::gelu_tanh,
-                       Activation::silu, Activation::tanh, Activation::sigmoid}) {
+  for (Activation a : {Activation::relu, Activation::gelu, Activation::gelu_tanh, Activation::silu,
+                       Activation::tanh, Activation::sigmoid}) {
     ActivationLayer l(a);
     EXPECT_TRUE(check_module(l, input({3, 4}, 21)));
   }

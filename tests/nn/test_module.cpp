@@ -24,8 +24,8 @@ TEST(Module, NamesFollowPyTorch) {
   std::vector<std::string> names;
   for (auto& [n, t] : m->state_dict()) names.push_back(n);
   const std::vector<std::string> expected = {
-      "0.weight",          "1.weight", "1.bias", "1.running_mean", "1.running_var",
-      "1.num_batches_tracked", "4.weight", "4.bias"};
+      "0.weight", "1.weight", "1.bias", "1.running_mean", "1.running_var", "1.num_batches_tracked",
+      "4.weight", "4.bias"};
   EXPECT_EQ(names, expected);
   EXPECT_EQ(m->num_parameters(), 4 * 9 + 4 + 4 + 4 * 3 + 3);
   EXPECT_EQ(m->named_parameters().size(), 5u);
@@ -55,8 +55,8 @@ TEST(Module, InitIsReproducibleAndBounded) {
   double maxabs = 0;
   for (double v : sa[0].second.to_vector()) maxabs = std::max(maxabs, std::abs(v));
   EXPECT_GT(maxabs, 0.25);  // actually spread over the range
-  EXPECT_EQ(sa[1].second.to_vector(), std::vector<double>(4, 1.0));  // BN weight 1
-  EXPECT_EQ(sa[2].second.to_vector(), std::vector<double>(4, 0.0));  // BN bias 0
+  EXPECT_EQ(sa[1].second.to_vector(), std::vector<double>(4, 1.0));       // BN weight 1
+  EXPECT_EQ(sa[2].second.to_vector(), std::vector<double>(4, 0.0));       // BN bias 0
   for (double v : sa[7].second.to_vector()) EXPECT_LE(std::abs(v), 0.5);  // linear bias, fan_in 4
 }
 
@@ -76,8 +76,8 @@ TEST(Module, StateDictRoundTrip) {
 TEST(Module, LoadStateDictListsEveryProblem) {
   auto m = small_cnn();
   NamedTensors s = m->state_dict();
-  s.erase(s.begin() + 2);                  // drop 1.bias
-  s[0].second = zeros({4, 1, 5, 5});       // wrong shape for 0.weight
+  s.erase(s.begin() + 2);             // drop 1.bias
+  s[0].second = zeros({4, 1, 5, 5});  // wrong shape for 0.weight
   s.emplace_back("extra.weight", zeros({1}));
   EXPECT_MEL_ERROR(m->load_state_dict(s), "missing: 1.bias", "unexpected: extra.weight",
                    "wrong shape: 0.weight (checkpoint [4, 1, 5, 5], model [4, 1, 3, 3])");
@@ -118,7 +118,8 @@ TEST(Module, FlatParametersAreViews) {
   const auto g1 = flat.grad().to_vector();
   sum((*m)(x)).backward();
   const auto g2 = flat.grad().to_vector();
-  for (size_t i = 0; i < g1.size(); ++i) EXPECT_NEAR(g2[i], 2 * g1[i], 1e-4 + 1e-4 * std::abs(g1[i]));
+  for (size_t i = 0; i < g1.size(); ++i)
+    EXPECT_NEAR(g2[i], 2 * g1[i], 1e-4 + 1e-4 * std::abs(g1[i]));
   flat.zero_grad();
   for (double v : flat.grad().to_vector()) EXPECT_EQ(v, 0.0);
 }

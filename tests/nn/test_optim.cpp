@@ -60,8 +60,10 @@ TEST(Optim, AdamAndAdamWMatchReference) {
       opt.step(0.01, beta1);
       for (int i = 0; i < 2; ++i) {
         double gi = g[i];
-        if (!decoupled) gi += 0.1 * p[i];
-        else p[i] *= 1.0 - 0.01 * 0.1;
+        if (!decoupled)
+          gi += 0.1 * p[i];
+        else
+          p[i] *= 1.0 - 0.01 * 0.1;
         mm[i] = beta1 * mm[i] + (1 - beta1) * gi;
         vv[i] = 0.999 * vv[i] + 0.001 * gi * gi;
         const double bc1 = 1 - std::pow(beta1, t), bc2 = 1 - std::pow(0.999, t);
