@@ -11,6 +11,7 @@
 #include "core/safetensors.h"
 #include "mel/checkpoint.h"
 #include "mel/cli.h"
+#include "mel/joint_loss.h"
 #include "mel/train_mel.h"
 #include "tests/gradcheck.h"
 #include "tests/mel/mel_testing.h"
@@ -251,6 +252,104 @@ TEST(Mel, HierarchicalCifar100OnSyntheticFiles) {
   Json f = cfg;
   f["data"] = Json::parse(R"({"dataset": "fashion-mnist"})");
   EXPECT_MEL_ERROR(parse_mel_config(f, "f.json", ov), "hierarchical labels need a \"coarse_map\"");
+}
+
+TEST(Mel, ConvHeadsOverFeatureMaps) {
+  // Cut before the global pooling: the features are maps, the exits pool them, and the conv head
+  // concatenates channels (8 + 8), then 1x1 conv, BN, ReLU, pool, linear.
+  Json cfg = small_mel();
+  for (auto& u : cfg["ensemble"]["upstream"]) {
+    u["backbone"] = Json::parse(R"([{"type": "conv2d", "out": 8, "kernel": 3, "padding": 1},
+                                    {"type": "relu"}, {"type": "maxpool2d", "kernel": 4}])");
+    u.erase("cut");
+    u["exit"] = Json::parse(R"([{"type": "global_avg_pool"}, {"type": "linear", "out": 10}])");
+  }
+  cfg["ensemble"]["heads"] = Json::parse(R"({"type": "conv", "channels": 12})");
+  MelConfig c = parse_mel_config(cfg, "conv.json", RunOverrides{});
+  auto m = build_ensemble_model(c);
+  Generator g(4);
+  m->reset_parameters(g);
+  EXPECT_EQ(m->head_parameters(), 16 * 12 + 2 * 12 + 12 * 10 + 10);
+  Tensor x = randn({3, 1, 28, 28}, g);
+  std::vector<Tensor> out = m->forward_all(x);
+  ASSERT_EQ(out.size(), 3u);
+  for (const Tensor& t : out) EXPECT_EQ(t.shape(), (Shape{3, 10}));
+  // every parameter receives a gradient from the joint loss
+  JointLossOptions lo;
+  lo.weights = {1.0, 1.0, 1.0};
+  joint_loss(out, tensor_i64({1, 2, 3}, {3}), Tensor(), lo).total.backward();
+  for (auto& [name, p] : m->named_parameters()) {
+    ASSERT_TRUE(p.grad().defined()) << name;
+    double s = 0;
+    for (double v : p.grad().to_vector()) s += std::abs(v);
+    EXPECT_GT(s, 0.0) << name;
+  }
+}
+
+TEST(Mel, BaselinesTrainOnlyTheirParts) {
+  if (!have_fmnist()) GTEST_SKIP() << "Fashion-MNIST not installed (package dataset-fashion-mnist)";
+  TempDir d;
+  Json cfg = small_mel();
+  cfg["train"]["epochs"] = 1;
+  cfg["train"]["train_limit"] = 512;
+  cfg["train"]["test_limit"] = 200;
+  cfg["ensemble"]["loss"].erase("diversity");
+  auto initial = [&](const Json& j) {
+    MelConfig c = parse_mel_config(j, "c.json", RunOverrides{});
+    auto m = build_ensemble_model(c);
+    Generator g(c.train.seed);
+    m->reset_parameters(g);
+    return m->state_dict();
+  };
+  auto trained = [&](const Json& j, const std::string& name) {
+    RunOverrides ov;
+    ov.progress = false;
+    ov.out = d / name;
+    Json r = train_mel(parse_mel_config(j, "c.json", ov), ov, "");
+    return std::make_pair(r, load_safetensors(ov.out + "/model.safetensors"));
+  };
+  auto same = [](const Tensor& a, const Tensor& b) { return a.to_vector() == b.to_vector(); };
+  // combination_only: the exits keep their initial weights, backbones and the head learn
+  Json co = cfg;
+  co["baseline"] = "combination_only";
+  const auto init = initial(co);
+  auto [rc, fc] = trained(co, "co");
+  for (auto& [name, t] : init) {
+    const Tensor* after = fc.find(name);
+    ASSERT_NE(after, nullptr) << name;
+    if (name.find(".exit.") != std::string::npos) {
+      EXPECT_TRUE(same(t, *after)) << name;
+    } else if (name.find("weight") != std::string::npos) {
+      EXPECT_FALSE(same(t, *after)) << name;
+    }
+  }
+  // independent: phase 1 trains each upstream with its exit (head untouched), phase 2 only the
+  // head, with the upstream models frozen (running statistics included)
+  Json ind = cfg;
+  ind["baseline"] = "independent";
+  RunOverrides ov;
+  ov.progress = false;
+  ov.out = d / "ind";
+  ov.stop_after = 1;
+  train_mel(parse_mel_config(ind, "c.json", ov), ov, "");
+  const auto phase1 = load_safetensors(ov.out + "/model.safetensors");
+  for (auto& [name, t] : initial(ind)) {
+    const Tensor* after = phase1.find(name);
+    if (name.rfind("heads.", 0) == 0) EXPECT_TRUE(same(t, *after)) << name;
+  }
+  EXPECT_EQ(run_mel({"train", "--resume", ov.out, "--no-progress"}), 0);
+  const auto phase2 = load_safetensors(ov.out + "/model.safetensors");
+  for (auto& [name, t] : phase1.tensors) {
+    const Tensor* after = phase2.find(name);
+    if (name.rfind("heads.", 0) == 0) {
+      if (name.find("weight") != std::string::npos) EXPECT_FALSE(same(t, *after)) << name;
+    } else {
+      EXPECT_TRUE(same(t, *after)) << name;
+    }
+  }
+  Json report = Json::parse(read_file(ov.out + "/report.json"));
+  EXPECT_EQ(report["baseline"], "independent");
+  EXPECT_EQ(report["epochs"].get<int>(), 2);
 }
 
 }  // namespace
