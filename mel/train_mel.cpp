@@ -256,6 +256,12 @@ MelConfig parse_mel_config(Json json, const std::string& path, const RunOverride
     c.original_params = build_model(oc)->num_parameters();
   }
   top.finish();
+  if (c.json.contains("original")) {
+    // The stored config must stand alone (eval, resume and export read it from a checkpoint),
+    // so the original model's file reference becomes its parameter count.
+    c.json.erase("original");
+    c.json["original_params"] = c.original_params;
+  }
   apply_overrides(ov, c.train, c.data, c.json);
   return c;
 }

@@ -60,6 +60,9 @@ TEST(Mel, ReferenceConfigsHaveTheReferenceParameterCounts) {
     EXPECT_EQ(m->upstream_parameters(0), upstream);
     EXPECT_EQ(m->head_parameters(), heads);
     EXPECT_EQ(c.original_params, 1147722);
+    // the stored config stands alone: it parses again from anywhere
+    EXPECT_EQ(parse_mel_config(c.json, "/elsewhere/stored.json", RunOverrides{}).original_params,
+              1147722);
   }
   // every shipped config parses
   for (auto& e : fs::directory_iterator(source_path("configs"))) {
