@@ -338,14 +338,18 @@ TEST(Mel, BaselinesTrainOnlyTheirParts) {
   const auto phase1 = load_safetensors(ov.out + "/model.safetensors");
   for (auto& [name, t] : initial(ind)) {
     const Tensor* after = phase1.find(name);
-    if (name.rfind("heads.", 0) == 0) EXPECT_TRUE(same(t, *after)) << name;
+    if (name.rfind("heads.", 0) == 0) {
+      EXPECT_TRUE(same(t, *after)) << name;
+    }
   }
   EXPECT_EQ(run_mel({"train", "--resume", ov.out, "--no-progress"}), 0);
   const auto phase2 = load_safetensors(ov.out + "/model.safetensors");
   for (auto& [name, t] : phase1.tensors) {
     const Tensor* after = phase2.find(name);
     if (name.rfind("heads.", 0) == 0) {
-      if (name.find("weight") != std::string::npos) EXPECT_FALSE(same(t, *after)) << name;
+      if (name.find("weight") != std::string::npos) {
+        EXPECT_FALSE(same(t, *after)) << name;
+      }
     } else {
       EXPECT_TRUE(same(t, *after)) << name;
     }
