@@ -6,6 +6,16 @@
 
 namespace mel::app {
 
+Device run_device(const std::string& spec, const char* command) {
+  const Device device = Device::parse(spec);
+  check_device_available(device);
+  MEL_CHECK(device.is_cpu(),
+            "{}: device {} is not supported by this build's trainer yet (the "
+            "CUDA backend is not written); use --device cpu",
+            command, device.str());
+  return device;
+}
+
 int64_t DataConfig::num_classes() const {
   return dataset == "cifar100" ? 100 : 10;
 }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/device.h"
 #include "mel/json_reader.h"
 #include "nn/optim.h"
 #include "nn/schedule.h"
@@ -52,6 +53,10 @@ struct TrainConfig {
   OptimizerConfig optimizer;
   ScheduleConfig schedule;
 };
+
+// The device a command runs on: parsed, checked to exist, and one the trainers support (the CPU
+// until the CUDA backend lands); `command` names the command in the error.
+Device run_device(const std::string& spec, const char* command);
 
 DataConfig read_data_config(const JsonReader& r);
 TrainConfig read_train_config(const JsonReader& r);

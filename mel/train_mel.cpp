@@ -303,10 +303,7 @@ EnsembleEval evaluate_ensemble(Ensemble& model, const MelConfig& c, const data::
 }
 
 Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& resume_dir) {
-  const Device device = Device::parse(ov.device);
-  check_device_available(device);
-  MEL_CHECK(device.is_cpu(), "mel train: device {} is not supported by this build's trainer yet",
-            device.str());
+  const Device device = run_device(ov.device, "mel train");
   const TrainConfig& tc = c.train;
   const data::ImageDataset train_ds =
       data::load_dataset(c.data.dataset, c.data.dir, data::Split::train);
@@ -486,10 +483,7 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
 }
 
 Json eval_mel(const MelConfig& c, const std::string& checkpoint, const RunOverrides& ov) {
-  const Device device = Device::parse(ov.device);
-  check_device_available(device);
-  MEL_CHECK(device.is_cpu(), "mel eval: device {} is not supported by this build yet",
-            device.str());
+  run_device(ov.device, "mel eval");
   auto model = build_ensemble_model(c);
   load_model_checkpoint(checkpoint, *model);
   const data::ImageDataset test_ds =

@@ -131,10 +131,7 @@ EvalResult evaluate(nn::Module& model, const data::ImageDataset& ds, const DataC
 }
 
 Json train_single(const SingleConfig& c, const RunOverrides& ov) {
-  const Device device = Device::parse(ov.device);
-  check_device_available(device);
-  MEL_CHECK(device.is_cpu(), "mel train: device {} is not supported by this build's trainer yet",
-            device.str());
+  const Device device = run_device(ov.device, "mel train");
   const TrainConfig& tc = c.train;
 
   // Everything that can fail on bad input happens before the run folder is touched.
@@ -246,10 +243,7 @@ Json train_single(const SingleConfig& c, const RunOverrides& ov) {
 }
 
 Json eval_single(const std::string& run, const RunOverrides& ov) {
-  const Device device = Device::parse(ov.device);
-  check_device_available(device);
-  MEL_CHECK(device.is_cpu(), "mel eval: device {} is not supported by this build yet",
-            device.str());
+  run_device(ov.device, "mel eval");
   const std::string file = model_checkpoint_path(run);
   const CheckpointInfo info = read_checkpoint_info(file);
   Json cfg;
