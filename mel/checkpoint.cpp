@@ -54,20 +54,28 @@ void save_checkpoint(const std::string& dir, const nn::Module& model, const nn::
   save_safetensors(dir + "/model.safetensors", model.state_dict(), meta);
 }
 
+Checkpoint read_checkpoint(const std::string& path) {
+  Checkpoint c;
+  c.file = model_checkpoint_path(path);
+  c.contents = load_safetensors(c.file);
+  c.info = info_from(c.contents, c.file);
+  return c;
+}
+
+void load_model_checkpoint(const Checkpoint& checkpoint, nn::Module& model) {
+  try {
+    model.load_state_dict(checkpoint.contents.tensors);
+  } catch (const Error& e) {
+    fail("{}: {}", checkpoint.file, e.what());
+  }
+}
+
 CheckpointInfo read_checkpoint_info(const std::string& path) {
-  const std::string file = model_checkpoint_path(path);
-  return info_from(load_safetensors(file), file);
+  return read_checkpoint(path).info;
 }
 
 void load_model_checkpoint(const std::string& path, nn::Module& model) {
-  const std::string file = model_checkpoint_path(path);
-  SafetensorsFile f = load_safetensors(file);
-  info_from(f, file);
-  try {
-    model.load_state_dict(f.tensors);
-  } catch (const Error& e) {
-    fail("{}: {}", file, e.what());
-  }
+  load_model_checkpoint(read_checkpoint(path), model);
 }
 
 void load_optimizer_checkpoint(const std::string& dir, nn::Optimizer& opt) {

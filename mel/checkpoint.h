@@ -5,6 +5,7 @@
 #include <map>
 #include <string>
 
+#include "core/safetensors.h"
 #include "nn/module.h"
 #include "nn/optim.h"
 
@@ -19,6 +20,15 @@ struct CheckpointInfo {
 
 void save_checkpoint(const std::string& dir, const nn::Module& model, const nn::Optimizer* opt,
                      const CheckpointInfo& info);
+// A model checkpoint read once: its checked metadata and its tensors.
+struct Checkpoint {
+  std::string file;
+  CheckpointInfo info;
+  SafetensorsFile contents;
+};
+Checkpoint read_checkpoint(const std::string& path);  // a run folder or a .safetensors file
+void load_model_checkpoint(const Checkpoint& checkpoint, nn::Module& model);
+
 // The metadata of `path` (a run folder or a model .safetensors file), checked for our format.
 CheckpointInfo read_checkpoint_info(const std::string& path);
 // Loads weights into `model`; a missing, unexpected or mis-shaped tensor is an error naming the

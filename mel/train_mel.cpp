@@ -323,9 +323,9 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
   int64_t done_epochs = 0;
   std::string metrics;
   if (!resume_dir.empty()) {
-    const CheckpointInfo info = read_checkpoint_info(resume_dir);
-    load_model_checkpoint(resume_dir, *model);
-    done_epochs = info.epoch;
+    const Checkpoint ckpt = read_checkpoint(resume_dir);
+    load_model_checkpoint(ckpt, *model);
+    done_epochs = ckpt.info.epoch;
     // Keep the metrics of the epochs the checkpoint covers.
     std::istringstream in(read_text(resume_dir + "/metrics.jsonl"));
     std::string line;
@@ -504,9 +504,9 @@ Json eval_mel(const MelConfig& c, const std::string& checkpoint, const RunOverri
 }
 
 void export_servers(const std::string& run_dir, const std::string& out_dir) {
-  const std::string file = model_checkpoint_path(run_dir);
-  const CheckpointInfo info = read_checkpoint_info(file);
-  Json cfg = Json::parse(info.config_json, nullptr, false);
+  const Checkpoint ckpt = read_checkpoint(run_dir);
+  const std::string& file = ckpt.file;
+  Json cfg = Json::parse(ckpt.info.config_json, nullptr, false);
   MEL_CHECK(!cfg.is_discarded(), "{}: the stored config is not valid JSON", file);
   MEL_CHECK(is_mel_config(cfg),
             "{}: not an ensemble run (\"kind\" is not \"mel\"); export "
@@ -514,7 +514,7 @@ void export_servers(const std::string& run_dir, const std::string& out_dir) {
             file);
   MelConfig c = parse_mel_config(std::move(cfg), file + " (stored config)", RunOverrides{});
   auto model = build_ensemble_model(c);
-  load_model_checkpoint(file, *model);
+  load_model_checkpoint(ckpt, *model);
   ensure_dir(out_dir);
   for (int i = 0; i < model->spec.M; ++i) {
     const auto& up = model->upstreams[static_cast<size_t>(i)];

@@ -244,8 +244,9 @@ Json train_single(const SingleConfig& c, const RunOverrides& ov) {
 
 Json eval_single(const std::string& run, const RunOverrides& ov) {
   run_device(ov.device, "mel eval");
-  const std::string file = model_checkpoint_path(run);
-  const CheckpointInfo info = read_checkpoint_info(file);
+  const Checkpoint ckpt = read_checkpoint(run);
+  const std::string& file = ckpt.file;
+  const CheckpointInfo& info = ckpt.info;
   Json cfg;
   try {
     cfg = Json::parse(info.config_json);
@@ -254,7 +255,7 @@ Json eval_single(const std::string& run, const RunOverrides& ov) {
   }
   SingleConfig c = parse_single_config(std::move(cfg), file + " (stored config)", ov);
   auto model = build_model(c);
-  load_model_checkpoint(file, *model);
+  load_model_checkpoint(ckpt, *model);
   const data::ImageDataset test_ds =
       data::load_dataset(c.data.dataset, c.data.dir, data::Split::test);
   const EvalResult r =
