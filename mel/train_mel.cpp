@@ -159,12 +159,7 @@ std::vector<int64_t> correct_counts(const std::vector<Tensor>& logits, const Ten
   std::vector<int64_t> out;
   for (size_t k = 0; k < logits.size(); ++k) {
     const Tensor& labels = (static_cast<int>(k) < M && yc.defined()) ? yc : y;
-    Tensor pred = argmax(logits[k].detach(), 1);
-    const int64_t* p = pred.data<int64_t>();
-    const int64_t* t = labels.data<int64_t>();
-    int64_t c = 0;
-    for (int64_t i = 0; i < labels.numel(); ++i) c += p[i] == t[i];
-    out.push_back(c);
+    out.push_back(count_correct(logits[k], labels));
   }
   return out;
 }

@@ -26,6 +26,8 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+}  // namespace
+
 int64_t count_correct(const Tensor& logits, const Tensor& labels) {
   Tensor pred = argmax(logits.detach(), 1);
   const int64_t* p = pred.data<int64_t>();
@@ -34,8 +36,6 @@ int64_t count_correct(const Tensor& logits, const Tensor& labels) {
   for (int64_t i = 0; i < labels.numel(); ++i) c += p[i] == y[i];
   return c;
 }
-
-}  // namespace
 
 data::LoaderOptions loader_options(const DataConfig& dc, int64_t batch, uint64_t seed, bool train,
                                    int64_t limit) {

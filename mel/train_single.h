@@ -56,6 +56,9 @@ Json train_single(const SingleConfig& c, const RunOverrides& overrides);
 // Recomputes the test accuracy of a run folder or model checkpoint (config from its metadata).
 Json eval_single(const std::string& run_or_checkpoint, const RunOverrides& overrides);
 
+// How many rows of `logits` have their argmax equal to `labels` (i64).
+int64_t count_correct(const Tensor& logits, const Tensor& labels);
+
 // The loader options a config asks for (normalisation; augmentation only when `train`).
 data::LoaderOptions loader_options(const DataConfig& dc, int64_t batch, uint64_t seed, bool train,
                                    int64_t limit);
