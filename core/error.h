@@ -9,12 +9,9 @@
 
 #include <fmt/format.h>
 
-namespace mel {
+#include "kernels/error.h"
 
-class Error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+namespace mel {
 
 template <class... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> f, Args&&... args) {

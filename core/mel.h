@@ -2,6 +2,7 @@
 // Include narrower headers where compile time matters.
 #pragma once
 #include "core/autograd.h"
+#include "core/cuda_context.h"
 #include "core/device.h"
 #include "core/dtype.h"
 #include "core/error.h"

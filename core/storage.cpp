@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "core/cuda_context.h"
 #include "core/error.h"
 
 namespace mel {
@@ -111,10 +112,7 @@ CpuAllocator& cpu_allocator() {
 Allocator& allocator_for(Device d) {
   if (d.is_cpu()) return cpu_allocator();
   check_device_available(d);
-  fail(
-      "device {}: CUDA tensors are not implemented in this build yet (the CUDA backend adds "
-      "the caching allocator)",
-      d.str());
+  MEL_CUDA_ONLY(return cuda_context(d.index).allocator());
 }
 
 Storage::Storage(size_t nbytes, Allocator& alloc)

@@ -6,7 +6,11 @@
 #include "core/autograd.h"
 #include "core/iter.h"
 #include "core/ops_reduce.h"
+#include "core/cuda_context.h"
 #include "kernels/cpu/elementwise.h"
+#ifdef MEL_HAVE_CUDA
+#include "kernels/cuda/copy.h"
+#endif
 
 namespace mel {
 
@@ -110,17 +114,24 @@ double read_at(const Tensor& t, int64_t off) {
 double Tensor::item() const {
   MEL_CHECK(numel() == 1, "Tensor::item: tensor of shape {} has {} elements (expected 1)",
             shape_str(shape()), numel());
-  check_cpu("Tensor::item", *this);
+  if (device().is_cuda()) return detach().to(Device::cpu()).item();
   return read_at(*this, 0);
 }
 
 double Tensor::at(const std::vector<int64_t>& index) const {
-  check_cpu("Tensor::at", *this);
+  if (device().is_cuda()) return detach().to(Device::cpu()).at(index);
   return read_at(*this, element_offset(*this, index, "Tensor::at"));
 }
 
 void Tensor::set(const std::vector<int64_t>& index, double value) {
-  check_cpu("Tensor::set", *this);
+  if (device().is_cuda()) {
+    Tensor v = detach();
+    for (int64_t i : index) v = v.select(0, i);
+    MEL_CHECK(v.dim() == 0, "Tensor::set: {} indices for a tensor of shape {}", index.size(),
+              shape_str(shape()));
+    v.fill_(value);
+    return;
+  }
   int64_t off = element_offset(*this, index, "Tensor::set");
   impl_->storage->bump_version();
   dispatch_all(dtype(), "Tensor::set", [&](auto tag) {
@@ -130,7 +141,7 @@ void Tensor::set(const std::vector<int64_t>& index, double value) {
 }
 
 std::vector<double> Tensor::to_vector() const {
-  check_cpu("Tensor::to_vector", *this);
+  if (device().is_cuda()) return detach().to(Device::cpu()).to_vector();
   Tensor c = contiguous().to(DType::f64);
   const double* p = c.data<double>();
   return std::vector<double>(p, p + c.numel());
@@ -462,17 +473,40 @@ namespace {
 
 // dst (any strides) <- src broadcast to dst's shape, converting dtypes.
 void copy_into(const Tensor& dst, const Tensor& src, const char* op) {
-  check_cpu(op, dst);
-  check_cpu(op, src);
+  MEL_CHECK(dst.device() == src.device(), "{}: source on {} and destination on {}", op,
+            src.device().str(), dst.device().str());
   auto it = make_iter<2>(dst.shape(), {&dst, &src}, op);
+  const bool cuda = dst.device().is_cuda();
   dispatch_all(dst.dtype(), op, [&](auto dt) {
     using D = typename decltype(dt)::type;
     dispatch_all(src.dtype(), op, [&](auto st) {
       using S = typename decltype(st)::type;
-      kernels::cpu::copy(it, static_cast<D*>(dst.data_ptr()),
-                         static_cast<const S*>(src.data_ptr()));
+      auto* d = static_cast<D*>(dst.data_ptr());
+      auto* s = static_cast<const S*>(src.data_ptr());
+      if (cuda) {
+        MEL_CUDA_ONLY(kernels::cuda::copy(it, d, s, cuda_stream(dst.device())));
+      } else {
+        kernels::cpu::copy(it, d, s);
+      }
     });
   });
+}
+
+// A contiguous copy of `src` (any strides) on another device, same dtype.
+Tensor copy_across(const Tensor& src, Device to) {
+  check_device_available(to);
+  Tensor s = src.detach().contiguous();
+  Tensor out = empty(s.shape(), s.dtype(), to);
+  if (s.numel() == 0) return out;
+  [[maybe_unused]] const size_t n = s.nbytes();
+  if (s.device().is_cpu()) {
+    MEL_CUDA_ONLY(cuda_context(to.index).copy_to_device(out.data_ptr(), s.data_ptr(), n));
+  } else if (to.is_cpu()) {
+    MEL_CUDA_ONLY(cuda_context(s.device().index).copy_to_host(out.data_ptr(), s.data_ptr(), n));
+  } else {  // between GPUs: through the host, which keeps it simple and correct
+    return copy_across(copy_across(s, Device::cpu()), to);
+  }
+  return out;
 }
 
 }  // namespace
@@ -507,19 +541,28 @@ Tensor Tensor::to(DType dt) const {
 
 Tensor Tensor::to(Device d) const {
   if (d == device()) return *this;
-  check_device_available(d);
-  allocator_for(d);  // throws until the CUDA backend exists
-  fail("to: copies to {} are not implemented", d.str());
+  Tensor out = copy_across(*this, d);
+  Device src = device();
+  autograd::record("to", out, {*this}, [src](const Tensor& g, const autograd::GradMask&) {
+    return std::vector<Tensor>{g.to(src)};
+  });
+  return out;
 }
 
 Tensor& Tensor::fill_(double value) {
-  check_cpu("fill_", *this);
   Tensor& self = *this;
   auto it = make_iter<1>(shape(), {&self}, "fill_");
   if (impl_->storage) impl_->storage->bump_version();
+  const bool cuda = device().is_cuda();
   dispatch_all(dtype(), "fill_", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    kernels::cpu::fill(it, static_cast<T*>(data_ptr()), kernels::cpu::convert<T>(value));
+    T v = kernels::cpu::convert<T>(value);
+    if (cuda) {
+      MEL_CUDA_ONLY(kernels::cuda::fill(it, static_cast<T*>(data_ptr()), v,
+                                        cuda_stream(device())));
+    } else {
+      kernels::cpu::fill(it, static_cast<T*>(data_ptr()), v);
+    }
   });
   return *this;
 }
