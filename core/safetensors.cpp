@@ -195,11 +195,9 @@ void save_safetensors(const std::string& path,
     MEL_CHECK(seen.insert(name).second, "save_safetensors: '{}': duplicate tensor name '{}'", path,
               name);
     MEL_CHECK(t.defined(), "save_safetensors: '{}': tensor '{}' is undefined", path, name);
-    MEL_CHECK(t.device().is_cpu(),
-              "save_safetensors: '{}': tensor '{}' is on {} (copy it to the CPU first)", path, name,
-              t.device().str());
-    // detach(): a checkpoint copy must not join the autograd graph of a parameter.
-    Tensor c = t.detach().contiguous();
+    // detach(): a checkpoint copy must not join the autograd graph of a parameter. GPU tensors
+    // are copied to the host here (one read-back per tensor).
+    Tensor c = t.detach().to(Device::cpu()).contiguous();
     const uint64_t n = c.nbytes();
     header[name] = {{"dtype", st_dtype_name(c.dtype())},
                     {"shape", c.shape()},

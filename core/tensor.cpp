@@ -569,11 +569,11 @@ Tensor& Tensor::fill_(double value) {
 
 Tensor& Tensor::copy_(const Tensor& src) {
   check_defined("copy_", src, "the source");
-  MEL_CHECK(src.device() == device(), "copy_: source on {} and destination on {}",
-            src.device().str(), device().str());
   broadcast_strides(src, shape(), "copy_");
   if (impl_->storage) impl_->storage->bump_version();
-  copy_into(*this, src, "copy_");
+  // Across devices the source first travels whole (contiguous, its own dtype), then the copy
+  // broadcasts and converts on the destination's device.
+  copy_into(*this, src.device() == device() ? src : copy_across(src, device()), "copy_");
   return *this;
 }
 

@@ -8,11 +8,11 @@ namespace mel::app {
 
 Device run_device(const std::string& spec, const char* command) {
   const Device device = Device::parse(spec);
-  check_device_available(device);
-  MEL_CHECK(device.is_cpu(),
-            "{}: device {} is not supported by this build's trainer yet (the "
-            "CUDA backend is not written); use --device cpu",
-            command, device.str());
+  try {
+    check_device_available(device);
+  } catch (const Error& e) {
+    fail("{}: --device {}: {}", command, spec, e.what());
+  }
   return device;
 }
 

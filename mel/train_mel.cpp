@@ -9,10 +9,10 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/cuda_context.h"
 #include "core/ops_reduce.h"
 #include "core/safetensors.h"
 #include "data/loader.h"
-#include "kernels/cpu/gemm.h"
 #include "mel/chart.h"
 #include "mel/checkpoint.h"
 #include "mel/failure.h"
@@ -279,11 +279,13 @@ EnsembleEval evaluate_ensemble(Ensemble& model, const MelConfig& c, const data::
   const JointLossOptions lo = loss_options(c, model, Phase::joint);
   double loss_sum = 0.0;
   int64_t batches = 0;
+  const Device device = module_device(model);
   data::Batch b;
   while (loader.next(b)) {
     const Tensor yc = coarse_of(b, c.loss);
-    std::vector<Tensor> logits = model.forward_all(b.x);
-    loss_sum += joint_loss(logits, b.y, yc, lo).total.item();
+    std::vector<Tensor> logits = model.forward_all(b.x.to(device));
+    loss_sum += joint_loss(logits, b.y.to(device), yc.defined() ? yc.to(device) : yc, lo)
+                    .total.item();
     ++batches;
     auto cc = correct_counts(logits, b.y, yc, model.spec.M);
     for (size_t k = 0; k < cc.size(); ++k) correct[k] += cc[k];
@@ -346,9 +348,9 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
   const bool terminal = ov.progress && stdout_is_terminal();
   fmt::print(
       "mel train {} ({} models, {} heads, baseline {}): {} parameters, {} train samples, "
-      "batch {}, {} + {} epochs, {} ({} threads){}\n",
+      "batch {}, {} + {} epochs, {}{}\n",
       c.name, model->spec.M, model->heads.size(), c.baseline, model->num_parameters(),
-      loader.num_samples(), tc.batch_size, p1, p2, device.str(), omp_get_max_threads(),
+      loader.num_samples(), tc.batch_size, p1, p2, compute_description(device),
       done_epochs ? fmt::format(", resuming after epoch {}", done_epochs) : "");
 
   EnsembleEval last;
@@ -391,9 +393,11 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
       while (loader.next(b)) {
         const nn::LrMomentum lm = schedule->at(step);
         const Tensor yc = coarse_of(b, c.loss);
+        const Tensor x = b.x.to(device);
         std::vector<Tensor> logits =
-            heads_only ? model->forward_all_frozen_upstream(b.x) : model->forward_all(b.x);
-        JointLossResult jl = joint_loss(logits, b.y, yc, lo);
+            heads_only ? model->forward_all_frozen_upstream(x) : model->forward_all(x);
+        JointLossResult jl =
+            joint_loss(logits, b.y.to(device), yc.defined() ? yc.to(device) : yc, lo);
         optimizer->zero_grad();
         jl.total.backward();
         if (tc.clip_grad_norm > 0) nn::clip_grad_norm(*flat, tc.clip_grad_norm);
@@ -466,6 +470,7 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
       {"threads", omp_get_max_threads()}};
   Json fj = failure_report_json(fr);
   for (auto it = fj.begin(); it != fj.end(); ++it) report[it.key()] = it.value();
+  if (device.is_cuda()) report["peak_gpu_memory_bytes"] = memory_stats(device).peak_bytes;
   write_file_atomic(out + "/report.json", report.dump(2) + "\n");
   write_failure_chart(out + "/failures.svg", fr, c.name);
   fmt::print("\n{}\n", failure_table(fr));
@@ -478,9 +483,10 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
 }
 
 Json eval_mel(const MelConfig& c, const std::string& checkpoint, const RunOverrides& ov) {
-  run_device(ov.device, "mel eval");
+  const Device device = run_device(ov.device, "mel eval");
   auto model = build_ensemble_model(c);
   load_model_checkpoint(checkpoint, *model);
+  model->to(device);
   const data::ImageDataset test_ds =
       data::load_dataset(c.data.dataset, c.data.dir, data::Split::test);
   const EnsembleEval e = evaluate_ensemble(*model, c, test_ds, c.train.test_limit);

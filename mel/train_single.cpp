@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "core/cuda_context.h"
 #include "core/factory.h"
 #include "core/ops_elementwise.h"
 #include "core/ops_nn.h"
@@ -29,12 +30,30 @@ double seconds_since(Clock::time_point t) {
 }  // namespace
 
 int64_t count_correct(const Tensor& logits, const Tensor& labels) {
-  Tensor pred = argmax(logits.detach(), 1);
+  Tensor pred = argmax(logits.detach(), 1).to(Device::cpu());
   const int64_t* p = pred.data<int64_t>();
   const int64_t* y = labels.data<int64_t>();
   int64_t c = 0;
   for (int64_t i = 0; i < labels.numel(); ++i) c += p[i] == y[i];
   return c;
+}
+
+Device module_device(const nn::Module& m) {
+  std::vector<Tensor> ps = m.parameters();
+  return ps.empty() ? Device::cpu() : ps.front().device();
+}
+
+std::string compute_description(Device d) {
+  if (d.is_cuda()) {
+    std::string name;
+    MEL_CUDA_ONLY({
+      cudaDeviceProp p{};
+      if (cudaGetDeviceProperties(&p, d.index) == cudaSuccess) name = p.name;
+    });
+    return fmt::format("{} {}", d.str(), name);
+  }
+  return fmt::format("cpu, {} threads, GEMM: {}", omp_get_max_threads(),
+                     kernels::cpu::gemm_backend());
 }
 
 data::LoaderOptions loader_options(const DataConfig& dc, int64_t batch, uint64_t seed, bool train,
@@ -114,11 +133,12 @@ EvalResult evaluate(nn::Module& model, const data::ImageDataset& ds, const DataC
   EvalResult r;
   int64_t correct = 0;
   double loss_sum = 0.0;
+  const Device device = module_device(model);
   while (loader.next(b)) {
-    Tensor logits = model.forward(b.x);
+    Tensor logits = model.forward(b.x.to(device));
     CrossEntropyOptions ce;
     ce.reduction = Reduction::sum;
-    loss_sum += cross_entropy(logits, b.y, ce).item();
+    loss_sum += cross_entropy(logits, b.y.to(device), ce).item();
     correct += count_correct(logits, b.y);
     r.samples += b.y.numel();
   }
@@ -157,11 +177,11 @@ Json train_single(const SingleConfig& c, const RunOverrides& ov) {
   ensure_dir(out);
   const bool terminal = ov.progress && stdout_is_terminal();
   fmt::print(
-      "mel train {}: {} parameters, {} train / {} test samples, batch {}, {} epochs, {} "
-      "({} threads, GEMM: {})\n",
+      "mel train {}: {} parameters, {} train / {} test samples, batch {}, {} epochs, "
+      "{}\n",
       c.name, model->num_parameters(), loader.num_samples(),
       tc.test_limit ? std::min<int64_t>(tc.test_limit, test_ds.size()) : test_ds.size(),
-      tc.batch_size, tc.epochs, device.str(), omp_get_max_threads(), kernels::cpu::gemm_backend());
+      tc.batch_size, tc.epochs, compute_description(device));
 
   std::string metrics;
   double train_seconds = 0.0;
@@ -179,8 +199,8 @@ Json train_single(const SingleConfig& c, const RunOverrides& ov) {
     while (loader.next(b)) {
       const nn::LrMomentum lm = schedule->at(step);
       lr = lm.lr;
-      Tensor logits = model->forward(b.x);
-      Tensor loss = cross_entropy(logits, b.y, ce);
+      Tensor logits = model->forward(b.x.to(device));
+      Tensor loss = cross_entropy(logits, b.y.to(device), ce);
       optimizer->zero_grad();
       loss.backward();
       if (tc.clip_grad_norm > 0) nn::clip_grad_norm(flat, tc.clip_grad_norm);
@@ -233,6 +253,7 @@ Json train_single(const SingleConfig& c, const RunOverrides& ov) {
                  {"train_seconds", train_seconds},
                  {"samples_per_second", samples_seen / train_seconds},
                  {"threads", omp_get_max_threads()}};
+  if (device.is_cuda()) report["peak_gpu_memory_bytes"] = memory_stats(device).peak_bytes;
   write_file_atomic(out + "/report.json", report.dump(2) + "\n");
   fmt::print(
       "test accuracy {:.2f}% after {} epochs ({} training, {:.0f} samples/s); run folder "
@@ -243,7 +264,7 @@ Json train_single(const SingleConfig& c, const RunOverrides& ov) {
 }
 
 Json eval_single(const std::string& run, const RunOverrides& ov) {
-  run_device(ov.device, "mel eval");
+  const Device device = run_device(ov.device, "mel eval");
   const Checkpoint ckpt = read_checkpoint(run);
   const std::string& file = ckpt.file;
   const CheckpointInfo& info = ckpt.info;
@@ -256,6 +277,7 @@ Json eval_single(const std::string& run, const RunOverrides& ov) {
   SingleConfig c = parse_single_config(std::move(cfg), file + " (stored config)", ov);
   auto model = build_model(c);
   load_model_checkpoint(ckpt, *model);
+  model->to(device);
   const data::ImageDataset test_ds =
       data::load_dataset(c.data.dataset, c.data.dir, data::Split::test);
   const EvalResult r =

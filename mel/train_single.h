@@ -56,8 +56,15 @@ Json train_single(const SingleConfig& c, const RunOverrides& overrides);
 // Recomputes the test accuracy of a run folder or model checkpoint (config from its metadata).
 Json eval_single(const std::string& run_or_checkpoint, const RunOverrides& overrides);
 
-// How many rows of `logits` have their argmax equal to `labels` (i64).
+// How many rows of `logits` (any device) have their argmax equal to `labels` (i64, CPU): the
+// predictions are read back to the host.
 int64_t count_correct(const Tensor& logits, const Tensor& labels);
+
+// The device of a module's first parameter (the CPU for a module without parameters).
+Device module_device(const nn::Module& m);
+
+// Where the run's work happens: the GPU's name, or the CPU threads and GEMM backend.
+std::string compute_description(Device d);
 
 // The loader options a config asks for (normalisation; augmentation only when `train`).
 data::LoaderOptions loader_options(const DataConfig& dc, int64_t batch, uint64_t seed, bool train,

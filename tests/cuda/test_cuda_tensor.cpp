@@ -107,7 +107,17 @@ TEST(CudaTensor, MixedDevicesAreAClearError) {
   Tensor a = ones({3}, DType::f32, gpu());
   Tensor b = ones({3});
   EXPECT_MEL_ERROR(add(a, b), "different devices", "cuda:0", "cpu");
-  EXPECT_MEL_ERROR(a.copy_(b), "cpu", "cuda:0");
+}
+
+TEST(CudaTensor, CopyAcrossDevicesBroadcastsAndConverts) {
+  MEL_REQUIRE_GPU();
+  Tensor g = zeros({3, 4}, DType::f64, gpu());
+  Tensor row = random_cpu({4}, 5);  // f32 on the CPU
+  g.copy_(row);
+  EXPECT_TRUE(all_close(g, row.to(DType::f64).expand({3, 4}), 0, 0));
+  Tensor c = zeros({3, 4});
+  c.copy_(g.t().t());
+  EXPECT_TRUE(all_close(c, g, 0, 0));
 }
 
 TEST(CudaTensor, BadOrdinalIsAClearError) {
