@@ -68,3 +68,5 @@ if(MEL_WITH_CUDA)
   message(STATUS "mel: cuDNN ${MEL_CUDNN_LIBRARY}")
   message(STATUS "mel: CUDA ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES}")
 endif()
+# Recorded in the cache so scripts can tell whether a build folder has the CUDA backend.
+set(MEL_WITH_CUDA ${MEL_WITH_CUDA} CACHE INTERNAL "mel: the CUDA backend is built")

@@ -22,6 +22,13 @@ run_suite() {  # $1 build dir, rest: cmake args
 
 start=$(date +%s)
 run_suite build -DCMAKE_BUILD_TYPE=Release
+# With the CUDA toolkit installed the Release build compiles the CUDA backend (for the local GPU's
+# architecture, else sm_90); its `gpu` tests skip with the reason when no GPU is visible.
+if grep -q "^MEL_WITH_CUDA:INTERNAL=ON" build/CMakeCache.txt; then
+  echo "test: CUDA backend compiled for $(sed -n 's/^CMAKE_CUDA_ARCHITECTURES:STRING=//p' build/CMakeCache.txt)"
+else
+  echo "test: no CUDA toolkit found: the CUDA backend was not compiled"
+fi
 if [ "${MEL_TEST_SANITIZE:-1}" != "0" ]; then
   # Sanitizers check the CPU code; the CUDA backend is left out of this build.
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
