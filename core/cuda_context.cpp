@@ -170,7 +170,8 @@ CudaContext::CudaContext(int device) : device_(device) {
   MEL_CUDA_CHECK(cudaMalloc(&lt_workspace_, kLtWorkspaceBytes));
   MEL_CUDNN_CHECK(cudnnCreate(&cudnn_));
   MEL_CUDNN_CHECK(cudnnSetStream(cudnn_, stream_));
-  for (Pinned& p : upload_) MEL_CUDA_CHECK(cudaEventCreateWithFlags(&p.done, cudaEventDisableTiming));
+  for (Pinned& p : upload_)
+    MEL_CUDA_CHECK(cudaEventCreateWithFlags(&p.done, cudaEventDisableTiming));
   MEL_CUDA_CHECK(cudaEventCreateWithFlags(&download_.done, cudaEventDisableTiming));
 }
 
@@ -208,8 +209,8 @@ void CudaContext::ensure_pinned(Pinned& p, size_t bytes) {
   cudaError_t st = cudaHostAlloc(&p.ptr, want, cudaHostAllocDefault);
   if (st != cudaSuccess) {
     cudaGetLastError();
-    fail("cuda:{}: cannot allocate {} of pinned host memory for transfers: {}", device_,
-         mib(want), cudaGetErrorString(st));
+    fail("cuda:{}: cannot allocate {} of pinned host memory for transfers: {}", device_, mib(want),
+         cudaGetErrorString(st));
   }
   p.bytes = want;
 }
@@ -243,16 +244,19 @@ void CudaContext::synchronize() {
 }
 
 CudaContext& cuda_context(int index) {
+  // Looked up on every GPU op: the fast path is one atomic load, creation takes the lock.
   static std::mutex mu;
-  static std::array<CudaContext*, 64> contexts{};
+  static std::array<std::atomic<CudaContext*>, 64> contexts{};
   MEL_CHECK(index >= 0 && index < static_cast<int>(contexts.size()),
             "cuda:{}: device ordinal out of range", index);
+  if (CudaContext* c = contexts[index].load(std::memory_order_acquire)) return *c;
   std::lock_guard<std::mutex> lock(mu);
-  if (!contexts[index]) {
+  if (!contexts[index].load(std::memory_order_relaxed)) {
     check_device_available(Device::cuda(index));
-    contexts[index] = new CudaContext(index);  // never destroyed, see the header
+    // never destroyed, see the header
+    contexts[index].store(new CudaContext(index), std::memory_order_release);
   }
-  return *contexts[index];
+  return *contexts[index].load(std::memory_order_relaxed);
 }
 
 cudaStream_t cuda_stream(Device d) {

@@ -4,9 +4,9 @@
 #include <numeric>
 
 #include "core/autograd.h"
+#include "core/cuda_context.h"
 #include "core/iter.h"
 #include "core/ops_reduce.h"
-#include "core/cuda_context.h"
 #include "kernels/cpu/elementwise.h"
 #ifdef MEL_HAVE_CUDA
 #include "kernels/cuda/copy.h"
@@ -558,8 +558,7 @@ Tensor& Tensor::fill_(double value) {
     using T = typename decltype(tag)::type;
     T v = kernels::cpu::convert<T>(value);
     if (cuda) {
-      MEL_CUDA_ONLY(kernels::cuda::fill(it, static_cast<T*>(data_ptr()), v,
-                                        cuda_stream(device())));
+      MEL_CUDA_ONLY(kernels::cuda::fill(it, static_cast<T*>(data_ptr()), v, cuda_stream(device())));
     } else {
       kernels::cpu::fill(it, static_cast<T*>(data_ptr()), v);
     }

@@ -284,8 +284,8 @@ EnsembleEval evaluate_ensemble(Ensemble& model, const MelConfig& c, const data::
   while (loader.next(b)) {
     const Tensor yc = coarse_of(b, c.loss);
     std::vector<Tensor> logits = model.forward_all(b.x.to(device));
-    loss_sum += joint_loss(logits, b.y.to(device), yc.defined() ? yc.to(device) : yc, lo)
-                    .total.item();
+    loss_sum +=
+        joint_loss(logits, b.y.to(device), yc.defined() ? yc.to(device) : yc, lo).total.item();
     ++batches;
     auto cc = correct_counts(logits, b.y, yc, model.spec.M);
     for (size_t k = 0; k < cc.size(); ++k) correct[k] += cc[k];

@@ -19,29 +19,39 @@ namespace mel::kernels::cuda {
 
 inline const char* cublas_status_text(cublasStatus_t s) {
   switch (s) {
-    case CUBLAS_STATUS_SUCCESS: return "success";
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "not initialized";
-    case CUBLAS_STATUS_ALLOC_FAILED: return "allocation failed";
-    case CUBLAS_STATUS_INVALID_VALUE: return "invalid value";
-    case CUBLAS_STATUS_ARCH_MISMATCH: return "architecture mismatch";
-    case CUBLAS_STATUS_MAPPING_ERROR: return "mapping error";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "execution failed";
-    case CUBLAS_STATUS_INTERNAL_ERROR: return "internal error";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "not supported";
-    default: return "unknown status";
+    case CUBLAS_STATUS_SUCCESS:
+      return "success";
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      return "not initialized";
+    case CUBLAS_STATUS_ALLOC_FAILED:
+      return "allocation failed";
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return "invalid value";
+    case CUBLAS_STATUS_ARCH_MISMATCH:
+      return "architecture mismatch";
+    case CUBLAS_STATUS_MAPPING_ERROR:
+      return "mapping error";
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+      return "execution failed";
+    case CUBLAS_STATUS_INTERNAL_ERROR:
+      return "internal error";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "not supported";
+    default:
+      return "unknown status";
   }
 }
 
 }  // namespace mel::kernels::cuda
 
-#define MEL_CUDA_CHECK(expr)                                                                    \
-  do {                                                                                          \
-    cudaError_t mel_status_ = (expr);                                                           \
-    if (mel_status_ != cudaSuccess) {                                                           \
-      ::mel::kernels::cuda::throw_status("CUDA", static_cast<int>(mel_status_),                 \
-                                         cudaGetErrorString(mel_status_), #expr, __FILE__,      \
-                                         __LINE__);                                             \
-    }                                                                                           \
+#define MEL_CUDA_CHECK(expr)                                                               \
+  do {                                                                                     \
+    cudaError_t mel_status_ = (expr);                                                      \
+    if (mel_status_ != cudaSuccess) {                                                      \
+      ::mel::kernels::cuda::throw_status("CUDA", static_cast<int>(mel_status_),            \
+                                         cudaGetErrorString(mel_status_), #expr, __FILE__, \
+                                         __LINE__);                                        \
+    }                                                                                      \
   } while (0)
 
 #define MEL_CUBLAS_CHECK(expr)                                                                  \
@@ -54,14 +64,14 @@ inline const char* cublas_status_text(cublasStatus_t s) {
     }                                                                                           \
   } while (0)
 
-#define MEL_CUDNN_CHECK(expr)                                                                   \
-  do {                                                                                          \
-    cudnnStatus_t mel_status_ = (expr);                                                         \
-    if (mel_status_ != CUDNN_STATUS_SUCCESS) {                                                  \
-      ::mel::kernels::cuda::throw_status("cuDNN", static_cast<int>(mel_status_),                \
-                                         cudnnGetErrorString(mel_status_), #expr, __FILE__,     \
-                                         __LINE__);                                             \
-    }                                                                                           \
+#define MEL_CUDNN_CHECK(expr)                                                               \
+  do {                                                                                      \
+    cudnnStatus_t mel_status_ = (expr);                                                     \
+    if (mel_status_ != CUDNN_STATUS_SUCCESS) {                                              \
+      ::mel::kernels::cuda::throw_status("cuDNN", static_cast<int>(mel_status_),            \
+                                         cudnnGetErrorString(mel_status_), #expr, __FILE__, \
+                                         __LINE__);                                         \
+    }                                                                                       \
   } while (0)
 
 // After a kernel launch: reports a bad launch configuration at once (does not synchronise).

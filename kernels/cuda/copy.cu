@@ -69,7 +69,7 @@ void fill(const Iter<1>& it, T* dst, T value, cudaStream_t stream) {
   MEL_CUDA_CHECK_LAUNCH();
 }
 
-#define MEL_COPY_FROM(D)                                                               \
+#define MEL_COPY_FROM(D)                                                              \
   template void copy<D, float>(const Iter<2>&, D*, const float*, cudaStream_t);       \
   template void copy<D, double>(const Iter<2>&, D*, const double*, cudaStream_t);     \
   template void copy<D, bfloat16>(const Iter<2>&, D*, const bfloat16*, cudaStream_t); \

@@ -18,11 +18,11 @@ inline std::string gpu_skip_reason() {
   return "";
 }
 
-#define MEL_REQUIRE_GPU()                                                          \
-  do {                                                                             \
-    if (std::string why = ::mel::testing::gpu_skip_reason(); !why.empty()) {       \
-      GTEST_SKIP() << why;                                                         \
-    }                                                                              \
+#define MEL_REQUIRE_GPU()                                                    \
+  do {                                                                       \
+    if (std::string why = ::mel::testing::gpu_skip_reason(); !why.empty()) { \
+      GTEST_SKIP() << why;                                                   \
+    }                                                                        \
   } while (0)
 
 inline Device gpu() {
@@ -37,11 +37,16 @@ struct Tol {
 };
 inline Tol tol_for(DType t, bool accumulates = false) {
   switch (t) {
-    case DType::f64: return {1e-12, 1e-10};
-    case DType::f32: return accumulates ? Tol{1e-4, 1e-4} : Tol{1e-6, 1e-5};
-    case DType::bf16: return {2e-2, 2e-2};
-    case DType::f16: return {2e-3, 5e-3};
-    default: return {0, 0};  // integers match exactly
+    case DType::f64:
+      return {1e-12, 1e-10};
+    case DType::f32:
+      return accumulates ? Tol{1e-4, 1e-4} : Tol{1e-6, 1e-5};
+    case DType::bf16:
+      return {2e-2, 2e-2};
+    case DType::f16:
+      return {2e-3, 5e-3};
+    default:
+      return {0, 0};  // integers match exactly
   }
 }
 

@@ -9,8 +9,8 @@ namespace {
 
 TEST(CudaTensor, RoundTripEveryDtype) {
   MEL_REQUIRE_GPU();
-  for (DType dt : {DType::f32, DType::f64, DType::bf16, DType::f16, DType::i32, DType::i64,
-                   DType::u8}) {
+  for (DType dt :
+       {DType::f32, DType::f64, DType::bf16, DType::f16, DType::i32, DType::i64, DType::u8}) {
     Tensor c = random_cpu({3, 5, 7}, 1, DType::f64, 0, 100).to(dt);
     Tensor g = c.to(gpu());
     EXPECT_TRUE(g.device().is_cuda());
