@@ -2,9 +2,13 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/cuda_context.h"
 #include "core/iter.h"
 #include "core/ops_conv.h"
 #include "kernels/cpu/conv.h"
+#ifdef MEL_HAVE_CUDA
+#include "kernels/cuda/conv.h"
+#endif
 
 namespace mel {
 
@@ -102,20 +106,64 @@ Conv2dGeometry conv_geometry(const char* op, int spatial, const Tensor& x, const
   return g;
 }
 
+#ifdef MEL_HAVE_CUDA
+// f32, f64, bf16 and f16: cuDNN convolves the 16-bit types natively (f32 accumulation), where the
+// CPU op computes them in f32.
+template <class F>
+void dispatch_conv_cuda(DType t, const char* op, F&& f) {
+  switch (t) {
+    case DType::f32:
+      return f(TypeTag<float>{});
+    case DType::f64:
+      return f(TypeTag<double>{});
+    case DType::bf16:
+      return f(TypeTag<bfloat16>{});
+    case DType::f16:
+      return f(TypeTag<half>{});
+    default:
+      break;
+  }
+  fail("{}: dtype {} is not supported (expected f32, f64, bf16 or f16)", op, dtype_name(t));
+}
+
+// cuDNN's handle, algorithm cache and scratch of the GPU `d`, and its stream.
+struct CudaConv {
+  cudaStream_t stream;
+  kernels::cuda::CudnnConv cc;
+};
+CudaConv cuda_conv(Device d) {
+  cudaStream_t stream = cuda_stream(d);
+  CudaContext& ctx = cuda_context(d.index);
+  return {stream,
+          {ctx.cudnn(), &ctx.cache<kernels::cuda::ConvCache>("conv"), allow_tf32(),
+           [&ctx](size_t bytes) { return ctx.workspace(bytes); }}};
+}
+#endif
+
 // x, weight (and bias) as 4-D tensors of one float dtype, already checked against `g`.
 Tensor conv2d_core(const char* op, const Conv2dGeometry& g, const Tensor& x, const Tensor& weight,
                    const Tensor& bias) {
   Tensor xc = x.detach().contiguous(), wc = weight.detach().contiguous();
   Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
   Tensor y = empty({g.n, g.c_out, g.h_out, g.w_out}, x.dtype(), x.device());
-  const int64_t ws_size = kernels::cpu::conv2d_forward_workspace(g);
-  Tensor work = ws_size > 0 ? empty({ws_size}, x.dtype(), x.device()) : Tensor();
-  dispatch_float(x.dtype(), op, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    kernels::cpu::conv2d_forward<T>(g, xc.data<T>(), wc.data<T>(),
-                                    bc.defined() ? bc.data<T>() : nullptr, y.data<T>(),
-                                    work.defined() ? work.data<T>() : nullptr);
-  });
+  if (x.device().is_cuda()) {
+    MEL_CUDA_ONLY(dispatch_conv_cuda(x.dtype(), op, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      const CudaConv cuda = cuda_conv(x.device());
+      kernels::cuda::conv2d_forward<T>(g, xc.data<T>(), wc.data<T>(),
+                                       bc.defined() ? bc.data<T>() : nullptr, y.data<T>(), cuda.cc,
+                                       cuda.stream);
+    }));
+  } else {
+    const int64_t ws_size = kernels::cpu::conv2d_forward_workspace(g);
+    Tensor work = ws_size > 0 ? empty({ws_size}, x.dtype(), x.device()) : Tensor();
+    dispatch_float(x.dtype(), op, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      kernels::cpu::conv2d_forward<T>(g, xc.data<T>(), wc.data<T>(),
+                                      bc.defined() ? bc.data<T>() : nullptr, y.data<T>(),
+                                      work.defined() ? work.data<T>() : nullptr);
+    });
+  }
   // Each gradient reads only the other operand: dx needs the weight, dw needs the input.
   const bool x_needed = weight.requires_grad(), w_needed = x.requires_grad();
   autograd::record(
@@ -128,14 +176,24 @@ Tensor conv2d_core(const char* op, const Conv2dGeometry& g, const Tensor& x, con
         Tensor dx = need[0] ? empty({g.n, g.c_in, g.h, g.w}, dt, dev) : Tensor();
         Tensor dw = need[1] ? empty({g.c_out, g.c_in / g.groups, g.kh, g.kw}, dt, dev) : Tensor();
         Tensor db = need[2] && has_bias ? empty({g.c_out}, dt, dev) : Tensor();
-        const int64_t ws_size = kernels::cpu::conv2d_backward_workspace(g, need[0], need[1]);
-        Tensor work = ws_size > 0 ? empty({ws_size}, dt, dev) : Tensor();
-        dispatch_float(dt, op, [&](auto tag) {
-          using T = typename decltype(tag)::type;
-          auto ptr = [](const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; };
-          kernels::cpu::conv2d_backward<T>(g, gc.data<T>(), ptr(xs), ptr(ws), ptr(dx), ptr(dw),
-                                           ptr(db), ptr(work));
-        });
+        if (dev.is_cuda()) {
+          MEL_CUDA_ONLY(dispatch_conv_cuda(dt, op, [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            auto ptr = [](const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; };
+            const CudaConv cuda = cuda_conv(dev);
+            kernels::cuda::conv2d_backward<T>(g, gc.data<T>(), ptr(xs), ptr(ws), ptr(dx), ptr(dw),
+                                              ptr(db), cuda.cc, cuda.stream);
+          }));
+        } else {
+          const int64_t ws_size = kernels::cpu::conv2d_backward_workspace(g, need[0], need[1]);
+          Tensor work = ws_size > 0 ? empty({ws_size}, dt, dev) : Tensor();
+          dispatch_float(dt, op, [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            auto ptr = [](const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; };
+            kernels::cpu::conv2d_backward<T>(g, gc.data<T>(), ptr(xs), ptr(ws), ptr(dx), ptr(dw),
+                                             ptr(db), ptr(work));
+          });
+        }
         return std::vector<Tensor>{dx, dw, db};
       });
   return y;
@@ -147,7 +205,8 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
               const Conv2dOptions& options) {
   constexpr const char* op = "conv2d";
   const Conv2dGeometry g = conv_geometry(op, 2, x, weight, bias, options);
-  if (is_half(x.dtype())) {
+  // cuDNN convolves 16-bit tensors natively (f32 accumulation); the CPU in f32.
+  if (is_half(x.dtype()) && !x.device().is_cuda()) {
     return conv2d(x.to(DType::f32), weight.to(DType::f32),
                   bias.defined() ? bias.to(DType::f32) : Tensor(), options)
         .to(x.dtype());
@@ -164,7 +223,7 @@ Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
   o.dilation = {1, dilation};
   o.groups = groups;
   const Conv2dGeometry g = conv_geometry(op, 1, x, weight, bias, o);
-  if (is_half(x.dtype())) {
+  if (is_half(x.dtype()) && !x.device().is_cuda()) {
     return conv1d(x.to(DType::f32), weight.to(DType::f32),
                   bias.defined() ? bias.to(DType::f32) : Tensor(), stride, padding, dilation,
                   groups)

@@ -2,12 +2,17 @@
 
 #include <algorithm>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/cuda_context.h"
 #include "core/iter.h"
 #include "core/ops_reduce.h"
 #include "kernels/cpu/gemm.h"
+#ifdef MEL_HAVE_CUDA
+#include "kernels/cuda/gemm.h"
+#endif
 
 namespace mel {
 
@@ -99,7 +104,71 @@ std::vector<int64_t> batch_offsets(const Tensor& t, const Shape& batch) {
   return offs;
 }
 
-// out (contiguous, batch + [M, N]) = a2 @ b2 with a2: [..., M, K], b2: [..., K, N].
+// f32 and f64 everywhere; bf16 and f16 too on the GPU, where cuBLASLt multiplies them natively
+// (the CPU op computes them in f32).
+template <class F>
+void dispatch_matmul(DType t, const char* op, F&& f) {
+  switch (t) {
+    case DType::f32:
+      return f(TypeTag<float>{});
+    case DType::f64:
+      return f(TypeTag<double>{});
+    case DType::bf16:
+      return f(TypeTag<bfloat16>{});
+    case DType::f16:
+      return f(TypeTag<half>{});
+    default:
+      break;
+  }
+  fail("{}: dtype {} is not supported (expected f32, f64, bf16 or f16)", op, dtype_name(t));
+}
+
+template <class T>
+constexpr bool kCpuGemm = std::is_same_v<T, float> || std::is_same_v<T, double>;
+
+#ifdef MEL_HAVE_CUDA
+// `batch` products of one shape on the GPU `dev`; operand i starts at p + i * stride (stride 0
+// broadcasts the operand).
+template <class T>
+void gemm_cuda(Device dev, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* a,
+               int64_t lda, int64_t sa, const T* b, int64_t ldb, int64_t sb, T* c, int64_t ldc,
+               int64_t sc, int64_t batch) {
+  cudaStream_t stream = cuda_stream(dev);
+  CudaContext& ctx = cuda_context(dev.index);
+  const kernels::cuda::GemmLt lt{ctx.cublaslt(), ctx.cublaslt_workspace(),
+                                 ctx.cublaslt_workspace_bytes(),
+                                 &ctx.cache<kernels::cuda::GemmCache>("gemm"), allow_tf32()};
+  kernels::cuda::gemm_strided_batched<T>(ta, tb, M, N, K, 1, a, lda, sa, b, ldb, sb, 0, c, ldc, sc,
+                                         batch, lt, stream);
+}
+
+// The batched product on the GPU: each run of batch entries whose operand offsets step by
+// constants is one strided-batched call, so stacked and broadcast batches take a single call and
+// two broadcast batch dimensions one call per outer index.
+template <class T>
+void matmul_batched_cuda(Device dev, const MatLayout& la, const MatLayout& lb, int64_t M, int64_t N,
+                         int64_t K, const T* pa, const std::vector<int64_t>& oa, const T* pb,
+                         const std::vector<int64_t>& ob, T* out, int64_t ldc) {
+  const int64_t total = static_cast<int64_t>(oa.size()), mn = M * N;
+  for (int64_t i = 0; i < total;) {
+    int64_t n = 1, sa = 0, sb = 0;
+    if (i + 1 < total && oa[i + 1] >= oa[i] && ob[i + 1] >= ob[i]) {
+      sa = oa[i + 1] - oa[i];
+      sb = ob[i + 1] - ob[i];
+      n = 2;
+      while (i + n < total && oa[i + n] - oa[i + n - 1] == sa && ob[i + n] - ob[i + n - 1] == sb) {
+        ++n;
+      }
+    }
+    gemm_cuda<T>(dev, la.trans, lb.trans, M, N, K, pa + oa[i], la.ld, sa, pb + ob[i], lb.ld, sb,
+                 out + i * mn, ldc, mn, n);
+    i += n;
+  }
+}
+#endif
+
+// out (contiguous, batch + [M, N]) = a2 @ b2 with a2: [..., M, K], b2: [..., K, N], on their
+// device.
 template <class T>
 void matmul_compute(const Tensor& a2, const Tensor& b2, const Shape& batch, T* out) {
   auto [a, la] = gemm_operand(a2);
@@ -108,22 +177,38 @@ void matmul_compute(const Tensor& a2, const Tensor& b2, const Shape& batch, T* o
   const int64_t ldc = std::max<int64_t>(N, 1);
   const T* pa = a.data<T>();
   const T* pb = b.data<T>();
+  const bool on_gpu = a.device().is_cuda();
+  if (!on_gpu && !kCpuGemm<T>) {
+    fail("matmul: the CPU GEMM has no {} kernel (the op computes 16-bit types in f32)",
+         dtype_name(dtype_v<T>));
+  }
   if (b.dim() == 2 && (batch.empty() || (!la.trans && rows_fold(a, la.ld)))) {
-    kernels::cpu::gemm<T>(la.trans, lb.trans, numel_of(batch) * M, N, K, T(1), pa, la.ld, pb, lb.ld,
-                          T(0), out, ldc);
+    if (on_gpu) {
+      MEL_CUDA_ONLY(gemm_cuda<T>(a.device(), la.trans, lb.trans, numel_of(batch) * M, N, K, pa,
+                                 la.ld, 0, pb, lb.ld, 0, out, ldc, 0, 1));
+    } else if constexpr (kCpuGemm<T>) {
+      kernels::cpu::gemm<T>(la.trans, lb.trans, numel_of(batch) * M, N, K, T(1), pa, la.ld, pb,
+                            lb.ld, T(0), out, ldc);
+    }
     return;
   }
   const std::vector<int64_t> oa = batch_offsets(a, batch), ob = batch_offsets(b, batch);
-  const int64_t total = numel_of(batch);
-  std::vector<const T*> va(total), vb(total);
-  std::vector<T*> vc(total);
-  for (int64_t i = 0; i < total; ++i) {
-    va[i] = pa + oa[i];
-    vb[i] = pb + ob[i];
-    vc[i] = out + i * M * N;
+  if (on_gpu) {
+    MEL_CUDA_ONLY(matmul_batched_cuda<T>(a.device(), la, lb, M, N, K, pa, oa, pb, ob, out, ldc));
+    return;
   }
-  kernels::cpu::gemm_batched<T>(la.trans, lb.trans, M, N, K, T(1), va.data(), la.ld, vb.data(),
-                                lb.ld, T(0), vc.data(), ldc, total);
+  if constexpr (kCpuGemm<T>) {
+    const int64_t total = numel_of(batch);
+    std::vector<const T*> va(total), vb(total);
+    std::vector<T*> vc(total);
+    for (int64_t i = 0; i < total; ++i) {
+      va[i] = pa + oa[i];
+      vb[i] = pb + ob[i];
+      vc[i] = out + i * M * N;
+    }
+    kernels::cpu::gemm_batched<T>(la.trans, lb.trans, M, N, K, T(1), va.data(), la.ld, vb.data(),
+                                  lb.ld, T(0), vc.data(), ldc, total);
+  }
 }
 
 // Gradients of matmul(a, b) for output gradient g (a, b detached originals, 1-D forms included).
@@ -165,7 +250,10 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   MEL_CHECK(is_floating(a.dtype()),
             "matmul: dtype {} is not supported (shapes {} and {}; expected f32, f64, bf16 or f16)",
             dtype_name(a.dtype()), shape_str(a.shape()), shape_str(b.shape()));
-  if (is_half(a.dtype())) return matmul(a.to(DType::f32), b.to(DType::f32)).to(a.dtype());
+  // The GPU multiplies 16-bit operands natively (f32 accumulation); the CPU in f32.
+  if (is_half(a.dtype()) && !a.device().is_cuda()) {
+    return matmul(a.to(DType::f32), b.to(DType::f32)).to(a.dtype());
+  }
 
   const bool vec_a = a.dim() == 1, vec_b = b.dim() == 1;
   Tensor a2 = vec_a ? a.detach().unsqueeze(0) : a.detach();
@@ -180,7 +268,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   if (!vec_a) out_shape.push_back(M);
   if (!vec_b) out_shape.push_back(N);
   Tensor out = empty(out_shape, a.dtype(), a.device());
-  dispatch_float(a.dtype(), op, [&](auto tag) {
+  dispatch_matmul(a.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     matmul_compute<T>(a2, b2, batch, out.data<T>());
   });
