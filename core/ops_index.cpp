@@ -3,9 +3,14 @@
 #include <string>
 
 #include "core/autograd.h"
+#include "core/cuda_context.h"
 #include "core/factory.h"
 #include "core/iter.h"
 #include "kernels/cpu/index.h"
+#ifdef MEL_HAVE_CUDA
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/index.h"
+#endif
 
 namespace mel {
 
@@ -25,8 +30,14 @@ Tensor as_index(const Tensor& t, const char* op, const char* what) {
   MEL_CHECK(t.dtype() == DType::i64 || t.dtype() == DType::i32,
             "{}: {} must be an integer tensor (i32 or i64), got {} with shape {}", op, what,
             dtype_name(t.dtype()), shape_str(t.shape()));
-  check_cpu(op, t);
   return t.detach().to(DType::i64).contiguous();
+}
+
+// The index of an op must live where its input does (no implicit transfers, as everywhere else).
+void check_index_device(const char* op, const Tensor& x, const Tensor& index, const char* what) {
+  MEL_CHECK(index.device() == x.device(),
+            "{}: the input is on {} but the {} is on {}; move it with .to(device)", op,
+            x.device().str(), what, index.device().str());
 }
 
 // "2" for a 1-D tensor, "[1, 0, 2]" otherwise: the coordinates of element `linear` of `shape`.
@@ -40,9 +51,32 @@ std::string position_str(const Shape& shape, int64_t linear) {
   return shape_str(coord);
 }
 
+#ifdef MEL_HAVE_CUDA
+// On the GPU: a kernel finds the first offending position and that one int64 is read back (a
+// synchronisation, as any value read back is). Inside a CUDA-graph capture nothing can be read
+// back, so the check is skipped there; the CUDA kernels never access memory through an invalid
+// index (gathers give 0, scatters drop it), so a bad index then yields wrong values, not a fault.
+int64_t first_out_of_range_cuda(const Tensor& idx, int64_t limit) {
+  const int64_t n = idx.numel();
+  if (n == 0) return -1;
+  cudaStream_t stream = cuda_stream(idx.device());
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  MEL_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) return -1;
+  Tensor first = empty({1}, DType::i64, idx.device());
+  kernels::cuda::find_out_of_range(idx.data<int64_t>(), n, limit, first.data<int64_t>(), stream);
+  int64_t pos = 0;
+  cuda_context(idx.device().index).copy_to_host(&pos, first.data<int64_t>(), sizeof pos);
+  return pos < n ? pos : -1;
+}
+#endif
+
 // Position of the first index outside [0, limit), or -1 when all are valid. `idx` is contiguous
 // i64 (from as_index). Checked here, before any kernel runs, because kernels trust their indices.
 int64_t first_out_of_range(const Tensor& idx, int64_t limit) {
+  if (idx.device().is_cuda()) {
+    MEL_CUDA_ONLY(return first_out_of_range_cuda(idx, limit));
+  }
   const int64_t* p = idx.data<int64_t>();
   const int64_t n = idx.numel();
   for (int64_t i = 0; i < n; ++i) {
@@ -51,13 +85,22 @@ int64_t first_out_of_range(const Tensor& idx, int64_t limit) {
   return -1;
 }
 
+// idx's element i (contiguous i64) on the host, for error messages.
+int64_t index_value(const Tensor& idx, int64_t i) {
+  if (idx.device().is_cpu()) return idx.data<int64_t>()[i];
+  int64_t v = 0;
+  MEL_CUDA_ONLY(
+      cuda_context(idx.device().index).copy_to_host(&v, idx.data<int64_t>() + i, sizeof v));
+  return v;
+}
+
 int64_t prod(const Shape& s, size_t begin, size_t end) {
   int64_t p = 1;
   for (size_t i = begin; i < end; ++i) p *= s[i];
   return p;
 }
 
-// Non-empty, all defined, one dtype, one device (the cpu); messages name the offending tensor.
+// Non-empty, all defined, one dtype, one device; messages name the offending tensor.
 void check_list(const char* op, const std::vector<Tensor>& ts) {
   MEL_CHECK(!ts.empty(), "{}: expected a non-empty list of tensors", op);
   for (size_t i = 0; i < ts.size(); ++i) {
@@ -71,7 +114,6 @@ void check_list(const char* op, const std::vector<Tensor>& ts) {
               "{}: tensor {} is on {} but tensor 0 is on {}; move them with .to(device)", op, i,
               ts[i].device().str(), ts[0].device().str());
   }
-  check_cpu(op, ts[0]);
 }
 
 kernels::cpu::GatherGeom gather_geom(const Shape& index_shape, const Shape& x_strides, int64_t d) {
@@ -152,7 +194,25 @@ Tensor stack(const std::vector<Tensor>& ts, int64_t dim) {
 
 namespace {
 
-// x defined, on the cpu, at least 1-D; d wrapped; idx contiguous i64 with valid values.
+// gx[a, idx[k], b] += g[a, k, b] on g's device (g and gx contiguous, gx zeroed).
+template <class T>
+void index_add_any(const Tensor& g, int64_t A, int64_t K, int64_t B, const Tensor& idx, int64_t D,
+                   const Tensor& gx) {
+  if (g.device().is_cpu()) {
+    kernels::cpu::index_add<T>(g.data<T>(), A, K, B, idx.data<int64_t>(), D, gx.data<T>());
+    return;
+  }
+#ifdef MEL_HAVE_CUDA
+  const size_t bytes = kernels::cuda::index_add_workspace_bytes(K, D);
+  Tensor ws = empty({static_cast<int64_t>(bytes)}, DType::u8, g.device());
+  kernels::cuda::index_add<T>(g.data<T>(), A, K, B, idx.data<int64_t>(), D, gx.data<T>(),
+                              ws.data_ptr(), bytes, cuda_stream(g.device()));
+#else
+  fail_without_cuda("index_add");
+#endif
+}
+
+// x defined, at least 1-D; d wrapped; idx contiguous i64 on x's device with valid values.
 Tensor index_select_checked(const Tensor& x, int64_t d, const Tensor& idx) {
   if (upcast(x)) return index_select_checked(x.to(DType::f32), d, idx).to(x.dtype());
   const Shape& xs = x.shape();
@@ -164,7 +224,12 @@ Tensor index_select_checked(const Tensor& x, int64_t d, const Tensor& idx) {
   Tensor out = empty(shape, x.dtype(), x.device());
   dispatch_numeric(x.dtype(), "index_select", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    kernels::cpu::index_select<T>(xc.data<T>(), A, D, B, idx.data<int64_t>(), K, out.data<T>());
+    if (x.device().is_cuda()) {
+      MEL_CUDA_ONLY(kernels::cuda::index_select<T>(xc.data<T>(), A, D, B, idx.data<int64_t>(), K,
+                                                   out.data<T>(), cuda_stream(x.device())));
+    } else {
+      kernels::cpu::index_select<T>(xc.data<T>(), A, D, B, idx.data<int64_t>(), K, out.data<T>());
+    }
   });
   autograd::record("index_select", out, {x},
                    [idx, A, D, B, K, xs](const Tensor& g, const GradMask&) {
@@ -172,8 +237,7 @@ Tensor index_select_checked(const Tensor& x, int64_t d, const Tensor& idx) {
                      Tensor gx = zeros(xs, g.dtype(), g.device());
                      dispatch_float(g.dtype(), "index_select backward", [&](auto tag) {
                        using T = typename decltype(tag)::type;
-                       kernels::cpu::index_add<T>(gc.data<T>(), A, K, B, idx.data<int64_t>(), D,
-                                                  gx.data<T>());
+                       index_add_any<T>(gc, A, K, B, idx, D, gx);
                      });
                      return std::vector<Tensor>{gx};
                    },
@@ -185,8 +249,8 @@ Tensor index_select_checked(const Tensor& x, int64_t d, const Tensor& idx) {
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   check_defined("index_select", x, "the input");
-  check_cpu("index_select", x);
   Tensor idx = as_index(index, "index_select", "index");
+  check_index_device("index_select", x, idx, "index");
   MEL_CHECK(index.dim() == 1, "index_select: index must be 1-D, got shape {}",
             shape_str(index.shape()));
   MEL_CHECK(x.dim() >= 1,
@@ -199,7 +263,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
     fail(
         "index_select: index {} at position {} is out of range for dimension {} of size {} "
         "(input shape {}; expected 0 <= index < {})",
-        idx.data<int64_t>()[bad], bad, d, size, shape_str(x.shape()), size);
+        index_value(idx, bad), bad, d, size, shape_str(x.shape()), size);
   }
   return index_select_checked(x, d, idx);
 }
@@ -216,7 +280,12 @@ Tensor gather_checked(const Tensor& x, int64_t d, const Tensor& idx) {
   const kernels::cpu::GatherGeom geom = gather_geom(idx.shape(), xd.strides(), d);
   dispatch_numeric(x.dtype(), "gather", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    kernels::cpu::gather<T>(geom, xd.data<T>(), idx.data<int64_t>(), out.data<T>());
+    if (x.device().is_cuda()) {
+      MEL_CUDA_ONLY(kernels::cuda::gather<T>(geom, xd.data<T>(), idx.data<int64_t>(), out.data<T>(),
+                                             x.shape()[d], cuda_stream(x.device())));
+    } else {
+      kernels::cpu::gather<T>(geom, xd.data<T>(), idx.data<int64_t>(), out.data<T>());
+    }
   });
   autograd::record(
       "gather", out, {x},
@@ -226,7 +295,13 @@ Tensor gather_checked(const Tensor& x, int64_t d, const Tensor& idx) {
         const kernels::cpu::GatherGeom back = gather_geom(idx.shape(), contiguous_strides(xs), d);
         dispatch_float(g.dtype(), "gather backward", [&](auto tag) {
           using T = typename decltype(tag)::type;
-          kernels::cpu::scatter_add<T>(back, gc.data<T>(), idx.data<int64_t>(), gx.data<T>());
+          if (g.device().is_cuda()) {
+            MEL_CUDA_ONLY(kernels::cuda::scatter_add<T>(back, gc.data<T>(), idx.data<int64_t>(),
+                                                        gx.data<T>(), xs[d],
+                                                        cuda_stream(g.device())));
+          } else {
+            kernels::cpu::scatter_add<T>(back, gc.data<T>(), idx.data<int64_t>(), gx.data<T>());
+          }
         });
         return std::vector<Tensor>{gx};
       },
@@ -238,8 +313,8 @@ Tensor gather_checked(const Tensor& x, int64_t d, const Tensor& idx) {
 
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   check_defined("gather", x, "the input");
-  check_cpu("gather", x);
   Tensor idx = as_index(index, "gather", "index");
+  check_index_device("gather", x, idx, "index");
   MEL_CHECK(index.dim() == x.dim(),
             "gather: index has {} dimensions (shape {}) but the input has {} (shape {}); they must "
             "have the same rank",
@@ -264,8 +339,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
     fail(
         "gather: index {} at position {} is out of range for dimension {} of size {} (input "
         "shape {}; expected 0 <= index < {})",
-        idx.data<int64_t>()[bad], position_str(idx.shape(), bad), d, size, shape_str(x.shape()),
-        size);
+        index_value(idx, bad), position_str(idx.shape(), bad), d, size, shape_str(x.shape()), size);
   }
   return gather_checked(x, d, idx);
 }
@@ -280,7 +354,7 @@ Tensor one_hot(const Tensor& labels, int64_t num_classes, DType dtype) {
     fail(
         "one_hot: label {} at position {} is out of range for {} classes (labels shape {}; "
         "expected 0 <= label < {})",
-        lab.data<int64_t>()[bad], position_str(lab.shape(), bad), num_classes,
+        index_value(lab, bad), position_str(lab.shape(), bad), num_classes,
         shape_str(labels.shape()), num_classes);
   }
   if (is_half(dtype)) return one_hot(labels, num_classes, DType::f32).to(dtype);
@@ -289,7 +363,12 @@ Tensor one_hot(const Tensor& labels, int64_t num_classes, DType dtype) {
   Tensor out = empty(shape, dtype, labels.device());
   auto run = [&](auto tag) {
     using T = typename decltype(tag)::type;
-    kernels::cpu::one_hot<T>(lab.data<int64_t>(), lab.numel(), num_classes, out.data<T>());
+    if (lab.device().is_cuda()) {
+      MEL_CUDA_ONLY(kernels::cuda::one_hot<T>(lab.data<int64_t>(), lab.numel(), num_classes,
+                                              out.data<T>(), cuda_stream(lab.device())));
+    } else {
+      kernels::cpu::one_hot<T>(lab.data<int64_t>(), lab.numel(), num_classes, out.data<T>());
+    }
   };
   if (dtype == DType::u8) {
     run(TypeTag<uint8_t>{});
@@ -312,7 +391,12 @@ Tensor embedding_checked(const Tensor& weight, const Tensor& idx) {
   Tensor out = empty(shape, weight.dtype(), weight.device());
   dispatch_numeric(weight.dtype(), "embedding", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    kernels::cpu::index_select<T>(wc.data<T>(), 1, V, E, idx.data<int64_t>(), K, out.data<T>());
+    if (weight.device().is_cuda()) {
+      MEL_CUDA_ONLY(kernels::cuda::index_select<T>(wc.data<T>(), 1, V, E, idx.data<int64_t>(), K,
+                                                   out.data<T>(), cuda_stream(weight.device())));
+    } else {
+      kernels::cpu::index_select<T>(wc.data<T>(), 1, V, E, idx.data<int64_t>(), K, out.data<T>());
+    }
   });
   autograd::record("embedding", out, {weight},
                    [idx, V, E, K](const Tensor& g, const GradMask&) {
@@ -320,8 +404,7 @@ Tensor embedding_checked(const Tensor& weight, const Tensor& idx) {
                      Tensor gw = zeros({V, E}, g.dtype(), g.device());
                      dispatch_float(g.dtype(), "embedding backward", [&](auto tag) {
                        using T = typename decltype(tag)::type;
-                       kernels::cpu::index_add<T>(gc.data<T>(), 1, K, E, idx.data<int64_t>(), V,
-                                                  gw.data<T>());
+                       index_add_any<T>(gc, 1, K, E, idx, V, gw);
                      });
                      return std::vector<Tensor>{gw};
                    },
@@ -333,17 +416,17 @@ Tensor embedding_checked(const Tensor& weight, const Tensor& idx) {
 
 Tensor embedding(const Tensor& weight, const Tensor& indices) {
   check_defined("embedding", weight, "the weight");
-  check_cpu("embedding", weight);
   MEL_CHECK(weight.dim() == 2, "embedding: weight must be 2-D [num_embeddings, dim], got shape {}",
             shape_str(weight.shape()));
   Tensor idx = as_index(indices, "embedding", "indices");
+  check_index_device("embedding", weight, idx, "indices");
   const int64_t V = weight.shape()[0];
   const int64_t bad = first_out_of_range(idx, V);
   if (bad >= 0) {
     fail(
         "embedding: index {} at position {} is out of range for {} embeddings (weight shape {}; "
         "expected 0 <= index < {})",
-        idx.data<int64_t>()[bad], position_str(idx.shape(), bad), V, shape_str(weight.shape()), V);
+        index_value(idx, bad), position_str(idx.shape(), bad), V, shape_str(weight.shape()), V);
   }
   return embedding_checked(weight, idx);
 }

@@ -3,14 +3,19 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "core/autograd.h"
+#include "core/cuda_context.h"
 #include "core/factory.h"
 #include "core/iter.h"
 #include "core/ops_elementwise.h"
 #include "core/ops_nn.h"
 #include "core/ops_reduce.h"
 #include "kernels/cpu/joint_loss.h"
+#ifdef MEL_HAVE_CUDA
+#include "kernels/cuda/joint_loss.h"
+#endif
 
 namespace mel::app {
 
@@ -22,9 +27,12 @@ bool is_coarse(const JointLossOptions& o, size_t k) {
   return !o.coarse.empty() && o.coarse[k];
 }
 
-// Labels as contiguous i64, after checking that they are a [B] tensor of class indices.
-Tensor label_tensor(const char* op, const Tensor& t, const char* what, int64_t B) {
-  check_cpu(op, t);
+// Labels as contiguous i64, after checking that they are a [B] tensor of class indices on the
+// logits' device.
+Tensor label_tensor(const char* op, const Tensor& t, const char* what, int64_t B, Device device) {
+  MEL_CHECK(t.device() == device,
+            "{}: {} are on {} but the logits are on {}; move them with .to(device)", op, what,
+            t.device().str(), device.str());
   MEL_CHECK(t.dim() == 1 && t.shape()[0] == B,
             "{}: {} have shape {} but the logits have batch size {} (expected [{}])", op, what,
             shape_str(t.shape()), B, B);
@@ -57,7 +65,7 @@ struct Checked {
 };
 
 // Every check both versions share; labels are range-checked only when `check_labels` (the
-// reference leaves that to cross_entropy).
+// reference leaves that to cross_entropy, the CUDA kernel checks them itself).
 Checked validate(const char* op, const std::vector<Tensor>& logits, const Tensor& labels,
                  const Tensor& coarse_labels, const JointLossOptions& o, bool check_labels) {
   const size_t K = logits.size();
@@ -82,7 +90,10 @@ Checked validate(const char* op, const std::vector<Tensor>& logits, const Tensor
   for (size_t k = 0; k < K; ++k) {
     const Tensor& z = logits[k];
     MEL_CHECK(z.defined(), "{}: the logits of term {} are undefined", op, k);
-    check_cpu(op, z);
+    MEL_CHECK(z.device() == logits[0].device(),
+              "{}: the logits of term {} are on {} but those of term 0 are on {} (expected one "
+              "device)",
+              op, k, z.device().str(), logits[0].device().str());
     MEL_CHECK(z.dim() == 2, "{}: the logits of term {} must be 2-D [B, C], got shape {}", op, k,
               shape_str(z.shape()));
     MEL_CHECK(is_floating(z.dtype()), "{}: the logits of term {} must be floating point, got {}",
@@ -112,14 +123,15 @@ Checked validate(const char* op, const std::vector<Tensor>& logits, const Tensor
   }
 
   MEL_CHECK(labels.defined(), "{}: the labels are undefined", op);
-  c.labels = label_tensor(op, labels, "the labels", c.batch);
+  const Device device = logits[0].device();
+  c.labels = label_tensor(op, labels, "the labels", c.batch, device);
   const bool any_coarse = std::find(o.coarse.begin(), o.coarse.end(), true) != o.coarse.end();
   if (any_coarse) {
     for (size_t k = 0; k < K; ++k) {
       MEL_CHECK(!is_coarse(o, k) || coarse_labels.defined(),
                 "{}: term {} uses coarse labels but no coarse labels were given", op, k);
     }
-    c.coarse_labels = label_tensor(op, coarse_labels, "the coarse labels", c.batch);
+    c.coarse_labels = label_tensor(op, coarse_labels, "the coarse labels", c.batch, device);
   }
   if (check_labels) {
     for (size_t k = 0; k < K; ++k) {
@@ -131,12 +143,128 @@ Checked validate(const char* op, const std::vector<Tensor>& logits, const Tensor
   return c;
 }
 
+#ifdef MEL_HAVE_CUDA
+
+// The CUDA path: the same problem on the device. The term losses, pair distances, diversity,
+// total and the per-term label checks land in one device buffer, read back with one copy (the
+// call's only synchronisation); the total stays on the device as the differentiable result.
+JointLossResult joint_loss_cuda(const char* op, const std::vector<Tensor>& logits, const Checked& c,
+                                const JointLossOptions& options) {
+  const DType dtype = logits[0].dtype();
+  const Device dev = logits[0].device();
+  const int64_t K = static_cast<int64_t>(logits.size());
+  const int64_t B = c.batch;
+  const bool want_grad = autograd::needs_grad(logits);
+  std::vector<Tensor> xs, grads;
+  for (int64_t k = 0; k < K; ++k) {
+    xs.push_back(logits[k].detach().contiguous());
+    if (want_grad) grads.push_back(empty({B, c.widths[k]}, dtype, dev));
+  }
+  std::vector<uint8_t> coarse(K);
+  for (int64_t k = 0; k < K; ++k) coarse[k] = is_coarse(options, k) ? 1 : 0;
+  std::vector<int64_t> pair_i, pair_j;
+  for (const auto& [i, j] : options.diversity_pairs) {
+    pair_i.push_back(i);
+    pair_j.push_back(j);
+  }
+  const int64_t P = static_cast<int64_t>(pair_i.size());
+
+  // [0, K) term losses, [K, K + P) pair distances, K + P diversity, K + P + 1 total (f64 bits in
+  // i64 slots), then the label checks: K first bad rows and K bad labels.
+  const int64_t checks = K + P + 2;
+  Tensor results = empty({checks + 2 * K}, DType::i64, dev);
+  auto* res = reinterpret_cast<double*>(results.data<int64_t>());
+  const size_t ws_bytes = kernels::cuda::joint_loss_workspace_bytes(K, P, B);
+  Tensor ws = empty({static_cast<int64_t>(ws_bytes)}, DType::u8, dev);
+  Tensor total = empty({}, dtype, dev);
+  cudaStream_t stream = cuda_stream(dev);
+  dispatch_float(dtype, op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    std::vector<const T*> in;
+    std::vector<T*> out;
+    for (int64_t k = 0; k < K; ++k) {
+      in.push_back(xs[k].data<T>());
+      if (want_grad) out.push_back(grads[k].data<T>());
+    }
+    kernels::cuda::JointLossArgs<T> a;
+    a.num_terms = K;
+    a.batch = B;
+    a.logits = in.data();
+    a.widths = c.widths.data();
+    a.weights = options.weights.data();
+    a.coarse = coarse.data();
+    a.labels = c.labels.data<int64_t>();
+    a.coarse_labels = c.coarse_labels.defined() ? c.coarse_labels.data<int64_t>() : nullptr;
+    a.label_smoothing = options.label_smoothing;
+    a.num_pairs = P;
+    a.pair_i = pair_i.data();
+    a.pair_j = pair_j.data();
+    a.diversity_weight = options.diversity_weight;
+    a.diversity_margin = options.diversity_margin;
+    a.grads = want_grad ? out.data() : nullptr;
+    a.term_loss = res;
+    a.pair_dist = res + K;
+    a.diversity = res + K + P;
+    a.total = res + K + P + 1;
+    a.total_out = total.data<T>();
+    a.label_check = results.data<int64_t>() + checks;
+    a.workspace = ws.data_ptr();
+    a.workspace_bytes = ws_bytes;
+    kernels::cuda::joint_loss<T>(a, stream);
+  });
+  std::vector<int64_t> host(static_cast<size_t>(results.numel()));
+  cuda_context(dev.index).copy_to_host(host.data(), results.data_ptr(), host.size() * 8);
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t row = host[checks + k];
+    if (row < 0) continue;
+    const int64_t C = c.widths[k];
+    fail(
+        "{}: term {} ({} labels): label {} at row {} is out of range for its {} classes "
+        "(expected 0..{})",
+        op, k, coarse[k] ? "coarse" : "fine", host[checks + K + k], row, C, C - 1);
+  }
+  JointLossResult r;
+  r.terms.resize(K);
+  std::memcpy(r.terms.data(), host.data(), K * sizeof(double));
+  std::memcpy(&r.diversity, host.data() + K + P, sizeof(double));
+  std::memcpy(&r.total_value, host.data() + K + P + 1, sizeof(double));
+  r.total = total;
+
+  // As on the CPU the gradients are already computed; backward scales them by the incoming
+  // gradient, read on the device (no synchronisation to test it for 1).
+  autograd::record(op, r.total, logits, [grads, dev](const Tensor& g, const GradMask& need) {
+    std::vector<Tensor> out(grads.size());
+    const Tensor factor = g.to(dev).to(grads.empty() ? g.dtype() : grads[0].dtype()).contiguous();
+    dispatch_float(factor.dtype(), "joint_loss backward", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      std::vector<T*> dst;
+      std::vector<const T*> src;
+      std::vector<int64_t> numel;
+      for (size_t k = 0; k < grads.size(); ++k) {
+        if (!need[k]) continue;
+        out[k] = empty(grads[k].shape(), grads[k].dtype(), dev);
+        dst.push_back(out[k].data<T>());
+        src.push_back(grads[k].data<T>());
+        numel.push_back(grads[k].numel());
+      }
+      kernels::cuda::scale_by_device_scalar<T>(dst.data(), src.data(), numel.data(),
+                                               static_cast<int64_t>(dst.size()), factor.data<T>(),
+                                               cuda_stream(dev));
+    });
+    return out;
+  });
+  return r;
+}
+
+#endif  // MEL_HAVE_CUDA
+
 }  // namespace
 
 JointLossResult joint_loss(const std::vector<Tensor>& logits, const Tensor& labels,
                            const Tensor& coarse_labels, const JointLossOptions& options) {
   const char* op = "joint_loss";
-  const Checked c = validate(op, logits, labels, coarse_labels, options, true);
+  const bool on_cpu = !logits.empty() && logits[0].defined() && logits[0].device().is_cpu();
+  const Checked c = validate(op, logits, labels, coarse_labels, options, on_cpu);
   const DType dtype = logits[0].dtype();
   if (is_half(dtype)) {
     std::vector<Tensor> up;
@@ -144,6 +272,9 @@ JointLossResult joint_loss(const std::vector<Tensor>& logits, const Tensor& labe
     JointLossResult r = joint_loss(up, labels, coarse_labels, options);
     r.total = r.total.to(dtype);
     return r;
+  }
+  if (!on_cpu) {
+    MEL_CUDA_ONLY(return joint_loss_cuda(op, logits, c, options));
   }
 
   const size_t K = logits.size();
@@ -197,6 +328,7 @@ JointLossResult joint_loss(const std::vector<Tensor>& logits, const Tensor& labe
     kernels::cpu::joint_loss<T>(a);
   });
   r.total = full({}, total, dtype);
+  r.total_value = total;
 
   // The gradients are already computed; backward only scales them, and not even that for the
   // usual seed of 1 (AccumulateGrad copies what it keeps, so handing out the saved tensors is

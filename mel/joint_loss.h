@@ -21,6 +21,9 @@ struct JointLossResult {
   Tensor total;               // 0-d, differentiable w.r.t. every logits tensor
   std::vector<double> terms;  // CE_k (unweighted, mean over the batch), one per term
   double diversity = 0.0;     // the hinge sum before lambda_div
+  // The total again, on the host (it comes back with the terms; reading it here instead of
+  // total.item() saves a GPU synchronisation).
+  double total_value = 0.0;
 };
 
 // L = sum_k w_k CE_k + lambda_div sum_{(i, j)} max(0, margin - (1/B) sum_b ||z_i(b) - z_j(b)||^2).

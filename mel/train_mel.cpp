@@ -285,7 +285,7 @@ EnsembleEval evaluate_ensemble(Ensemble& model, const MelConfig& c, const data::
     const Tensor yc = coarse_of(b, c.loss);
     std::vector<Tensor> logits = model.forward_all(b.x.to(device));
     loss_sum +=
-        joint_loss(logits, b.y.to(device), yc.defined() ? yc.to(device) : yc, lo).total.item();
+        joint_loss(logits, b.y.to(device), yc.defined() ? yc.to(device) : yc, lo).total_value;
     ++batches;
     auto cc = correct_counts(logits, b.y, yc, model.spec.M);
     for (size_t k = 0; k < cc.size(); ++k) correct[k] += cc[k];
@@ -402,7 +402,7 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
         jl.total.backward();
         if (tc.clip_grad_norm > 0) nn::clip_grad_norm(*flat, tc.clip_grad_norm);
         optimizer->step(lm.lr, lm.momentum);
-        const double l = jl.total.item();
+        const double l = jl.total_value;  // read back with the loss terms, no extra sync
         MEL_CHECK(std::isfinite(l),
                   "mel train: the loss became {} at epoch {} (lr {}); lower the "
                   "learning rate or enable clip_grad_norm",

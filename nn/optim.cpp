@@ -1,20 +1,42 @@
 #include "nn/optim.h"
 
 #include <cmath>
+#include <initializer_list>
 #include <map>
 
+#include "core/cuda_context.h"
 #include "core/factory.h"
 #include "kernels/cpu/optim.h"
+#ifdef MEL_HAVE_CUDA
+#include "kernels/cuda/optim.h"
+#endif
 
 namespace mel::nn {
 
 namespace {
 
-void check_cpu_flat(const FlatParameters& p, const char* who) {
-  MEL_CHECK(p.data().device().is_cpu(),
-            "{}: the parameters are on {}; this build steps CPU "
-            "parameters only",
-            who, p.data().device().str());
+// The flat buffers and the optimizer's state must share one device: a module moved with
+// Module::to after its FlatParameters were built no longer views them (build FlatParameters, and
+// then the optimizer, after moving the module).
+void check_flat(const FlatParameters& p, const char* who,
+                std::initializer_list<const Tensor*> state) {
+  const Device dev = p.data().device();
+  MEL_CHECK(p.grad().device() == dev, "{}: the parameters are on {} but their gradients on {}", who,
+            dev.str(), p.grad().device().str());
+  // Module::to / to(dtype) give a parameter new storage; stepping the flat buffer would then
+  // silently leave the model's weights behind.
+  for (const FlatParameters::Entry& e : p.entries()) {
+    MEL_CHECK(e.param.impl()->storage == p.data().impl()->storage,
+              "{}: parameter '{}' (on {}) no longer lives in the flat parameter buffer (on {}); "
+              "build FlatParameters after moving or converting the model",
+              who, e.name, e.param.device().str(), dev.str());
+  }
+  for (const Tensor* t : state) {
+    MEL_CHECK(t->device() == dev,
+              "{}: the parameters are on {} but the optimizer state is on {}; create the "
+              "optimizer after moving the model and building its FlatParameters",
+              who, dev.str(), t->device().str());
+  }
 }
 
 Tensor find_state(const NamedTensors& state, const std::string& name, const Shape& shape,
@@ -45,12 +67,22 @@ Sgd::Sgd(FlatParameters& params, SgdOptions options) : Optimizer(params), option
 }
 
 void Sgd::step(double lr, double momentum) {
-  check_cpu_flat(params_, "sgd");
+  check_flat(params_, "sgd", {&buf_});
   const double mom = momentum >= 0.0 ? momentum : options_.momentum;
-  kernels::cpu::sgd_step(params_.data().data<float>(), params_.grad().data<float>(),
-                         buf_.data<float>(), params_.numel(), static_cast<float>(lr),
-                         static_cast<float>(mom), static_cast<float>(options_.dampening),
-                         static_cast<float>(options_.weight_decay), options_.nesterov, steps_ == 0);
+  float* p = params_.data().data<float>();
+  const float* g = params_.grad().data<float>();
+  float* buf = buf_.data<float>();
+  const int64_t n = params_.numel();
+  const float f_lr = static_cast<float>(lr), f_mom = static_cast<float>(mom);
+  const float f_damp = static_cast<float>(options_.dampening);
+  const float f_wd = static_cast<float>(options_.weight_decay);
+  if (params_.data().device().is_cuda()) {
+    MEL_CUDA_ONLY(kernels::cuda::sgd_step(p, g, buf, n, f_lr, f_mom, f_damp, f_wd,
+                                          options_.nesterov, steps_ == 0,
+                                          cuda_stream(params_.data().device())));
+  } else {
+    kernels::cpu::sgd_step(p, g, buf, n, f_lr, f_mom, f_damp, f_wd, options_.nesterov, steps_ == 0);
+  }
   ++steps_;
 }
 
@@ -76,17 +108,26 @@ Adam::Adam(FlatParameters& params, AdamOptions options) : Optimizer(params), opt
 }
 
 void Adam::step(double lr, double beta1) {
-  check_cpu_flat(params_, name().c_str());
+  check_flat(params_, name().c_str(), {&m_, &v_});
   const double b1 = beta1 >= 0.0 ? beta1 : options_.beta1;
   ++steps_;
   // As PyTorch: the bias correction uses the current beta1 (one-cycle changes it every step).
   const double bc1 = 1.0 - std::pow(b1, static_cast<double>(steps_));
   const double bc2 = 1.0 - std::pow(options_.beta2, static_cast<double>(steps_));
-  kernels::cpu::adam_step(params_.data().data<float>(), params_.grad().data<float>(),
-                          m_.data<float>(), v_.data<float>(), params_.numel(),
-                          static_cast<float>(lr), static_cast<float>(b1),
-                          static_cast<float>(options_.beta2), static_cast<float>(options_.eps),
-                          static_cast<float>(options_.weight_decay), options_.decoupled, bc1, bc2);
+  float* p = params_.data().data<float>();
+  const float* g = params_.grad().data<float>();
+  const int64_t n = params_.numel();
+  const float f_lr = static_cast<float>(lr), f_b1 = static_cast<float>(b1);
+  const float f_b2 = static_cast<float>(options_.beta2), f_eps = static_cast<float>(options_.eps);
+  const float f_wd = static_cast<float>(options_.weight_decay);
+  if (params_.data().device().is_cuda()) {
+    MEL_CUDA_ONLY(kernels::cuda::adam_step(p, g, m_.data<float>(), v_.data<float>(), n, f_lr, f_b1,
+                                           f_b2, f_eps, f_wd, options_.decoupled, bc1, bc2,
+                                           cuda_stream(params_.data().device())));
+  } else {
+    kernels::cpu::adam_step(p, g, m_.data<float>(), v_.data<float>(), n, f_lr, f_b1, f_b2, f_eps,
+                            f_wd, options_.decoupled, bc1, bc2);
+  }
 }
 
 NamedTensors Adam::state() const {
@@ -101,9 +142,26 @@ void Adam::load_state(const NamedTensors& state) {
 }
 
 double clip_grad_norm(FlatParameters& params, double max_norm) {
-  check_cpu_flat(params, "clip_grad_norm");
+  check_flat(params, "clip_grad_norm", {});
   MEL_CHECK(max_norm > 0.0, "clip_grad_norm: max_norm must be positive, got {}", max_norm);
   float* g = params.grad().data<float>();
+  if (params.grad().device().is_cuda()) {
+#ifdef MEL_HAVE_CUDA
+    // The norm and the scaling stay on the device (the scale kernel reads the norm there); the
+    // one synchronisation is the read-back of the norm this function returns, queued last.
+    const Device dev = params.grad().device();
+    cudaStream_t stream = cuda_stream(dev);
+    Tensor sq = empty({1 + kernels::cuda::kSquaredNormPartials}, DType::f64, dev);
+    double* sq_ptr = sq.data<double>();
+    kernels::cuda::squared_norm(g, params.numel(), sq_ptr, sq_ptr + 1, stream);
+    kernels::cuda::clip_scale(g, params.numel(), sq_ptr, max_norm, stream);
+    double squared = 0;
+    cuda_context(dev.index).copy_to_host(&squared, sq_ptr, sizeof squared);
+    return std::sqrt(squared);
+#else
+    fail_without_cuda("clip_grad_norm");
+#endif
+  }
   const double norm = std::sqrt(kernels::cpu::squared_norm(g, params.numel()));
   const double coef = max_norm / (norm + 1e-6);
   if (coef < 1.0) kernels::cpu::scale(g, params.numel(), static_cast<float>(coef));
