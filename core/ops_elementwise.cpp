@@ -1,10 +1,14 @@
 #include "core/ops_elementwise.h"
 
 #include "core/autograd.h"
+#include "core/cuda_context.h"
 #include "core/factory.h"
 #include "core/iter.h"
 #include "core/ops_reduce.h"
 #include "kernels/cpu/elementwise.h"
+#ifdef MEL_HAVE_CUDA
+#include "kernels/cuda/elementwise.h"
+#endif
 
 namespace mel {
 
@@ -31,7 +35,12 @@ Tensor binary_forward(BinaryOp op, const Tensor& a, const Tensor& b, const char*
     if constexpr (std::is_same_v<T, bfloat16> || std::is_same_v<T, half>) {
       fail("{}: internal error, half types must be upcast", name);
     } else {
-      kernels::cpu::binary<T>(op, it, out.data<T>(), a.data<T>(), b.data<T>());
+      if (a.device().is_cuda()) {
+        MEL_CUDA_ONLY(kernels::cuda::binary<T>(op, it, out.data<T>(), a.data<T>(), b.data<T>(),
+                                               cuda_stream(a.device())));
+      } else {
+        kernels::cpu::binary<T>(op, it, out.data<T>(), a.data<T>(), b.data<T>());
+      }
     }
   });
   return out;
@@ -43,12 +52,16 @@ Tensor scalar_like(const Tensor& t, double v) {
 
 Tensor unary_forward(UnaryOp op, UnaryArgs args, const Tensor& x, const char* name) {
   check_defined(name, x, "the input");
-  check_cpu(name, x);
   Tensor out = empty(x.shape(), x.dtype(), x.device());
   auto it = make_iter<2>(x.shape(), {&out, &x}, name);
   dispatch_float(x.dtype(), name, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    kernels::cpu::unary<T>(op, args, it, out.data<T>(), x.data<T>());
+    if (x.device().is_cuda()) {
+      MEL_CUDA_ONLY(kernels::cuda::unary<T>(op, args, it, out.data<T>(), x.data<T>(),
+                                            cuda_stream(x.device())));
+    } else {
+      kernels::cpu::unary<T>(op, args, it, out.data<T>(), x.data<T>());
+    }
   });
   return out;
 }
@@ -80,9 +93,14 @@ Tensor unary_grad(UnaryOp op, UnaryArgs args, const Tensor& x, const Tensor& y, 
   Tensor gx = empty(g.shape(), g.dtype(), g.device());
   dispatch_float(g.dtype(), name, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    kernels::cpu::unary_backward<T>(op, args, g.numel(), xc.defined() ? xc.data<T>() : nullptr,
-                                    yc.defined() ? yc.data<T>() : nullptr, gc.data<T>(),
-                                    gx.data<T>());
+    const T* xp = xc.defined() ? xc.data<T>() : nullptr;
+    const T* yp = yc.defined() ? yc.data<T>() : nullptr;
+    if (g.device().is_cuda()) {
+      MEL_CUDA_ONLY(kernels::cuda::unary_backward<T>(op, args, g.numel(), xp, yp, gc.data<T>(),
+                                                     gx.data<T>(), cuda_stream(g.device())));
+    } else {
+      kernels::cpu::unary_backward<T>(op, args, g.numel(), xp, yp, gc.data<T>(), gx.data<T>());
+    }
   });
   return gx;
 }
@@ -256,7 +274,12 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   auto it = make_iter<4>(shape, {&out, &cond, &a, &b}, "where");
   dispatch_numeric(a.dtype(), "where", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    kernels::cpu::where<T>(it, out.data<T>(), cond.data<uint8_t>(), a.data<T>(), b.data<T>());
+    if (a.device().is_cuda()) {
+      MEL_CUDA_ONLY(kernels::cuda::where<T>(it, out.data<T>(), cond.data<uint8_t>(), a.data<T>(),
+                                            b.data<T>(), cuda_stream(a.device())));
+    } else {
+      kernels::cpu::where<T>(it, out.data<T>(), cond.data<uint8_t>(), a.data<T>(), b.data<T>());
+    }
   });
   autograd::record(
       "where", out, {a, b},
@@ -279,7 +302,12 @@ Tensor compare_op(CompareOp op, const Tensor& a, const Tensor& b, const char* na
   auto it = make_iter<3>(shape, {&out, &a, &b}, name);
   auto run = [&](auto tag) {
     using T = typename decltype(tag)::type;
-    kernels::cpu::compare<T>(op, it, out.data<uint8_t>(), a.data<T>(), b.data<T>());
+    if (a.device().is_cuda()) {
+      MEL_CUDA_ONLY(kernels::cuda::compare<T>(op, it, out.data<uint8_t>(), a.data<T>(), b.data<T>(),
+                                              cuda_stream(a.device())));
+    } else {
+      kernels::cpu::compare<T>(op, it, out.data<uint8_t>(), a.data<T>(), b.data<T>());
+    }
   };
   if (a.dtype() == DType::u8) {
     run(TypeTag<uint8_t>{});
