@@ -1,11 +1,17 @@
 #include "core/ops_nn.h"
 
+#include <type_traits>
+
 #include "core/autograd.h"
+#include "core/cuda_context.h"
 #include "core/factory.h"
 #include "core/iter.h"
 #include "core/ops_elementwise.h"
 #include "core/ops_reduce.h"
 #include "kernels/cpu/softmax.h"
+#ifdef MEL_HAVE_CUDA
+#include "kernels/cuda/softmax.h"
+#endif
 
 namespace mel {
 
@@ -28,17 +34,35 @@ Axis axis_around(const Shape& s, int64_t d) {
   return ax;
 }
 
+// f32, f64 and, on the GPU, the 16-bit types, which its softmax kernels read and write natively
+// (f32 math, one rounding); the CPU op runs those through f32 copies instead.
+template <class F>
+void dispatch_softmax(const Tensor& x, const char* op, F&& f) {
+  if (x.device().is_cuda() && is_half(x.dtype())) {
+    dispatch_all(x.dtype(), op, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      if constexpr (std::is_same_v<T, bfloat16> || std::is_same_v<T, half>) f(tag);
+    });
+    return;
+  }
+  dispatch_float(x.dtype(), op, f);
+}
+
 Tensor softmax_backward_raw(const Tensor& y, const Tensor& g, const Axis& ax, bool log,
                             const char* name) {
   Tensor gc = g.contiguous();
   Tensor gx = empty(y.shape(), y.dtype(), y.device());
-  dispatch_float(y.dtype(), name, [&](auto tag) {
+  dispatch_softmax(y, name, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (log) {
-      kernels::cpu::log_softmax_backward<T>(y.data<T>(), gc.data<T>(), ax.A, ax.C, ax.B,
-                                            gx.data<T>());
-    } else {
-      kernels::cpu::softmax_backward<T>(y.data<T>(), gc.data<T>(), ax.A, ax.C, ax.B, gx.data<T>());
+    if (y.device().is_cuda()) {
+      MEL_CUDA_ONLY((log ? kernels::cuda::log_softmax_backward<T>
+                         : kernels::cuda::softmax_backward<T>)(y.data<T>(), gc.data<T>(), ax.A,
+                                                               ax.C, ax.B, gx.data<T>(),
+                                                               cuda_stream(y.device())));
+    } else if constexpr (std::is_floating_point_v<T>) {
+      (log ? kernels::cpu::log_softmax_backward<T>
+           : kernels::cpu::softmax_backward<T>)(y.data<T>(), gc.data<T>(), ax.A, ax.C, ax.B,
+                                                gx.data<T>());
     }
   });
   return gx;
@@ -46,21 +70,25 @@ Tensor softmax_backward_raw(const Tensor& y, const Tensor& g, const Axis& ax, bo
 
 Tensor softmax_like(const Tensor& x, int64_t dim, bool log, const char* name) {
   check_defined(name, x, "the input");
-  check_cpu(name, x);
   MEL_CHECK(is_floating(x.dtype()),
             "{}: expected a floating-point tensor (f32, f64, bf16 or f16), got {} with shape {}",
             name, dtype_name(x.dtype()), shape_str(x.shape()));
   const int64_t d = wrap_dim(dim, x.dim(), name);
-  if (is_half(x.dtype())) return softmax_like(x.to(DType::f32), d, log, name).to(x.dtype());
+  if (is_half(x.dtype()) && !x.device().is_cuda()) {
+    return softmax_like(x.to(DType::f32), d, log, name).to(x.dtype());
+  }
   const Axis ax = axis_around(x.shape(), d);
   Tensor xc = x.detach().contiguous();
   Tensor y = empty(x.shape(), x.dtype(), x.device());
-  dispatch_float(x.dtype(), name, [&](auto tag) {
+  dispatch_softmax(x, name, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (log) {
-      kernels::cpu::log_softmax<T>(xc.data<T>(), ax.A, ax.C, ax.B, y.data<T>());
-    } else {
-      kernels::cpu::softmax<T>(xc.data<T>(), ax.A, ax.C, ax.B, y.data<T>());
+    if (x.device().is_cuda()) {
+      MEL_CUDA_ONLY((log ? kernels::cuda::log_softmax<T>
+                         : kernels::cuda::softmax<T>)(xc.data<T>(), ax.A, ax.C, ax.B, y.data<T>(),
+                                                      cuda_stream(x.device())));
+    } else if constexpr (std::is_floating_point_v<T>) {
+      (log ? kernels::cpu::log_softmax<T> : kernels::cpu::softmax<T>)(xc.data<T>(), ax.A, ax.C,
+                                                                      ax.B, y.data<T>());
     }
   });
   autograd::record(name, y, {x},
@@ -119,25 +147,44 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels,
   const double eps = options.label_smoothing;
   MEL_CHECK(eps >= 0.0 && eps <= 1.0, "cross_entropy: label_smoothing must be in [0, 1], got {}",
             eps);
-  check_cpu(op, logits);
-  check_cpu(op, labels);
+  check_same(op, {logits, labels}, false);
   if (is_half(logits.dtype())) {
     return cross_entropy(logits.to(DType::f32), labels, options).to(logits.dtype());
   }
 
+  // On the GPU the labels are not read back: a bad label gives NaN, the row count for the mean
+  // stays on the device (`scale`, the backward's 1 / count), and nothing waits for the host.
+  const bool gpu = logits.device().is_cuda();
   int64_t count = 0;
-  Tensor lab = checked_labels(labels, C, options.ignore_index, &count);
+  Tensor lab = gpu ? labels.detach().to(DType::i64).contiguous()
+                   : checked_labels(labels, C, options.ignore_index, &count);
   Tensor x = logits.detach().contiguous();
   Tensor rows = empty({N}, x.dtype(), x.device());
   Tensor lse = empty({N}, x.dtype(), x.device());
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    kernels::cpu::cross_entropy_forward<T>(x.data<T>(), lab.data<int64_t>(), N, C, eps,
-                                           options.ignore_index, rows.data<T>(), lse.data<T>());
+    if (gpu) {
+      MEL_CUDA_ONLY(kernels::cuda::cross_entropy_forward<T>(
+          x.data<T>(), lab.data<int64_t>(), N, C, eps, options.ignore_index, rows.data<T>(),
+          lse.data<T>(), cuda_stream(x.device())));
+    } else {
+      kernels::cpu::cross_entropy_forward<T>(x.data<T>(), lab.data<int64_t>(), N, C, eps,
+                                             options.ignore_index, rows.data<T>(), lse.data<T>());
+    }
   });
 
-  Tensor out;
-  {
+  Tensor out, scale;
+  if (gpu && options.reduction != Reduction::none) {
+    const bool mean = options.reduction == Reduction::mean;
+    out = empty({}, x.dtype(), x.device());
+    if (mean) scale = empty({1}, DType::f64, x.device());
+    MEL_CUDA_ONLY(dispatch_float(x.dtype(), op, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      kernels::cuda::cross_entropy_reduce<T>(
+          rows.data<T>(), lab.data<int64_t>(), N, options.ignore_index, mean, out.data<T>(),
+          mean ? scale.data<double>() : nullptr, cuda_stream(x.device()));
+    }));
+  } else {
     autograd::NoGradGuard ng;
     switch (options.reduction) {
       case Reduction::none:
@@ -153,24 +200,32 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels,
     }
   }
 
-  autograd::record(op, out, {logits},
-                   [x, lab, lse, options, count, N, C](const Tensor& g, const GradMask&) {
-                     Tensor gc = g.contiguous();
-                     Tensor dx = empty({N, C}, x.dtype(), x.device());
-                     const int64_t g_stride = options.reduction == Reduction::none ? 1 : 0;
-                     const double alpha = options.reduction == Reduction::mean && count > 0
-                                              ? 1.0 / static_cast<double>(count)
-                                              : 1.0;
-                     dispatch_float(x.dtype(), "cross_entropy backward", [&](auto tag) {
-                       using T = typename decltype(tag)::type;
-                       kernels::cpu::cross_entropy_backward<T>(
-                           x.data<T>(), lab.data<int64_t>(), lse.data<T>(), gc.data<T>(), g_stride,
-                           alpha, N, C, options.label_smoothing, options.ignore_index,
-                           dx.data<T>());
-                     });
-                     return std::vector<Tensor>{dx};
-                   },
-                   {lab});
+  autograd::record(
+      op, out, {logits},
+      [x, lab, lse, scale, options, count, N, C](const Tensor& g, const GradMask&) {
+        Tensor gc = g.contiguous();
+        Tensor dx = empty({N, C}, x.dtype(), x.device());
+        const int64_t g_stride = options.reduction == Reduction::none ? 1 : 0;
+        // on the GPU, `scale` holds the mean's 1 / count (count is not known on the host)
+        const double alpha = options.reduction == Reduction::mean && count > 0
+                                 ? 1.0 / static_cast<double>(count)
+                                 : 1.0;
+        dispatch_float(x.dtype(), "cross_entropy backward", [&](auto tag) {
+          using T = typename decltype(tag)::type;
+          if (x.device().is_cuda()) {
+            MEL_CUDA_ONLY(kernels::cuda::cross_entropy_backward<T>(
+                x.data<T>(), lab.data<int64_t>(), lse.data<T>(), gc.data<T>(), g_stride, alpha, N,
+                C, options.label_smoothing, options.ignore_index, dx.data<T>(),
+                scale.defined() ? scale.data<double>() : nullptr, cuda_stream(x.device())));
+          } else {
+            kernels::cpu::cross_entropy_backward<T>(
+                x.data<T>(), lab.data<int64_t>(), lse.data<T>(), gc.data<T>(), g_stride, alpha, N,
+                C, options.label_smoothing, options.ignore_index, dx.data<T>());
+          }
+        });
+        return std::vector<Tensor>{dx};
+      },
+      {lab});
   return out;
 }
 

@@ -17,7 +17,9 @@ struct CrossEntropyOptions {
   int64_t ignore_index = -100;   // rows with this label contribute nothing (mean over the rest)
 };
 
-// logits: [N, C] floating; labels: [N] i64 (or i32) in [0, C) or ignore_index.
+// logits: [N, C] floating; labels: [N] i64 (or i32) in [0, C) or ignore_index, on the logits'
+// device. On the CPU a label out of range is an error; on a GPU the labels are not read back
+// (that would stall the stream), so such a label gives its row a NaN loss and NaN gradients.
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels,
                      const CrossEntropyOptions& options = {});
 

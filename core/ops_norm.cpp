@@ -3,12 +3,17 @@
 #include "core/ops_norm.h"
 
 #include <cmath>
+#include <type_traits>
 
 #include "core/autograd.h"
+#include "core/cuda_context.h"
 #include "core/iter.h"
 #include "core/ops_norm_fused.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/norm.h"
+#ifdef MEL_HAVE_CUDA
+#include "kernels/cuda/norm.h"
+#endif
 
 namespace mel {
 
@@ -45,9 +50,41 @@ T* out_or_null(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
 }
 
+#ifdef MEL_HAVE_CUDA
+// Device scratch of the norm kernels: the context's workspace of the tensor's GPU.
+void* cuda_workspace(const Tensor& t, size_t bytes) {
+  return cuda_context(t.device().index).workspace(bytes);
+}
+
+// Calls f(TypeTag<R>) for a floating dtype (the running statistics may be 16-bit).
+template <class F>
+void dispatch_running(DType t, F&& f) {
+  dispatch_all(t, "batch_norm", [&](auto tag) {
+    using R = typename decltype(tag)::type;
+    if constexpr (std::is_floating_point_v<R> || std::is_same_v<R, bfloat16> ||
+                  std::is_same_v<R, half>) {
+      f(tag);
+    }
+  });
+}
+#endif
+
 // running = (1 - momentum) * running + momentum * factor * stat, in place and outside autograd
 // (any floating dtype, any stride).
 void update_running(const Tensor& running, const Tensor& stat, double momentum, double factor) {
+  if (running.device().is_cuda()) {
+    MEL_CUDA_ONLY(dispatch_running(running.dtype(), [&](auto rtag) {
+      using R = typename decltype(rtag)::type;
+      dispatch_float(stat.dtype(), "batch_norm", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        kernels::cuda::batch_norm_update_running<R, T>(
+            running.shape()[0], static_cast<R*>(running.data_ptr()), running.stride(0),
+            stat.data<T>(), momentum, factor, cuda_stream(running.device()));
+      });
+    }));
+    running.impl()->storage->bump_version();
+    return;
+  }
   const std::vector<double> s = stat.to_vector();
   const int64_t stride = running.stride(0);
   dispatch_all(running.dtype(), "batch_norm", [&](auto tag) {
@@ -66,7 +103,6 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
                        const Tensor& running_mean, const Tensor& running_var, bool training,
                        double momentum, double eps, bool relu, const char* op) {
   check_defined(op, x, "the input");
-  check_cpu(op, x);
   MEL_CHECK(x.dim() >= 2, "{}: expected an input of shape [N, C] or [N, C, *], got {}", op,
             shape_str(x.shape()));
   MEL_CHECK(is_floating(x.dtype()), "{}: expected a floating-point input, got {} with shape {}", op,
@@ -81,7 +117,8 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
               what, shape_str(r->shape()), shape_str(x.shape()), shape_str({C}));
     MEL_CHECK(is_floating(r->dtype()), "{}: {} must be floating point, got {}", op, what,
               dtype_name(r->dtype()));
-    check_cpu(op, *r);
+    MEL_CHECK(r->device() == x.device(), "{}: {} is on {} but the input is on {}", op, what,
+              r->device().str(), x.device().str());
   }
   BatchNormDims d{x.shape()[0], C, 1};
   for (int64_t i = 2; i < x.dim(); ++i) d.s *= x.shape()[i];
@@ -105,17 +142,47 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
   Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
   Tensor y = empty(x.shape(), dt, x.device());
   Tensor mean = empty({C}, dt, x.device()), rstd = empty({C}, dt, x.device());
+  const bool gpu = x.device().is_cuda();
   if (training) {
     Tensor var = empty({C}, dt, x.device());
     dispatch_float(dt, op, [&](auto tag) {
       using T = typename decltype(tag)::type;
-      kernels::cpu::batch_norm_forward_train<T>(d, xc.data<T>(), ptr_or_null<T>(wc),
-                                                ptr_or_null<T>(bc), eps, relu, y.data<T>(),
-                                                mean.data<T>(), var.data<T>(), rstd.data<T>());
+      if (gpu) {
+        MEL_CUDA_ONLY(kernels::cuda::batch_norm_forward_train<T>(
+            d, xc.data<T>(), ptr_or_null<T>(wc), ptr_or_null<T>(bc), eps, relu, y.data<T>(),
+            mean.data<T>(), var.data<T>(), rstd.data<T>(),
+            cuda_workspace(x, kernels::cuda::batch_norm_workspace_bytes(d, sizeof(T))),
+            cuda_stream(x.device())));
+      } else {
+        kernels::cpu::batch_norm_forward_train<T>(d, xc.data<T>(), ptr_or_null<T>(wc),
+                                                  ptr_or_null<T>(bc), eps, relu, y.data<T>(),
+                                                  mean.data<T>(), var.data<T>(), rstd.data<T>());
+      }
     });
     const double n = static_cast<double>(d.n * d.s);
     if (running_mean.defined()) update_running(running_mean, mean, momentum, 1.0);
     if (running_var.defined()) update_running(running_var, var, momentum, n / (n - 1));
+  } else if (gpu) {
+    // As below, on the device: mean and rstd are fresh copies of the running statistics.
+    MEL_CUDA_ONLY({
+      const Tensor rm = running_mean.detach();
+      const Tensor rv = running_var.detach().to(rm.dtype());
+      dispatch_running(rm.dtype(), [&](auto rtag) {
+        using R = typename decltype(rtag)::type;
+        dispatch_float(dt, op, [&](auto tag) {
+          using T = typename decltype(tag)::type;
+          cudaStream_t stream = cuda_stream(x.device());
+          kernels::cuda::batch_norm_eval_stats<R, T>(
+              C, static_cast<const R*>(rm.data_ptr()), rm.stride(0),
+              static_cast<const R*>(rv.data_ptr()), rv.stride(0), eps, mean.data<T>(),
+              rstd.data<T>(), stream);
+          kernels::cuda::batch_norm_forward_apply<T>(
+              d, xc.data<T>(), mean.data<T>(), rstd.data<T>(), ptr_or_null<T>(wc),
+              ptr_or_null<T>(bc), relu, y.data<T>(),
+              cuda_workspace(x, kernels::cuda::batch_norm_workspace_bytes(d, sizeof(T))), stream);
+        });
+      });
+    });
   } else {
     // Copies, not views, of the running statistics: a later training step updates those in
     // place, which must not invalidate this graph.
@@ -142,10 +209,19 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
         Tensor gb = need[2] ? empty({d.c}, gt, xc.device()) : Tensor();
         dispatch_float(gt, op, [&](auto tag) {
           using T = typename decltype(tag)::type;
-          kernels::cpu::batch_norm_backward<T>(
-              d, xc.data<T>(), gc.data<T>(), mean.data<T>(), rstd.data<T>(), ptr_or_null<T>(wc),
-              ptr_or_null<T>(bc), training, relu, out_or_null<T>(gx), out_or_null<T>(gw),
-              out_or_null<T>(gb));
+          if (xc.device().is_cuda()) {
+            MEL_CUDA_ONLY(kernels::cuda::batch_norm_backward<T>(
+                d, xc.data<T>(), gc.data<T>(), mean.data<T>(), rstd.data<T>(), ptr_or_null<T>(wc),
+                ptr_or_null<T>(bc), training, relu, out_or_null<T>(gx), out_or_null<T>(gw),
+                out_or_null<T>(gb),
+                cuda_workspace(xc, kernels::cuda::batch_norm_workspace_bytes(d, sizeof(T))),
+                cuda_stream(xc.device())));
+          } else {
+            kernels::cpu::batch_norm_backward<T>(
+                d, xc.data<T>(), gc.data<T>(), mean.data<T>(), rstd.data<T>(), ptr_or_null<T>(wc),
+                ptr_or_null<T>(bc), training, relu, out_or_null<T>(gx), out_or_null<T>(gw),
+                out_or_null<T>(gb));
+          }
         });
         return std::vector<Tensor>{gx, gw, gb};
       },
@@ -173,7 +249,6 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
                   const Tensor& bias, double eps) {
   const char* op = "layer_norm";
   check_defined(op, x, "the input");
-  check_cpu(op, x);
   MEL_CHECK(is_floating(x.dtype()), "{}: expected a floating-point input, got {} with shape {}", op,
             dtype_name(x.dtype()), shape_str(x.shape()));
   const int64_t nd = static_cast<int64_t>(normalized_shape.size());
@@ -199,8 +274,15 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
   Tensor mean = empty({m}, dt, x.device()), rstd = empty({m}, dt, x.device());
   dispatch_float(dt, op, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    kernels::cpu::layer_norm_forward<T>(xc.data<T>(), m, k, ptr_or_null<T>(wc), ptr_or_null<T>(bc),
-                                        eps, y.data<T>(), mean.data<T>(), rstd.data<T>());
+    if (x.device().is_cuda()) {
+      MEL_CUDA_ONLY(kernels::cuda::layer_norm_forward<T>(
+          xc.data<T>(), m, k, ptr_or_null<T>(wc), ptr_or_null<T>(bc), eps, y.data<T>(),
+          mean.data<T>(), rstd.data<T>(), cuda_stream(x.device())));
+    } else {
+      kernels::cpu::layer_norm_forward<T>(xc.data<T>(), m, k, ptr_or_null<T>(wc),
+                                          ptr_or_null<T>(bc), eps, y.data<T>(), mean.data<T>(),
+                                          rstd.data<T>());
+    }
   });
   autograd::record(
       op, y, {x, weight, bias},
@@ -212,9 +294,17 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
         Tensor gb = need[2] ? empty(ns, gt, xc.device()) : Tensor();
         dispatch_float(gt, "layer_norm backward", [&](auto tag) {
           using T = typename decltype(tag)::type;
-          kernels::cpu::layer_norm_backward<T>(
-              xc.data<T>(), gc.data<T>(), mean.data<T>(), rstd.data<T>(), ptr_or_null<T>(wc), m, k,
-              out_or_null<T>(gx), out_or_null<T>(gw), out_or_null<T>(gb));
+          if (xc.device().is_cuda()) {
+            MEL_CUDA_ONLY(kernels::cuda::layer_norm_backward<T>(
+                xc.data<T>(), gc.data<T>(), mean.data<T>(), rstd.data<T>(), ptr_or_null<T>(wc), m,
+                k, out_or_null<T>(gx), out_or_null<T>(gw), out_or_null<T>(gb),
+                cuda_workspace(xc, kernels::cuda::layer_norm_workspace_bytes(m, k)),
+                cuda_stream(xc.device())));
+          } else {
+            kernels::cpu::layer_norm_backward<T>(
+                xc.data<T>(), gc.data<T>(), mean.data<T>(), rstd.data<T>(), ptr_or_null<T>(wc), m,
+                k, out_or_null<T>(gx), out_or_null<T>(gw), out_or_null<T>(gb));
+          }
         });
         return std::vector<Tensor>{gx, gw, gb};
       },
@@ -225,7 +315,6 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
   const char* op = "dropout";
   check_defined(op, x, "the input");
-  check_cpu(op, x);
   MEL_CHECK(p >= 0.0 && p <= 1.0, "{}: probability p must be in [0, 1], got {}", op, p);
   MEL_CHECK(is_floating(x.dtype()), "{}: expected a floating-point input, got {} with shape {}", op,
             dtype_name(x.dtype()), shape_str(x.shape()));
@@ -239,10 +328,17 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
   // p == 1 drops everything (keep nothing, scale 0) rather than scaling by infinity
   const float keep = p == 1.0 ? 0.0f : static_cast<float>(1.0 - p);
   const double scale = p == 1.0 ? 0.0 : 1.0 / (1.0 - p);
+  // the same (seed, offset) and element mapping on both devices: the same mask
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    kernels::cpu::dropout_forward<T>(gen.seed(), offset, n, keep, static_cast<T>(scale),
-                                     xc.data<T>(), y.data<T>(), mask.data<uint8_t>());
+    if (x.device().is_cuda()) {
+      MEL_CUDA_ONLY(kernels::cuda::dropout_forward<T>(
+          gen.seed(), offset, n, keep, static_cast<T>(scale), xc.data<T>(), y.data<T>(),
+          mask.data<uint8_t>(), cuda_stream(x.device())));
+    } else {
+      kernels::cpu::dropout_forward<T>(gen.seed(), offset, n, keep, static_cast<T>(scale),
+                                       xc.data<T>(), y.data<T>(), mask.data<uint8_t>());
+    }
   });
   autograd::record(op, y, {x},
                    [mask, scale](const Tensor& g, const GradMask&) {
@@ -250,9 +346,15 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
                      Tensor gx = empty(g.shape(), g.dtype(), g.device());
                      dispatch_float(g.dtype(), "dropout backward", [&](auto tag) {
                        using T = typename decltype(tag)::type;
-                       kernels::cpu::dropout_backward<T>(gc.numel(), static_cast<T>(scale),
-                                                         gc.data<T>(), mask.data<uint8_t>(),
-                                                         gx.data<T>());
+                       if (gc.device().is_cuda()) {
+                         MEL_CUDA_ONLY(kernels::cuda::dropout_backward<T>(
+                             gc.numel(), static_cast<T>(scale), gc.data<T>(), mask.data<uint8_t>(),
+                             gx.data<T>(), cuda_stream(gc.device())));
+                       } else {
+                         kernels::cpu::dropout_backward<T>(gc.numel(), static_cast<T>(scale),
+                                                           gc.data<T>(), mask.data<uint8_t>(),
+                                                           gx.data<T>());
+                       }
                      });
                      return std::vector<Tensor>{gx};
                    },

@@ -3,9 +3,13 @@
 #include <limits>
 
 #include "core/autograd.h"
+#include "core/cuda_context.h"
 #include "core/iter.h"
 #include "core/ops_conv.h"
 #include "kernels/cpu/pool.h"
+#ifdef MEL_HAVE_CUDA
+#include "kernels/cuda/pool.h"
+#endif
 
 namespace mel {
 
@@ -17,7 +21,6 @@ namespace {
 // Checks x ([N, C, H, W], or [C, H, W] as in PyTorch) and returns its plane count, H and W.
 Pool2dGeom pool_input(const Tensor& x, const char* op) {
   check_defined(op, x, "the input");
-  check_cpu(op, x);
   MEL_CHECK(x.dim() == 4 || x.dim() == 3,
             "{}: expected a 4-D [N, C, H, W] (or 3-D [C, H, W]) input, got shape {}", op,
             shape_str(x.shape()));
@@ -80,20 +83,31 @@ Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
   Tensor idx = empty(y.shape(), DType::i32, x.device());
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    kernels::cpu::max_pool2d<T>(g, xc.data<T>(), y.data<T>(), idx.data<int32_t>());
+    if (x.device().is_cuda()) {
+      MEL_CUDA_ONLY(kernels::cuda::max_pool2d<T>(g, xc.data<T>(), y.data<T>(), idx.data<int32_t>(),
+                                                 cuda_stream(x.device())));
+    } else {
+      kernels::cpu::max_pool2d<T>(g, xc.data<T>(), y.data<T>(), idx.data<int32_t>());
+    }
   });
-  autograd::record(op, y, {x},
-                   [g, idx, shape = x.shape()](const Tensor& gy, const GradMask&) {
-                     Tensor gc = gy.contiguous();
-                     Tensor gx = empty(shape, gy.dtype(), gy.device());
-                     dispatch_float(gy.dtype(), "max_pool2d backward", [&](auto tag) {
-                       using T = typename decltype(tag)::type;
-                       kernels::cpu::max_pool2d_backward<T>(g, gc.data<T>(), idx.data<int32_t>(),
-                                                            gx.data<T>());
-                     });
-                     return std::vector<Tensor>{gx};
-                   },
-                   {idx});
+  autograd::record(
+      op, y, {x},
+      [g, idx, shape = x.shape()](const Tensor& gy, const GradMask&) {
+        Tensor gc = gy.contiguous();
+        Tensor gx = empty(shape, gy.dtype(), gy.device());
+        dispatch_float(gy.dtype(), "max_pool2d backward", [&](auto tag) {
+          using T = typename decltype(tag)::type;
+          if (gy.device().is_cuda()) {
+            MEL_CUDA_ONLY(kernels::cuda::max_pool2d_backward<T>(
+                g, gc.data<T>(), idx.data<int32_t>(), gx.data<T>(), cuda_stream(gy.device())));
+          } else {
+            kernels::cpu::max_pool2d_backward<T>(g, gc.data<T>(), idx.data<int32_t>(),
+                                                 gx.data<T>());
+          }
+        });
+        return std::vector<Tensor>{gx};
+      },
+      {idx});
   return y;
 }
 
@@ -106,7 +120,12 @@ Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options) {
   const bool include_pad = options.count_include_pad;
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    kernels::cpu::avg_pool2d<T>(g, include_pad, xc.data<T>(), y.data<T>());
+    if (x.device().is_cuda()) {
+      MEL_CUDA_ONLY(kernels::cuda::avg_pool2d<T>(g, include_pad, xc.data<T>(), y.data<T>(),
+                                                 cuda_stream(x.device())));
+    } else {
+      kernels::cpu::avg_pool2d<T>(g, include_pad, xc.data<T>(), y.data<T>());
+    }
   });
   autograd::record(
       op, y, {x}, [g, include_pad, shape = x.shape()](const Tensor& gy, const GradMask&) {
@@ -114,7 +133,12 @@ Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options) {
         Tensor gx = empty(shape, gy.dtype(), gy.device());
         dispatch_float(gy.dtype(), "avg_pool2d backward", [&](auto tag) {
           using T = typename decltype(tag)::type;
-          kernels::cpu::avg_pool2d_backward<T>(g, include_pad, gc.data<T>(), gx.data<T>());
+          if (gy.device().is_cuda()) {
+            MEL_CUDA_ONLY(kernels::cuda::avg_pool2d_backward<T>(
+                g, include_pad, gc.data<T>(), gx.data<T>(), cuda_stream(gy.device())));
+          } else {
+            kernels::cpu::avg_pool2d_backward<T>(g, include_pad, gc.data<T>(), gx.data<T>());
+          }
         });
         return std::vector<Tensor>{gx};
       });
@@ -135,14 +159,24 @@ Tensor adaptive_avg_pool2d(const Tensor& x, std::array<int64_t, 2> output_size) 
   Tensor y = empty(pooled_shape(x, g.oh, g.ow), x.dtype(), x.device());
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    kernels::cpu::adaptive_avg_pool2d<T>(g, xc.data<T>(), y.data<T>());
+    if (x.device().is_cuda()) {
+      MEL_CUDA_ONLY(kernels::cuda::adaptive_avg_pool2d<T>(g, xc.data<T>(), y.data<T>(),
+                                                          cuda_stream(x.device())));
+    } else {
+      kernels::cpu::adaptive_avg_pool2d<T>(g, xc.data<T>(), y.data<T>());
+    }
   });
   autograd::record(op, y, {x}, [g, shape = x.shape()](const Tensor& gy, const GradMask&) {
     Tensor gc = gy.contiguous();
     Tensor gx = empty(shape, gy.dtype(), gy.device());
     dispatch_float(gy.dtype(), "adaptive_avg_pool2d backward", [&](auto tag) {
       using T = typename decltype(tag)::type;
-      kernels::cpu::adaptive_avg_pool2d_backward<T>(g, gc.data<T>(), gx.data<T>());
+      if (gy.device().is_cuda()) {
+        MEL_CUDA_ONLY(kernels::cuda::adaptive_avg_pool2d_backward<T>(g, gc.data<T>(), gx.data<T>(),
+                                                                     cuda_stream(gy.device())));
+      } else {
+        kernels::cpu::adaptive_avg_pool2d_backward<T>(g, gc.data<T>(), gx.data<T>());
+      }
     });
     return std::vector<Tensor>{gx};
   });
