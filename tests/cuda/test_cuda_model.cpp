@@ -65,7 +65,7 @@ TEST(CudaModel, ReferenceCnnForwardAndEveryGradientMatchTheCpu) {
   gpu_loss.backward();
   // Gradients pass through four convolutions and batch norms whose sums run in a different order
   // on the GPU: f32 agreement to about 1e-4 relative is expected.
-  expect_modules_close(*gpu_model, *cpu_model, true, {1e-5, 2e-3});
+  expect_modules_close(*gpu_model, *cpu_model, true, {5e-5, 2e-3});
   // running statistics of the batch norms were updated the same way
   expect_modules_close(*gpu_model, *cpu_model, false, {1e-5, 1e-4});
 }
@@ -125,7 +125,7 @@ TEST(CudaModel, MelEnsembleJointLossStepMatchesTheCpu) {
   EXPECT_NEAR(gr.diversity, cr.diversity, 1e-3);
   cr.total.backward();
   gr.total.backward();
-  expect_modules_close(*gpu_model, *cpu_model, true, {1e-5, 2e-3});
+  expect_modules_close(*gpu_model, *cpu_model, true, {5e-5, 2e-3});
 }
 
 TEST(CudaModel, SmallCnnTrainsOnTheGpuAndItsCheckpointLoadsOnTheCpu) {
