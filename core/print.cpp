@@ -58,15 +58,15 @@ std::string Tensor::str() const {
     if (grad_fn()) os << ", grad_fn=" << grad_fn()->name();
   }
   os << ")\n";
-  if (!device().is_cpu()) {
-    os << "<values on " << device().str() << ">";
-  } else if (dim() == 0) {
-    double v = item();
+  // GPU values are read back once, then printed like a CPU tensor's.
+  const Tensor host = device().is_cpu() ? *this : detach().to(Device::cpu());
+  if (dim() == 0) {
+    double v = host.item();
     os << (is_floating(dtype()) ? fmt::format("{:.4g}", v)
                                 : fmt::format("{}", static_cast<int64_t>(v)));
   } else {
     std::vector<int64_t> idx(dim(), 0);
-    print_values(os, *this, idx, 0, 0);
+    print_values(os, host, idx, 0, 0);
   }
   return os.str();
 }

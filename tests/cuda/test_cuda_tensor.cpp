@@ -120,6 +120,14 @@ TEST(CudaTensor, CopyAcrossDevicesBroadcastsAndConverts) {
   EXPECT_TRUE(all_close(c, g, 0, 0));
 }
 
+TEST(CudaTensor, PrintsItsValues) {
+  MEL_REQUIRE_GPU();
+  Tensor g = tensor({1.5, -2, 3, 4}, {2, 2}).to(gpu());
+  const std::string s = g.str();
+  EXPECT_NE(s.find("device=cuda:0"), std::string::npos) << s;
+  EXPECT_NE(s.find("-2"), std::string::npos) << s;
+}
+
 TEST(CudaTensor, BadOrdinalIsAClearError) {
   MEL_REQUIRE_GPU();
   EXPECT_MEL_ERROR(zeros({2}, DType::f32, Device::cuda(cuda_device_count())), "does not exist");
