@@ -53,6 +53,9 @@ inline bool iter_contiguous(const Iter<N>& it) {
   return true;
 }
 
+// Warp reductions shuffle with the full mask: all 32 lanes of the warp must call them (a partial
+// warp or a divergent call is undefined behaviour). warp_max / block_max use max(), which for
+// floating types is fmax: NaN is ignored unless every value is NaN.
 template <class T>
 __device__ __forceinline__ T warp_sum(T v) {
   for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -65,7 +68,8 @@ __device__ __forceinline__ T warp_max(T v) {
   return v;
 }
 
-// Sum over the block; every thread gets the result. `scratch` holds blockDim.x / 32 values.
+// Sum over a 1-D block; every thread gets the result. Every thread of the block must call it, and
+// blockDim.x must be a multiple of 32 (<= 1024). `scratch` holds blockDim.x / 32 values.
 template <class T>
 __device__ __forceinline__ T block_sum(T v, T* scratch) {
   const int lane = threadIdx.x % kWarp, wid = threadIdx.x / kWarp;

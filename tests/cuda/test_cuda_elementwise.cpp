@@ -95,6 +95,19 @@ TEST(CudaElementwise, UnaryForwardMatchesCpu) {
   }
 }
 
+// A contiguous input starting one element into its storage: not 16-byte aligned, so the
+// vectorised path must fall back to the scalar one.
+TEST(CudaElementwise, UnaryMisalignedInputMatchesCpu) {
+  MEL_REQUIRE_GPU();
+  for (DType dt : {DType::f32, DType::f64}) {
+    Tensor flat = random_range({4099}, 50, dt, -3, 3);
+    Tensor xc = flat.slice(0, 1, 4099), xg = flat.to(gpu()).slice(0, 1, 4099);
+    ASSERT_TRUE(xg.is_contiguous());
+    EXPECT_TRUE(gpu_close(exp(xg), exp(xc), tol_for(dt))) << dtype_name(dt);
+    EXPECT_TRUE(gpu_close(relu(xg), relu(xc), tol_for(dt))) << dtype_name(dt);
+  }
+}
+
 // The f32 derivatives of gelu and silu cancel (1 - tanh^2 near |x| = 3), which magnifies the
 // last-bit differences of tanhf/erff; the accumulating f32 tolerance covers that.
 TEST(CudaElementwise, UnaryGradientMatchesCpu) {

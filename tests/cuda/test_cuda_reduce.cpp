@@ -36,6 +36,7 @@ const std::vector<ReduceCase> kCases = {
     {{7}, {0}},
     {{1}, {}},
     {{3, 1, 4}, {1}},
+    {{50, 100}, {1}},
     {{64, 2000}, {1}},
     {{3, 200003}, {1}},
     {{200003, 3}, {0}},
@@ -164,6 +165,24 @@ TEST(CudaReduce, MaxNaNWinsAtItsFirstIndex) {
     EXPECT_TRUE(gpu_close(vg, vc, tol_for(DType::f32))) << d;
     EXPECT_TRUE(gpu_close(ig, ic, tol_for(DType::i64))) << d;
   }
+  // rows of 17..1023 elements take the warp-per-row path
+  Tensor mid = random_cpu({3, 100}, 16);
+  mid.set({0, 40}, std::nan(""));
+  mid.set({0, 70}, std::nan(""));
+  mid.set({1, 0}, std::nan(""));
+  auto [vm, im] = max(mid, 1);
+  auto [vmg, img] = max(mid.to(gpu()), 1);
+  EXPECT_TRUE(gpu_close(vmg, vm, tol_for(DType::f32)));
+  EXPECT_TRUE(gpu_close(img, im, tol_for(DType::i64)));
+  // a long column: split across blocks in the column kernel
+  Tensor longcol = random_cpu({300001, 2}, 17);
+  longcol.set({280000, 1}, std::nan(""));
+  longcol.set({260000, 1}, std::nan(""));
+  auto [vcc, icc] = max(longcol, 0);
+  auto [vcg, icg] = max(longcol.to(gpu()), 0);
+  EXPECT_TRUE(gpu_close(vcg, vcc, tol_for(DType::f32)));
+  EXPECT_TRUE(gpu_close(icg, icc, tol_for(DType::i64)));
+  EXPECT_EQ(icg.at({1}), 260000);
   Tensor longrow = random_cpu({2, 300001}, 13);
   longrow.set({0, 250000}, std::nan(""));
   longrow.set({0, 290000}, std::nan(""));
