@@ -55,7 +55,7 @@ ctest --test-dir "$build" -j "$jobs" --timeout 900 --output-on-failure > "$out/c
 ctest_rc=$?
 summary_line=$(grep -E "tests passed|tests failed" "$out/ctest.log" | tail -1)
 gpu_total=$(ctest --test-dir "$build" -N -L gpu 2>/dev/null | sed -n 's/^Total Tests: //p')
-gpu_skipped=$(grep -c "Skipped" "$out/ctest.log" || true)
+gpu_skipped=$(grep -c '\*\*\*Skipped' "$out/ctest.log" || true)
 note "tests: ${summary_line:-no summary} (gpu-labelled: ${gpu_total:-?}, skipped: $gpu_skipped) at $(stamp)"
 if [ $ctest_rc -ne 0 ]; then
   grep -E "\(Failed\)|\*\*\*" "$out/ctest.log" | head -20 | tee -a "$out/summary.txt"
