@@ -118,4 +118,23 @@ decltype(auto) dispatch_numeric(DType t, const char* op, F&& f) {
   fail("{}: dtype {} is not supported (expected f32, f64, i32 or i64)", op, dtype_name(t));
 }
 
+// f32, f64, bf16, f16: ops whose kernels take every floating type natively (GPU matmul and
+// convolution; their CPU ops compute the 16-bit types in f32).
+template <class F>
+decltype(auto) dispatch_floating(DType t, const char* op, F&& f) {
+  switch (t) {
+    case DType::f32:
+      return f(TypeTag<float>{});
+    case DType::f64:
+      return f(TypeTag<double>{});
+    case DType::bf16:
+      return f(TypeTag<bfloat16>{});
+    case DType::f16:
+      return f(TypeTag<half>{});
+    default:
+      break;
+  }
+  fail("{}: dtype {} is not supported (expected f32, f64, bf16 or f16)", op, dtype_name(t));
+}
+
 }  // namespace mel

@@ -107,24 +107,6 @@ Conv2dGeometry conv_geometry(const char* op, int spatial, const Tensor& x, const
 }
 
 #ifdef MEL_HAVE_CUDA
-// f32, f64, bf16 and f16: cuDNN convolves the 16-bit types natively (f32 accumulation), where the
-// CPU op computes them in f32.
-template <class F>
-void dispatch_conv_cuda(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::f32:
-      return f(TypeTag<float>{});
-    case DType::f64:
-      return f(TypeTag<double>{});
-    case DType::bf16:
-      return f(TypeTag<bfloat16>{});
-    case DType::f16:
-      return f(TypeTag<half>{});
-    default:
-      break;
-  }
-  fail("{}: dtype {} is not supported (expected f32, f64, bf16 or f16)", op, dtype_name(t));
-}
 
 // cuDNN's handle, algorithm cache and scratch of the GPU `d`, and its stream.
 struct CudaConv {
@@ -147,7 +129,7 @@ Tensor conv2d_core(const char* op, const Conv2dGeometry& g, const Tensor& x, con
   Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
   Tensor y = empty({g.n, g.c_out, g.h_out, g.w_out}, x.dtype(), x.device());
   if (x.device().is_cuda()) {
-    MEL_CUDA_ONLY(dispatch_conv_cuda(x.dtype(), op, [&](auto tag) {
+    MEL_CUDA_ONLY(dispatch_floating(x.dtype(), op, [&](auto tag) {
       using T = typename decltype(tag)::type;
       const CudaConv cuda = cuda_conv(x.device());
       kernels::cuda::conv2d_forward<T>(g, xc.data<T>(), wc.data<T>(),
@@ -177,7 +159,7 @@ Tensor conv2d_core(const char* op, const Conv2dGeometry& g, const Tensor& x, con
         Tensor dw = need[1] ? empty({g.c_out, g.c_in / g.groups, g.kh, g.kw}, dt, dev) : Tensor();
         Tensor db = need[2] && has_bias ? empty({g.c_out}, dt, dev) : Tensor();
         if (dev.is_cuda()) {
-          MEL_CUDA_ONLY(dispatch_conv_cuda(dt, op, [&](auto tag) {
+          MEL_CUDA_ONLY(dispatch_floating(dt, op, [&](auto tag) {
             using T = typename decltype(tag)::type;
             auto ptr = [](const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; };
             const CudaConv cuda = cuda_conv(dev);

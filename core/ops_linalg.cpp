@@ -104,25 +104,6 @@ std::vector<int64_t> batch_offsets(const Tensor& t, const Shape& batch) {
   return offs;
 }
 
-// f32 and f64 everywhere; bf16 and f16 too on the GPU, where cuBLASLt multiplies them natively
-// (the CPU op computes them in f32).
-template <class F>
-void dispatch_matmul(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::f32:
-      return f(TypeTag<float>{});
-    case DType::f64:
-      return f(TypeTag<double>{});
-    case DType::bf16:
-      return f(TypeTag<bfloat16>{});
-    case DType::f16:
-      return f(TypeTag<half>{});
-    default:
-      break;
-  }
-  fail("{}: dtype {} is not supported (expected f32, f64, bf16 or f16)", op, dtype_name(t));
-}
-
 template <class T>
 constexpr bool kCpuGemm = std::is_same_v<T, float> || std::is_same_v<T, double>;
 
@@ -268,7 +249,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   if (!vec_a) out_shape.push_back(M);
   if (!vec_b) out_shape.push_back(N);
   Tensor out = empty(out_shape, a.dtype(), a.device());
-  dispatch_matmul(a.dtype(), op, [&](auto tag) {
+  // bf16 and f16 reach here only on the GPU (the CPU op computes them in f32).
+  dispatch_floating(a.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     matmul_compute<T>(a2, b2, batch, out.data<T>());
   });
