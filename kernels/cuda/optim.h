@@ -25,7 +25,8 @@ void adam_step(float* p, const float* g, float* m, float* v, int64_t n, float lr
 constexpr int kSquaredNormPartials = 1024;
 
 // *out = sum(g^2) in double, written on the device (reading it back is the caller's choice).
-// Deterministic for a given n: a fixed grid (a function of n only) of fixed-order per-thread sums
+// Deterministic for a given n and alignment of g (16-byte aligned buffers take the float4 path, so
+// their partition differs from a misaligned buffer's): a fixed grid of fixed-order per-thread sums
 // and block trees into `scratch` (kSquaredNormPartials doubles), then one block sums those in a
 // fixed order. Not bitwise the CPU's sum (a different association), equal to double rounding.
 void squared_norm(const float* g, int64_t n, double* out, double* scratch, cudaStream_t stream);
