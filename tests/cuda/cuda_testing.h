@@ -3,7 +3,10 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <string>
+#include <vector>
 
 #include "core/cuda_context.h"
 #include "core/mel.h"
@@ -85,5 +88,23 @@ inline ::testing::AssertionResult gpu_close(const Tensor& gpu_result, const Tens
   }
   return all_close(gpu_result, cpu_ref, tol.atol, tol.rtol);
 }
+
+// Largest |gpu - cpu| over the largest |cpu|: TF32 rounds the operands to 10 mantissa bits, so
+// its error scales with the size of the sums, not with each (possibly cancelling) result.
+inline double max_rel_error(const Tensor& g, const Tensor& c) {
+  std::vector<double> vg = g.to_vector(), vc = c.to_vector();
+  double err = 0, mag = 0;
+  for (size_t i = 0; i < vg.size(); ++i) {
+    err = std::max(err, std::abs(vg[i] - vc[i]));
+    mag = std::max(mag, std::abs(vc[i]));
+  }
+  return mag > 0 ? err / mag : err;
+}
+
+// Restores the TF32 switch when a test ends (also on failure).
+struct Tf32Guard {
+  bool prev = allow_tf32();
+  ~Tf32Guard() { set_allow_tf32(prev); }
+};
 
 }  // namespace mel::testing

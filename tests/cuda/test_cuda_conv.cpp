@@ -164,22 +164,6 @@ TEST(CudaConv1d, MatchesCpu) {
   }
 }
 
-// Largest |gpu - cpu| over the largest |cpu| (see CudaMatmul.Tf32OnAndOff).
-double max_rel_error(const Tensor& g, const Tensor& c) {
-  std::vector<double> vg = g.to_vector(), vc = c.to_vector();
-  double err = 0, mag = 0;
-  for (size_t i = 0; i < vg.size(); ++i) {
-    err = std::max(err, std::abs(vg[i] - vc[i]));
-    mag = std::max(mag, std::abs(vc[i]));
-  }
-  return mag > 0 ? err / mag : err;
-}
-
-struct Tf32Guard {
-  bool prev = allow_tf32();
-  ~Tf32Guard() { set_allow_tf32(prev); }
-};
-
 // The second call of a shape reuses the chosen algorithms (no new cache entry) and, as they are
 // deterministic, reproduces the first result bit for bit; TF32 is a separate entry.
 TEST(CudaConv2d, AlgorithmCacheAndTf32) {

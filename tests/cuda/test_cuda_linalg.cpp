@@ -160,24 +160,6 @@ TEST(CudaMatmul, EmptyProducts) {
   }
 }
 
-// Largest |gpu - cpu| over the largest |cpu|: TF32 rounds the operands to 10 mantissa bits, so
-// its error scales with the size of the sums, not with each (possibly cancelling) result.
-double max_rel_error(const Tensor& g, const Tensor& c) {
-  std::vector<double> vg = g.to_vector(), vc = c.to_vector();
-  double err = 0, mag = 0;
-  for (size_t i = 0; i < vg.size(); ++i) {
-    err = std::max(err, std::abs(vg[i] - vc[i]));
-    mag = std::max(mag, std::abs(vc[i]));
-  }
-  return mag > 0 ? err / mag : err;
-}
-
-// Restores the TF32 switch when a test ends (also on failure).
-struct Tf32Guard {
-  bool prev = allow_tf32();
-  ~Tf32Guard() { set_allow_tf32(prev); }
-};
-
 TEST(CudaMatmul, Tf32OnAndOff) {
   MEL_REQUIRE_GPU();
   Tf32Guard guard;
