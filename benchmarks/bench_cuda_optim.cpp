@@ -155,7 +155,7 @@ constexpr int64_t kClasses = 10;
 struct LossProblem {
   std::vector<Tensor> cpu, gpu;
   Tensor labels_cpu, labels_gpu;
-  app::JointLossOptions options;
+  method::JointLossOptions options;
 };
 
 LossProblem make_loss_problem(int64_t batch) {
@@ -179,7 +179,7 @@ LossProblem make_loss_problem(int64_t batch) {
 // loss(logits on the GPU) forward + backward against the fused loss on the CPU.
 template <class F>
 bool loss_matches_cpu(LossProblem& p, F&& loss, std::string& why) {
-  Tensor ref = app::joint_loss(p.cpu, p.labels_cpu, Tensor(), p.options).total;
+  Tensor ref = method::joint_loss(p.cpu, p.labels_cpu, Tensor(), p.options).total;
   ref.backward();
   Tensor got = loss();
   got.backward();
@@ -224,13 +224,13 @@ void run_loss(benchmark::State& state, F&& loss) {
 
 void BM_JointLossFusedGpu(benchmark::State& state) {
   run_loss(state, [](LossProblem& p) {
-    return app::joint_loss(p.gpu, p.labels_gpu, Tensor(), p.options).total;
+    return method::joint_loss(p.gpu, p.labels_gpu, Tensor(), p.options).total;
   });
 }
 
 void BM_JointLossComposedGpu(benchmark::State& state) {
   run_loss(state, [](LossProblem& p) {
-    return app::joint_loss_reference(p.gpu, p.labels_gpu, Tensor(), p.options);
+    return method::joint_loss_reference(p.gpu, p.labels_gpu, Tensor(), p.options);
   });
 }
 

@@ -19,7 +19,7 @@ namespace {
 
 using mel::DType;
 using mel::Tensor;
-using mel::app::JointLossOptions;
+using mel::method::JointLossOptions;
 
 constexpr int kTerms = 7;  // 3 exits, then heads {0,1}, {0,2}, {1,2}, {0,1,2}
 constexpr int64_t kClasses = 10;
@@ -58,12 +58,12 @@ void clear_grads(Problem& p) {
 
 // Fused and composed losses and gradients agree (f32 tolerances).
 void check(Problem& p) {
-  Tensor fused = mel::app::joint_loss(p.logits, p.labels, Tensor(), p.options).total;
+  Tensor fused = mel::method::joint_loss(p.logits, p.labels, Tensor(), p.options).total;
   fused.backward();
   std::vector<std::vector<double>> g;
   for (const Tensor& z : p.logits) g.push_back(z.grad().to_vector());
   clear_grads(p);
-  Tensor ref = mel::app::joint_loss_reference(p.logits, p.labels, Tensor(), p.options);
+  Tensor ref = mel::method::joint_loss_reference(p.logits, p.labels, Tensor(), p.options);
   ref.backward();
   if (std::abs(fused.item() - ref.item()) > 1e-5 * (1 + std::abs(ref.item()))) {
     die("loss", fused.item(), ref.item());
@@ -81,7 +81,7 @@ void BM_JointLossFused(benchmark::State& state) {
   Problem p = make_problem(state.range(0));
   check(p);
   for (auto _ : state) {
-    Tensor loss = mel::app::joint_loss(p.logits, p.labels, Tensor(), p.options).total;
+    Tensor loss = mel::method::joint_loss(p.logits, p.labels, Tensor(), p.options).total;
     loss.backward();
     clear_grads(p);
   }
@@ -91,7 +91,7 @@ void BM_JointLossFused(benchmark::State& state) {
 void BM_JointLossComposed(benchmark::State& state) {
   Problem p = make_problem(state.range(0));
   for (auto _ : state) {
-    Tensor loss = mel::app::joint_loss_reference(p.logits, p.labels, Tensor(), p.options);
+    Tensor loss = mel::method::joint_loss_reference(p.logits, p.labels, Tensor(), p.options);
     loss.backward();
     clear_grads(p);
   }

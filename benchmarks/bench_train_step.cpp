@@ -5,9 +5,9 @@
 
 #include <chrono>
 
+#include "app/single.h"
 #include "core/factory.h"
 #include "core/ops_nn.h"
-#include "mel/train_single.h"
 
 namespace {
 
@@ -28,7 +28,7 @@ Setup make(int64_t batch) {
   Generator g(0);
   s.model->reset_parameters(g);
   s.flat = std::make_unique<nn::FlatParameters>(*s.model);
-  s.opt = app::make_optimizer(c.train.optimizer, *s.flat);
+  s.opt = train::make_optimizer(c.train.optimizer, *s.flat);
   s.x = randn({batch, 1, 28, 28}, g);
   s.y = randint(0, 10, {batch}, g);
   return s;

@@ -57,6 +57,26 @@ void synchronize(Device d) {
   MEL_CUDA_ONLY(cuda_context(d.index).synchronize());
 }
 
+void* context_workspace(Device d, size_t bytes) {
+  if (d.is_cpu() || bytes == 0) return nullptr;
+#ifdef MEL_HAVE_CUDA
+  return cuda_context(d.index).workspace(bytes);
+#else
+  fail_without_cuda("context_workspace");
+#endif
+}
+
+bool is_capturing(Device d) {
+  if (d.is_cpu()) return false;
+#ifdef MEL_HAVE_CUDA
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  MEL_CUDA_CHECK(cudaStreamIsCapturing(cuda_stream(d), &capture));
+  return capture != cudaStreamCaptureStatusNone;
+#else
+  fail_without_cuda("is_capturing");
+#endif
+}
+
 #ifdef MEL_HAVE_CUDA
 
 namespace {

@@ -32,6 +32,12 @@ void reset_peak_memory(Device d);
 void empty_cache(Device d);
 // Waits for all work queued on the device (no-op on the CPU).
 void synchronize(Device d);
+// The device context's growable scratch of at least `bytes` (a GPU's; null on the CPU, whose
+// kernels need none), valid until the next call on that device.
+void* context_workspace(Device d, size_t bytes);
+// True while the device's stream is being captured into a CUDA graph (never on the CPU): nothing
+// may be read back then.
+bool is_capturing(Device d);
 // TF32 tensor-core math for f32 matmuls and convolutions on the GPU (off by default: results then
 // match the CPU to f32 rounding; on, to about 1e-3 relative).
 void set_allow_tf32(bool on);

@@ -3,12 +3,11 @@
 #include <string>
 
 #include "core/autograd.h"
-#include "core/cuda_context.h"
+#include "core/dispatch.h"
 #include "core/factory.h"
 #include "core/iter.h"
 #include "kernels/cpu/index.h"
 #ifdef MEL_HAVE_CUDA
-#include "kernels/cuda/check.h"
 #include "kernels/cuda/index.h"
 #endif
 
@@ -51,38 +50,19 @@ std::string position_str(const Shape& shape, int64_t linear) {
   return shape_str(coord);
 }
 
-#ifdef MEL_HAVE_CUDA
-// On the GPU: a kernel finds the first offending position and that one int64 is read back (a
-// synchronisation, as any value read back is). Inside a CUDA-graph capture nothing can be read
-// back, so the check is skipped there; the CUDA kernels never access memory through an invalid
-// index (gathers give 0, scatters drop it), so a bad index then yields wrong values, not a fault.
-int64_t first_out_of_range_cuda(const Tensor& idx, int64_t limit) {
-  const int64_t n = idx.numel();
-  if (n == 0) return -1;
-  cudaStream_t stream = cuda_stream(idx.device());
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  MEL_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
-  if (capture != cudaStreamCaptureStatusNone) return -1;
-  Tensor first = empty({1}, DType::i64, idx.device());
-  kernels::cuda::find_out_of_range(idx.data<int64_t>(), n, limit, first.data<int64_t>(), stream);
-  int64_t pos = 0;
-  cuda_context(idx.device().index).copy_to_host(&pos, first.data<int64_t>(), sizeof pos);
-  return pos < n ? pos : -1;
-}
-#endif
-
 // Position of the first index outside [0, limit), or -1 when all are valid. `idx` is contiguous
 // i64 (from as_index). Checked here, before any kernel runs, because kernels trust their indices.
+// On the GPU the position is read back (a synchronisation, as any value read back is). Inside a
+// CUDA-graph capture nothing can be read back, so the check is skipped there; the CUDA kernels
+// never access memory through an invalid index (gathers give 0, scatters drop it), so a bad index
+// then yields wrong values, not a fault.
 int64_t first_out_of_range(const Tensor& idx, int64_t limit) {
-  if (idx.device().is_cuda()) {
-    MEL_CUDA_ONLY(return first_out_of_range_cuda(idx, limit));
-  }
-  const int64_t* p = idx.data<int64_t>();
   const int64_t n = idx.numel();
-  for (int64_t i = 0; i < n; ++i) {
-    if (p[i] < 0 || p[i] >= limit) return i;
-  }
-  return -1;
+  if (n == 0 || is_capturing(idx.device())) return -1;
+  Tensor first = empty({1}, DType::i64, idx.device());
+  MEL_KERNEL(idx.device(), find_out_of_range, idx.data<int64_t>(), n, limit, first.data<int64_t>());
+  const int64_t pos = first.to(Device::cpu()).data<int64_t>()[0];
+  return pos < n ? pos : -1;
 }
 
 // idx's element i (contiguous i64) on the host, for error messages.
@@ -198,18 +178,10 @@ namespace {
 template <class T>
 void index_add_any(const Tensor& g, int64_t A, int64_t K, int64_t B, const Tensor& idx, int64_t D,
                    const Tensor& gx) {
-  if (g.device().is_cpu()) {
-    kernels::cpu::index_add<T>(g.data<T>(), A, K, B, idx.data<int64_t>(), D, gx.data<T>());
-    return;
-  }
-#ifdef MEL_HAVE_CUDA
-  const size_t bytes = kernels::cuda::index_add_workspace_bytes(K, D);
-  Tensor ws = empty({static_cast<int64_t>(bytes)}, DType::u8, g.device());
-  kernels::cuda::index_add<T>(g.data<T>(), A, K, B, idx.data<int64_t>(), D, gx.data<T>(),
-                              ws.data_ptr(), bytes, cuda_stream(g.device()));
-#else
-  fail_without_cuda("index_add");
-#endif
+  const size_t bytes = MEL_KERNEL_QUERY(g.device(), index_add_workspace_bytes, K, D);
+  Tensor ws = kernel_scratch(g.device(), bytes);
+  MEL_KERNEL(g.device(), index_add<T>, g.data<T>(), A, K, B, idx.data<int64_t>(), D, gx.data<T>(),
+             scratch_ptr(ws), bytes);
 }
 
 // x defined, at least 1-D; d wrapped; idx contiguous i64 on x's device with valid values.
@@ -224,12 +196,8 @@ Tensor index_select_checked(const Tensor& x, int64_t d, const Tensor& idx) {
   Tensor out = empty(shape, x.dtype(), x.device());
   dispatch_numeric(x.dtype(), "index_select", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (x.device().is_cuda()) {
-      MEL_CUDA_ONLY(kernels::cuda::index_select<T>(xc.data<T>(), A, D, B, idx.data<int64_t>(), K,
-                                                   out.data<T>(), cuda_stream(x.device())));
-    } else {
-      kernels::cpu::index_select<T>(xc.data<T>(), A, D, B, idx.data<int64_t>(), K, out.data<T>());
-    }
+    MEL_KERNEL(x.device(), index_select<T>, xc.data<T>(), A, D, B, idx.data<int64_t>(), K,
+               out.data<T>());
   });
   autograd::record("index_select", out, {x},
                    [idx, A, D, B, K, xs](const Tensor& g, const GradMask&) {
@@ -280,32 +248,23 @@ Tensor gather_checked(const Tensor& x, int64_t d, const Tensor& idx) {
   const kernels::cpu::GatherGeom geom = gather_geom(idx.shape(), xd.strides(), d);
   dispatch_numeric(x.dtype(), "gather", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (x.device().is_cuda()) {
-      MEL_CUDA_ONLY(kernels::cuda::gather<T>(geom, xd.data<T>(), idx.data<int64_t>(), out.data<T>(),
-                                             x.shape()[d], cuda_stream(x.device())));
-    } else {
-      kernels::cpu::gather<T>(geom, xd.data<T>(), idx.data<int64_t>(), out.data<T>());
-    }
+    MEL_KERNEL(x.device(), gather<T>, geom, xd.data<T>(), idx.data<int64_t>(), out.data<T>(),
+               x.shape()[d]);
   });
-  autograd::record(
-      "gather", out, {x},
-      [idx, d, xs = x.shape()](const Tensor& g, const GradMask&) {
-        Tensor gc = g.contiguous();
-        Tensor gx = zeros(xs, g.dtype(), g.device());
-        const kernels::cpu::GatherGeom back = gather_geom(idx.shape(), contiguous_strides(xs), d);
-        dispatch_float(g.dtype(), "gather backward", [&](auto tag) {
-          using T = typename decltype(tag)::type;
-          if (g.device().is_cuda()) {
-            MEL_CUDA_ONLY(kernels::cuda::scatter_add<T>(back, gc.data<T>(), idx.data<int64_t>(),
-                                                        gx.data<T>(), xs[d],
-                                                        cuda_stream(g.device())));
-          } else {
-            kernels::cpu::scatter_add<T>(back, gc.data<T>(), idx.data<int64_t>(), gx.data<T>());
-          }
-        });
-        return std::vector<Tensor>{gx};
-      },
-      {idx});
+  autograd::record("gather", out, {x},
+                   [idx, d, xs = x.shape()](const Tensor& g, const GradMask&) {
+                     Tensor gc = g.contiguous();
+                     Tensor gx = zeros(xs, g.dtype(), g.device());
+                     const kernels::cpu::GatherGeom back =
+                         gather_geom(idx.shape(), contiguous_strides(xs), d);
+                     dispatch_float(g.dtype(), "gather backward", [&](auto tag) {
+                       using T = typename decltype(tag)::type;
+                       MEL_KERNEL(g.device(), scatter_add<T>, back, gc.data<T>(),
+                                  idx.data<int64_t>(), gx.data<T>(), xs[d]);
+                     });
+                     return std::vector<Tensor>{gx};
+                   },
+                   {idx});
   return out;
 }
 
@@ -363,12 +322,8 @@ Tensor one_hot(const Tensor& labels, int64_t num_classes, DType dtype) {
   Tensor out = empty(shape, dtype, labels.device());
   auto run = [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (lab.device().is_cuda()) {
-      MEL_CUDA_ONLY(kernels::cuda::one_hot<T>(lab.data<int64_t>(), lab.numel(), num_classes,
-                                              out.data<T>(), cuda_stream(lab.device())));
-    } else {
-      kernels::cpu::one_hot<T>(lab.data<int64_t>(), lab.numel(), num_classes, out.data<T>());
-    }
+    MEL_KERNEL(lab.device(), one_hot<T>, lab.data<int64_t>(), lab.numel(), num_classes,
+               out.data<T>());
   };
   if (dtype == DType::u8) {
     run(TypeTag<uint8_t>{});
@@ -391,12 +346,8 @@ Tensor embedding_checked(const Tensor& weight, const Tensor& idx) {
   Tensor out = empty(shape, weight.dtype(), weight.device());
   dispatch_numeric(weight.dtype(), "embedding", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (weight.device().is_cuda()) {
-      MEL_CUDA_ONLY(kernels::cuda::index_select<T>(wc.data<T>(), 1, V, E, idx.data<int64_t>(), K,
-                                                   out.data<T>(), cuda_stream(weight.device())));
-    } else {
-      kernels::cpu::index_select<T>(wc.data<T>(), 1, V, E, idx.data<int64_t>(), K, out.data<T>());
-    }
+    MEL_KERNEL(weight.device(), index_select<T>, wc.data<T>(), 1, V, E, idx.data<int64_t>(), K,
+               out.data<T>());
   });
   autograd::record("embedding", out, {weight},
                    [idx, V, E, K](const Tensor& g, const GradMask&) {

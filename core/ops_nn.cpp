@@ -3,7 +3,7 @@
 #include <type_traits>
 
 #include "core/autograd.h"
-#include "core/cuda_context.h"
+#include "core/dispatch.h"
 #include "core/factory.h"
 #include "core/iter.h"
 #include "core/ops_elementwise.h"
@@ -48,21 +48,29 @@ void dispatch_softmax(const Tensor& x, const char* op, F&& f) {
   dispatch_float(x.dtype(), op, f);
 }
 
+// The softmax kernels for T: both backends for f32/f64; the 16-bit types exist on the GPU only
+// (the CPU op computes them through f32 copies).
+#define MEL_SOFTMAX_KERNEL(device, fn, ...)                               \
+  do {                                                                    \
+    if constexpr (std::is_floating_point_v<T>) {                          \
+      MEL_KERNEL(device, fn, __VA_ARGS__);                                \
+    } else {                                                              \
+      MEL_CUDA_ONLY(kernels::cuda::fn(__VA_ARGS__, cuda_stream(device))); \
+    }                                                                     \
+  } while (0)
+
 Tensor softmax_backward_raw(const Tensor& y, const Tensor& g, const Axis& ax, bool log,
                             const char* name) {
   Tensor gc = g.contiguous();
   Tensor gx = empty(y.shape(), y.dtype(), y.device());
   dispatch_softmax(y, name, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (y.device().is_cuda()) {
-      MEL_CUDA_ONLY((log ? kernels::cuda::log_softmax_backward<T>
-                         : kernels::cuda::softmax_backward<T>)(y.data<T>(), gc.data<T>(), ax.A,
-                                                               ax.C, ax.B, gx.data<T>(),
-                                                               cuda_stream(y.device())));
-    } else if constexpr (std::is_floating_point_v<T>) {
-      (log ? kernels::cpu::log_softmax_backward<T>
-           : kernels::cpu::softmax_backward<T>)(y.data<T>(), gc.data<T>(), ax.A, ax.C, ax.B,
-                                                gx.data<T>());
+    if (log) {
+      MEL_SOFTMAX_KERNEL(y.device(), log_softmax_backward<T>, y.data<T>(), gc.data<T>(), ax.A, ax.C,
+                         ax.B, gx.data<T>());
+    } else {
+      MEL_SOFTMAX_KERNEL(y.device(), softmax_backward<T>, y.data<T>(), gc.data<T>(), ax.A, ax.C,
+                         ax.B, gx.data<T>());
     }
   });
   return gx;
@@ -82,13 +90,10 @@ Tensor softmax_like(const Tensor& x, int64_t dim, bool log, const char* name) {
   Tensor y = empty(x.shape(), x.dtype(), x.device());
   dispatch_softmax(x, name, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (x.device().is_cuda()) {
-      MEL_CUDA_ONLY((log ? kernels::cuda::log_softmax<T>
-                         : kernels::cuda::softmax<T>)(xc.data<T>(), ax.A, ax.C, ax.B, y.data<T>(),
-                                                      cuda_stream(x.device())));
-    } else if constexpr (std::is_floating_point_v<T>) {
-      (log ? kernels::cpu::log_softmax<T> : kernels::cpu::softmax<T>)(xc.data<T>(), ax.A, ax.C,
-                                                                      ax.B, y.data<T>());
+    if (log) {
+      MEL_SOFTMAX_KERNEL(x.device(), log_softmax<T>, xc.data<T>(), ax.A, ax.C, ax.B, y.data<T>());
+    } else {
+      MEL_SOFTMAX_KERNEL(x.device(), softmax<T>, xc.data<T>(), ax.A, ax.C, ax.B, y.data<T>());
     }
   });
   autograd::record(name, y, {x},
@@ -98,23 +103,18 @@ Tensor softmax_like(const Tensor& x, int64_t dim, bool log, const char* name) {
   return y;
 }
 
-// Labels as contiguous i64 after checking every one on the host; counts the rows not ignored.
-Tensor checked_labels(const Tensor& labels, int64_t C, int64_t ignore_index, int64_t* count) {
-  Tensor lab = labels.detach().to(DType::i64).contiguous();
+// Every label of a CPU tensor (contiguous i64) is a class or ignore_index.
+void check_labels(const Tensor& lab, int64_t C, int64_t ignore_index) {
   const int64_t* p = lab.data<int64_t>();
   const int64_t n = lab.numel();
-  *count = 0;
   for (int64_t i = 0; i < n; ++i) {
-    if (p[i] == ignore_index) continue;
-    if (p[i] < 0 || p[i] >= C) {
+    if (p[i] != ignore_index && (p[i] < 0 || p[i] >= C)) {
       fail(
           "cross_entropy: label {} at row {} is out of range for {} classes (expected 0..{} or "
           "ignore_index {})",
           p[i], i, C, C - 1, ignore_index);
     }
-    ++*count;
   }
-  return lab;
 }
 
 }  // namespace
@@ -153,79 +153,44 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels,
   }
 
   // On the GPU the labels are not read back: a bad label gives NaN, the row count for the mean
-  // stays on the device (`scale`, the backward's 1 / count), and nothing waits for the host.
-  const bool gpu = logits.device().is_cuda();
-  int64_t count = 0;
-  Tensor lab = gpu ? labels.detach().to(DType::i64).contiguous()
-                   : checked_labels(labels, C, options.ignore_index, &count);
+  // stays on the device (`scale`, the backward's 1 / count), and nothing waits for the host. On
+  // the CPU they are checked here, since its kernels trust them.
+  const Device dev = logits.device();
+  Tensor lab = labels.detach().to(DType::i64).contiguous();
+  if (dev.is_cpu()) check_labels(lab, C, options.ignore_index);
   Tensor x = logits.detach().contiguous();
-  Tensor rows = empty({N}, x.dtype(), x.device());
-  Tensor lse = empty({N}, x.dtype(), x.device());
+  Tensor rows = empty({N}, x.dtype(), dev);
+  Tensor lse = empty({N}, x.dtype(), dev);
+  Tensor out = rows, scale;
+  if (options.reduction != Reduction::none) out = empty({}, x.dtype(), dev);
+  if (options.reduction == Reduction::mean) scale = empty({1}, DType::f64, dev);
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (gpu) {
-      MEL_CUDA_ONLY(kernels::cuda::cross_entropy_forward<T>(
-          x.data<T>(), lab.data<int64_t>(), N, C, eps, options.ignore_index, rows.data<T>(),
-          lse.data<T>(), cuda_stream(x.device())));
-    } else {
-      kernels::cpu::cross_entropy_forward<T>(x.data<T>(), lab.data<int64_t>(), N, C, eps,
-                                             options.ignore_index, rows.data<T>(), lse.data<T>());
+    MEL_KERNEL(dev, cross_entropy_forward<T>, x.data<T>(), lab.data<int64_t>(), N, C, eps,
+               options.ignore_index, rows.data<T>(), lse.data<T>());
+    if (options.reduction != Reduction::none) {
+      MEL_KERNEL(dev, cross_entropy_reduce<T>, rows.data<T>(), lab.data<int64_t>(), N,
+                 options.ignore_index, options.reduction == Reduction::mean, out.data<T>(),
+                 scale.defined() ? scale.data<double>() : nullptr);
     }
   });
 
-  Tensor out, scale;
-  if (gpu && options.reduction != Reduction::none) {
-    const bool mean = options.reduction == Reduction::mean;
-    out = empty({}, x.dtype(), x.device());
-    if (mean) scale = empty({1}, DType::f64, x.device());
-    MEL_CUDA_ONLY(dispatch_float(x.dtype(), op, [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      kernels::cuda::cross_entropy_reduce<T>(
-          rows.data<T>(), lab.data<int64_t>(), N, options.ignore_index, mean, out.data<T>(),
-          mean ? scale.data<double>() : nullptr, cuda_stream(x.device()));
-    }));
-  } else {
-    autograd::NoGradGuard ng;
-    switch (options.reduction) {
-      case Reduction::none:
-        out = rows;
-        break;
-      case Reduction::sum:
-        out = sum(rows);
-        break;
-      // 0 / 0 = NaN when every row is ignored, as in PyTorch
-      case Reduction::mean:
-        out = div(sum(rows), static_cast<double>(count));
-        break;
-    }
-  }
-
-  autograd::record(
-      op, out, {logits},
-      [x, lab, lse, scale, options, count, N, C](const Tensor& g, const GradMask&) {
-        Tensor gc = g.contiguous();
-        Tensor dx = empty({N, C}, x.dtype(), x.device());
-        const int64_t g_stride = options.reduction == Reduction::none ? 1 : 0;
-        // on the GPU, `scale` holds the mean's 1 / count (count is not known on the host)
-        const double alpha = options.reduction == Reduction::mean && count > 0
-                                 ? 1.0 / static_cast<double>(count)
-                                 : 1.0;
-        dispatch_float(x.dtype(), "cross_entropy backward", [&](auto tag) {
-          using T = typename decltype(tag)::type;
-          if (x.device().is_cuda()) {
-            MEL_CUDA_ONLY(kernels::cuda::cross_entropy_backward<T>(
-                x.data<T>(), lab.data<int64_t>(), lse.data<T>(), gc.data<T>(), g_stride, alpha, N,
-                C, options.label_smoothing, options.ignore_index, dx.data<T>(),
-                scale.defined() ? scale.data<double>() : nullptr, cuda_stream(x.device())));
-          } else {
-            kernels::cpu::cross_entropy_backward<T>(
-                x.data<T>(), lab.data<int64_t>(), lse.data<T>(), gc.data<T>(), g_stride, alpha, N,
-                C, options.label_smoothing, options.ignore_index, dx.data<T>());
-          }
-        });
-        return std::vector<Tensor>{dx};
-      },
-      {lab});
+  autograd::record(op, out, {logits},
+                   [x, lab, lse, scale, options, N, C](const Tensor& g, const GradMask&) {
+                     Tensor gc = g.contiguous();
+                     Tensor dx = empty({N, C}, x.dtype(), x.device());
+                     const int64_t g_stride = options.reduction == Reduction::none ? 1 : 0;
+                     // `scale` holds the mean's 1 / count, where the reduction left it
+                     dispatch_float(x.dtype(), "cross_entropy backward", [&](auto tag) {
+                       using T = typename decltype(tag)::type;
+                       MEL_KERNEL(x.device(), cross_entropy_backward<T>, x.data<T>(),
+                                  lab.data<int64_t>(), lse.data<T>(), gc.data<T>(), g_stride, 1.0,
+                                  N, C, options.label_smoothing, options.ignore_index, dx.data<T>(),
+                                  scale.defined() ? scale.data<double>() : nullptr);
+                     });
+                     return std::vector<Tensor>{dx};
+                   },
+                   {lab});
   return out;
 }
 

@@ -6,12 +6,13 @@
 #include <type_traits>
 
 #include "core/autograd.h"
-#include "core/cuda_context.h"
+#include "core/dispatch.h"
 #include "core/iter.h"
 #include "core/ops_norm_fused.h"
-#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/dropout.h"
 #include "kernels/cpu/norm.h"
 #ifdef MEL_HAVE_CUDA
+#include "kernels/cuda/dropout.h"
 #include "kernels/cuda/norm.h"
 #endif
 
@@ -50,10 +51,9 @@ T* out_or_null(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
 }
 
-#ifdef MEL_HAVE_CUDA
-// Device scratch of the norm kernels: the context's workspace of the tensor's GPU.
-void* cuda_workspace(const Tensor& t, size_t bytes) {
-  return cuda_context(t.device().index).workspace(bytes);
+// Device scratch of the norm kernels: the context's workspace of a GPU (none on the CPU).
+void* norm_workspace(Device d, size_t bytes) {
+  return context_workspace(d, bytes);
 }
 
 // Calls f(TypeTag<R>) for a floating dtype (the running statistics may be 16-bit).
@@ -67,41 +67,26 @@ void dispatch_running(DType t, F&& f) {
     }
   });
 }
-#endif
 
 // running = (1 - momentum) * running + momentum * factor * stat, in place and outside autograd
 // (any floating dtype, any stride).
 void update_running(const Tensor& running, const Tensor& stat, double momentum, double factor) {
-  if (running.device().is_cuda()) {
-    MEL_CUDA_ONLY(dispatch_running(running.dtype(), [&](auto rtag) {
-      using R = typename decltype(rtag)::type;
-      dispatch_float(stat.dtype(), "batch_norm", [&](auto tag) {
-        using T = typename decltype(tag)::type;
-        kernels::cuda::batch_norm_update_running<R, T>(
-            running.shape()[0], static_cast<R*>(running.data_ptr()), running.stride(0),
-            stat.data<T>(), momentum, factor, cuda_stream(running.device()));
-      });
-    }));
-    running.impl()->storage->bump_version();
-    return;
-  }
-  const std::vector<double> s = stat.to_vector();
-  const int64_t stride = running.stride(0);
-  dispatch_all(running.dtype(), "batch_norm", [&](auto tag) {
-    using R = typename decltype(tag)::type;
-    using kernels::cpu::convert;
-    R* p = static_cast<R*>(running.data_ptr());
-    for (size_t c = 0; c < s.size(); ++c) {
-      const double old = convert<double>(p[c * stride]);
-      p[c * stride] = convert<R>((1.0 - momentum) * old + momentum * factor * s[c]);
-    }
+  dispatch_running(running.dtype(), [&](auto rtag) {
+    using R = typename decltype(rtag)::type;
+    dispatch_float(stat.dtype(), "batch_norm", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      MEL_KERNEL_T(running.device(), batch_norm_update_running, (R, T), running.shape()[0],
+                   static_cast<R*>(running.data_ptr()), running.stride(0), stat.data<T>(), momentum,
+                   factor);
+    });
   });
   running.impl()->storage->bump_version();
 }
 
-Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                       const Tensor& running_mean, const Tensor& running_var, bool training,
-                       double momentum, double eps, bool relu, const char* op) {
+// Validates batch norm's arguments; returns x's [N, C, S] view.
+BatchNormDims check_batch_norm(const char* op, const Tensor& x, const Tensor& weight,
+                               const Tensor& bias, const Tensor& running_mean,
+                               const Tensor& running_var, bool training) {
   check_defined(op, x, "the input");
   MEL_CHECK(x.dim() >= 2, "{}: expected an input of shape [N, C] or [N, C, *], got {}", op,
             shape_str(x.shape()));
@@ -130,102 +115,86 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
     MEL_CHECK(running_mean.defined() && running_var.defined(),
               "{}: running_mean and running_var are required when not training", op);
   }
-  if (is_half(x.dtype())) {
-    return batch_norm_impl(x.to(DType::f32), to_f32(weight), to_f32(bias), running_mean,
-                           running_var, training, momentum, eps, relu, op)
-        .to(x.dtype());
-  }
+  return d;
+}
 
-  const DType dt = x.dtype();
-  Tensor xc = x.detach().contiguous();
-  Tensor wc = weight.defined() ? weight.detach().contiguous() : Tensor();
-  Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
-  Tensor y = empty(x.shape(), dt, x.device());
-  Tensor mean = empty({C}, dt, x.device()), rstd = empty({C}, dt, x.device());
-  const bool gpu = x.device().is_cuda();
-  if (training) {
-    Tensor var = empty({C}, dt, x.device());
-    dispatch_float(dt, op, [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      if (gpu) {
-        MEL_CUDA_ONLY(kernels::cuda::batch_norm_forward_train<T>(
-            d, xc.data<T>(), ptr_or_null<T>(wc), ptr_or_null<T>(bc), eps, relu, y.data<T>(),
-            mean.data<T>(), var.data<T>(), rstd.data<T>(),
-            cuda_workspace(x, kernels::cuda::batch_norm_workspace_bytes(d, sizeof(T))),
-            cuda_stream(x.device())));
-      } else {
-        kernels::cpu::batch_norm_forward_train<T>(d, xc.data<T>(), ptr_or_null<T>(wc),
-                                                  ptr_or_null<T>(bc), eps, relu, y.data<T>(),
-                                                  mean.data<T>(), var.data<T>(), rstd.data<T>());
-      }
-    });
-    const double n = static_cast<double>(d.n * d.s);
-    if (running_mean.defined()) update_running(running_mean, mean, momentum, 1.0);
-    if (running_var.defined()) update_running(running_var, var, momentum, n / (n - 1));
-  } else if (gpu) {
-    // As below, on the device: mean and rstd are fresh copies of the running statistics.
-    MEL_CUDA_ONLY({
-      const Tensor rm = running_mean.detach();
-      const Tensor rv = running_var.detach().to(rm.dtype());
-      dispatch_running(rm.dtype(), [&](auto rtag) {
-        using R = typename decltype(rtag)::type;
-        dispatch_float(dt, op, [&](auto tag) {
-          using T = typename decltype(tag)::type;
-          cudaStream_t stream = cuda_stream(x.device());
-          kernels::cuda::batch_norm_eval_stats<R, T>(
-              C, static_cast<const R*>(rm.data_ptr()), rm.stride(0),
-              static_cast<const R*>(rv.data_ptr()), rv.stride(0), eps, mean.data<T>(),
-              rstd.data<T>(), stream);
-          kernels::cuda::batch_norm_forward_apply<T>(
-              d, xc.data<T>(), mean.data<T>(), rstd.data<T>(), ptr_or_null<T>(wc),
-              ptr_or_null<T>(bc), relu, y.data<T>(),
-              cuda_workspace(x, kernels::cuda::batch_norm_workspace_bytes(d, sizeof(T))), stream);
-        });
-      });
-    });
-  } else {
-    // Copies, not views, of the running statistics: a later training step updates those in
-    // place, which must not invalidate this graph.
-    const std::vector<double> rm = running_mean.detach().to_vector();
-    const std::vector<double> rv = running_var.detach().to_vector();
-    for (int64_t c = 0; c < C; ++c) {
-      mean.set({c}, rm[c]);
-      rstd.set({c}, 1.0 / std::sqrt(rv[c] + eps));
-    }
-    dispatch_float(dt, op, [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      kernels::cpu::batch_norm_forward_apply<T>(d, xc.data<T>(), mean.data<T>(), rstd.data<T>(),
-                                                ptr_or_null<T>(wc), ptr_or_null<T>(bc), relu,
-                                                y.data<T>());
-    });
-  }
+// The backward node: gradients of x, weight and bias from the saved input and statistics.
+void record_batch_norm(const char* op, Tensor& y, const Tensor& x, const Tensor& weight,
+                       const Tensor& bias, const Tensor& xc, const Tensor& wc, const Tensor& bc,
+                       const Tensor& mean, const Tensor& rstd, BatchNormDims d, bool training,
+                       bool relu) {
   autograd::record(
       op, y, {x, weight, bias},
       [xc, wc, bc, mean, rstd, d, training, relu, op](const Tensor& g, const GradMask& need) {
         Tensor gc = g.contiguous();
         const DType gt = xc.dtype();
-        Tensor gx = need[0] ? empty(xc.shape(), gt, xc.device()) : Tensor();
-        Tensor gw = need[1] ? empty({d.c}, gt, xc.device()) : Tensor();
-        Tensor gb = need[2] ? empty({d.c}, gt, xc.device()) : Tensor();
+        const Device dev = xc.device();
+        Tensor gx = need[0] ? empty(xc.shape(), gt, dev) : Tensor();
+        Tensor gw = need[1] ? empty({d.c}, gt, dev) : Tensor();
+        Tensor gb = need[2] ? empty({d.c}, gt, dev) : Tensor();
         dispatch_float(gt, op, [&](auto tag) {
           using T = typename decltype(tag)::type;
-          if (xc.device().is_cuda()) {
-            MEL_CUDA_ONLY(kernels::cuda::batch_norm_backward<T>(
-                d, xc.data<T>(), gc.data<T>(), mean.data<T>(), rstd.data<T>(), ptr_or_null<T>(wc),
-                ptr_or_null<T>(bc), training, relu, out_or_null<T>(gx), out_or_null<T>(gw),
-                out_or_null<T>(gb),
-                cuda_workspace(xc, kernels::cuda::batch_norm_workspace_bytes(d, sizeof(T))),
-                cuda_stream(xc.device())));
-          } else {
-            kernels::cpu::batch_norm_backward<T>(
-                d, xc.data<T>(), gc.data<T>(), mean.data<T>(), rstd.data<T>(), ptr_or_null<T>(wc),
-                ptr_or_null<T>(bc), training, relu, out_or_null<T>(gx), out_or_null<T>(gw),
-                out_or_null<T>(gb));
-          }
+          void* ws =
+              norm_workspace(dev, MEL_KERNEL_QUERY(dev, batch_norm_workspace_bytes, d, sizeof(T)));
+          MEL_KERNEL(dev, batch_norm_backward<T>, d, xc.data<T>(), gc.data<T>(), mean.data<T>(),
+                     rstd.data<T>(), ptr_or_null<T>(wc), ptr_or_null<T>(bc), training, relu,
+                     out_or_null<T>(gx), out_or_null<T>(gw), out_or_null<T>(gb), ws);
         });
         return std::vector<Tensor>{gx, gw, gb};
       },
       {mean, rstd});
+}
+
+Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                       const Tensor& running_mean, const Tensor& running_var, bool training,
+                       double momentum, double eps, bool relu, const char* op) {
+  const BatchNormDims d =
+      check_batch_norm(op, x, weight, bias, running_mean, running_var, training);
+  if (is_half(x.dtype())) {
+    return batch_norm_impl(x.to(DType::f32), to_f32(weight), to_f32(bias), running_mean,
+                           running_var, training, momentum, eps, relu, op)
+        .to(x.dtype());
+  }
+  const DType dt = x.dtype();
+  const Device dev = x.device();
+  Tensor xc = x.detach().contiguous();
+  Tensor wc = weight.defined() ? weight.detach().contiguous() : Tensor();
+  Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
+  Tensor y = empty(x.shape(), dt, dev);
+  Tensor mean = empty({d.c}, dt, dev), rstd = empty({d.c}, dt, dev);
+  if (training) {
+    Tensor var = empty({d.c}, dt, dev);
+    dispatch_float(dt, op, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      void* ws =
+          norm_workspace(dev, MEL_KERNEL_QUERY(dev, batch_norm_workspace_bytes, d, sizeof(T)));
+      MEL_KERNEL(dev, batch_norm_forward_train<T>, d, xc.data<T>(), ptr_or_null<T>(wc),
+                 ptr_or_null<T>(bc), eps, relu, y.data<T>(), mean.data<T>(), var.data<T>(),
+                 rstd.data<T>(), ws);
+    });
+    const double n = static_cast<double>(d.n * d.s);
+    if (running_mean.defined()) update_running(running_mean, mean, momentum, 1.0);
+    if (running_var.defined()) update_running(running_var, var, momentum, n / (n - 1));
+  } else {
+    // mean and rstd are fresh copies of the running statistics, not views: a later training step
+    // updates those in place, which must not invalidate this graph.
+    const Tensor rm = running_mean.detach();
+    const Tensor rv = running_var.detach().to(rm.dtype());
+    dispatch_running(rm.dtype(), [&](auto rtag) {
+      using R = typename decltype(rtag)::type;
+      dispatch_float(dt, op, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        MEL_KERNEL_T(dev, batch_norm_eval_stats, (R, T), d.c, static_cast<const R*>(rm.data_ptr()),
+                     rm.stride(0), static_cast<const R*>(rv.data_ptr()), rv.stride(0), eps,
+                     mean.data<T>(), rstd.data<T>());
+        void* ws =
+            norm_workspace(dev, MEL_KERNEL_QUERY(dev, batch_norm_workspace_bytes, d, sizeof(T)));
+        MEL_KERNEL(dev, batch_norm_forward_apply<T>, d, xc.data<T>(), mean.data<T>(),
+                   rstd.data<T>(), ptr_or_null<T>(wc), ptr_or_null<T>(bc), relu, y.data<T>(), ws);
+      });
+    });
+  }
+  record_batch_norm(op, y, x, weight, bias, xc, wc, bc, mean, rstd, d, training, relu);
   return y;
 }
 
@@ -274,15 +243,8 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
   Tensor mean = empty({m}, dt, x.device()), rstd = empty({m}, dt, x.device());
   dispatch_float(dt, op, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (x.device().is_cuda()) {
-      MEL_CUDA_ONLY(kernels::cuda::layer_norm_forward<T>(
-          xc.data<T>(), m, k, ptr_or_null<T>(wc), ptr_or_null<T>(bc), eps, y.data<T>(),
-          mean.data<T>(), rstd.data<T>(), cuda_stream(x.device())));
-    } else {
-      kernels::cpu::layer_norm_forward<T>(xc.data<T>(), m, k, ptr_or_null<T>(wc),
-                                          ptr_or_null<T>(bc), eps, y.data<T>(), mean.data<T>(),
-                                          rstd.data<T>());
-    }
+    MEL_KERNEL(x.device(), layer_norm_forward<T>, xc.data<T>(), m, k, ptr_or_null<T>(wc),
+               ptr_or_null<T>(bc), eps, y.data<T>(), mean.data<T>(), rstd.data<T>());
   });
   autograd::record(
       op, y, {x, weight, bias},
@@ -294,17 +256,11 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
         Tensor gb = need[2] ? empty(ns, gt, xc.device()) : Tensor();
         dispatch_float(gt, "layer_norm backward", [&](auto tag) {
           using T = typename decltype(tag)::type;
-          if (xc.device().is_cuda()) {
-            MEL_CUDA_ONLY(kernels::cuda::layer_norm_backward<T>(
-                xc.data<T>(), gc.data<T>(), mean.data<T>(), rstd.data<T>(), ptr_or_null<T>(wc), m,
-                k, out_or_null<T>(gx), out_or_null<T>(gw), out_or_null<T>(gb),
-                cuda_workspace(xc, kernels::cuda::layer_norm_workspace_bytes(m, k)),
-                cuda_stream(xc.device())));
-          } else {
-            kernels::cpu::layer_norm_backward<T>(
-                xc.data<T>(), gc.data<T>(), mean.data<T>(), rstd.data<T>(), ptr_or_null<T>(wc), m,
-                k, out_or_null<T>(gx), out_or_null<T>(gw), out_or_null<T>(gb));
-          }
+          const Device dev = xc.device();
+          void* ws = norm_workspace(dev, MEL_KERNEL_QUERY(dev, layer_norm_workspace_bytes, m, k));
+          MEL_KERNEL(dev, layer_norm_backward<T>, xc.data<T>(), gc.data<T>(), mean.data<T>(),
+                     rstd.data<T>(), ptr_or_null<T>(wc), m, k, out_or_null<T>(gx),
+                     out_or_null<T>(gw), out_or_null<T>(gb), ws);
         });
         return std::vector<Tensor>{gx, gw, gb};
       },
@@ -331,14 +287,8 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
   // the same (seed, offset) and element mapping on both devices: the same mask
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (x.device().is_cuda()) {
-      MEL_CUDA_ONLY(kernels::cuda::dropout_forward<T>(
-          gen.seed(), offset, n, keep, static_cast<T>(scale), xc.data<T>(), y.data<T>(),
-          mask.data<uint8_t>(), cuda_stream(x.device())));
-    } else {
-      kernels::cpu::dropout_forward<T>(gen.seed(), offset, n, keep, static_cast<T>(scale),
-                                       xc.data<T>(), y.data<T>(), mask.data<uint8_t>());
-    }
+    MEL_KERNEL(x.device(), dropout_forward<T>, gen.seed(), offset, n, keep, static_cast<T>(scale),
+               xc.data<T>(), y.data<T>(), mask.data<uint8_t>());
   });
   autograd::record(op, y, {x},
                    [mask, scale](const Tensor& g, const GradMask&) {
@@ -346,15 +296,9 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
                      Tensor gx = empty(g.shape(), g.dtype(), g.device());
                      dispatch_float(g.dtype(), "dropout backward", [&](auto tag) {
                        using T = typename decltype(tag)::type;
-                       if (gc.device().is_cuda()) {
-                         MEL_CUDA_ONLY(kernels::cuda::dropout_backward<T>(
-                             gc.numel(), static_cast<T>(scale), gc.data<T>(), mask.data<uint8_t>(),
-                             gx.data<T>(), cuda_stream(gc.device())));
-                       } else {
-                         kernels::cpu::dropout_backward<T>(gc.numel(), static_cast<T>(scale),
-                                                           gc.data<T>(), mask.data<uint8_t>(),
-                                                           gx.data<T>());
-                       }
+                       MEL_KERNEL(gc.device(), dropout_backward<T>, gc.numel(),
+                                  static_cast<T>(scale), gc.data<T>(), mask.data<uint8_t>(),
+                                  gx.data<T>());
                      });
                      return std::vector<Tensor>{gx};
                    },

@@ -3,7 +3,7 @@
 #include <limits>
 
 #include "core/autograd.h"
-#include "core/cuda_context.h"
+#include "core/dispatch.h"
 #include "core/iter.h"
 #include "core/ops_conv.h"
 #include "kernels/cpu/pool.h"
@@ -83,31 +83,20 @@ Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
   Tensor idx = empty(y.shape(), DType::i32, x.device());
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (x.device().is_cuda()) {
-      MEL_CUDA_ONLY(kernels::cuda::max_pool2d<T>(g, xc.data<T>(), y.data<T>(), idx.data<int32_t>(),
-                                                 cuda_stream(x.device())));
-    } else {
-      kernels::cpu::max_pool2d<T>(g, xc.data<T>(), y.data<T>(), idx.data<int32_t>());
-    }
+    MEL_KERNEL(x.device(), max_pool2d<T>, g, xc.data<T>(), y.data<T>(), idx.data<int32_t>());
   });
-  autograd::record(
-      op, y, {x},
-      [g, idx, shape = x.shape()](const Tensor& gy, const GradMask&) {
-        Tensor gc = gy.contiguous();
-        Tensor gx = empty(shape, gy.dtype(), gy.device());
-        dispatch_float(gy.dtype(), "max_pool2d backward", [&](auto tag) {
-          using T = typename decltype(tag)::type;
-          if (gy.device().is_cuda()) {
-            MEL_CUDA_ONLY(kernels::cuda::max_pool2d_backward<T>(
-                g, gc.data<T>(), idx.data<int32_t>(), gx.data<T>(), cuda_stream(gy.device())));
-          } else {
-            kernels::cpu::max_pool2d_backward<T>(g, gc.data<T>(), idx.data<int32_t>(),
-                                                 gx.data<T>());
-          }
-        });
-        return std::vector<Tensor>{gx};
-      },
-      {idx});
+  autograd::record(op, y, {x},
+                   [g, idx, shape = x.shape()](const Tensor& gy, const GradMask&) {
+                     Tensor gc = gy.contiguous();
+                     Tensor gx = empty(shape, gy.dtype(), gy.device());
+                     dispatch_float(gy.dtype(), "max_pool2d backward", [&](auto tag) {
+                       using T = typename decltype(tag)::type;
+                       MEL_KERNEL(gy.device(), max_pool2d_backward<T>, g, gc.data<T>(),
+                                  idx.data<int32_t>(), gx.data<T>());
+                     });
+                     return std::vector<Tensor>{gx};
+                   },
+                   {idx});
   return y;
 }
 
@@ -120,28 +109,19 @@ Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options) {
   const bool include_pad = options.count_include_pad;
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (x.device().is_cuda()) {
-      MEL_CUDA_ONLY(kernels::cuda::avg_pool2d<T>(g, include_pad, xc.data<T>(), y.data<T>(),
-                                                 cuda_stream(x.device())));
-    } else {
-      kernels::cpu::avg_pool2d<T>(g, include_pad, xc.data<T>(), y.data<T>());
-    }
+    MEL_KERNEL(x.device(), avg_pool2d<T>, g, include_pad, xc.data<T>(), y.data<T>());
   });
-  autograd::record(
-      op, y, {x}, [g, include_pad, shape = x.shape()](const Tensor& gy, const GradMask&) {
-        Tensor gc = gy.contiguous();
-        Tensor gx = empty(shape, gy.dtype(), gy.device());
-        dispatch_float(gy.dtype(), "avg_pool2d backward", [&](auto tag) {
-          using T = typename decltype(tag)::type;
-          if (gy.device().is_cuda()) {
-            MEL_CUDA_ONLY(kernels::cuda::avg_pool2d_backward<T>(
-                g, include_pad, gc.data<T>(), gx.data<T>(), cuda_stream(gy.device())));
-          } else {
-            kernels::cpu::avg_pool2d_backward<T>(g, include_pad, gc.data<T>(), gx.data<T>());
-          }
-        });
-        return std::vector<Tensor>{gx};
-      });
+  autograd::record(op, y, {x},
+                   [g, include_pad, shape = x.shape()](const Tensor& gy, const GradMask&) {
+                     Tensor gc = gy.contiguous();
+                     Tensor gx = empty(shape, gy.dtype(), gy.device());
+                     dispatch_float(gy.dtype(), "avg_pool2d backward", [&](auto tag) {
+                       using T = typename decltype(tag)::type;
+                       MEL_KERNEL(gy.device(), avg_pool2d_backward<T>, g, include_pad, gc.data<T>(),
+                                  gx.data<T>());
+                     });
+                     return std::vector<Tensor>{gx};
+                   });
   return y;
 }
 
@@ -159,24 +139,14 @@ Tensor adaptive_avg_pool2d(const Tensor& x, std::array<int64_t, 2> output_size) 
   Tensor y = empty(pooled_shape(x, g.oh, g.ow), x.dtype(), x.device());
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (x.device().is_cuda()) {
-      MEL_CUDA_ONLY(kernels::cuda::adaptive_avg_pool2d<T>(g, xc.data<T>(), y.data<T>(),
-                                                          cuda_stream(x.device())));
-    } else {
-      kernels::cpu::adaptive_avg_pool2d<T>(g, xc.data<T>(), y.data<T>());
-    }
+    MEL_KERNEL(x.device(), adaptive_avg_pool2d<T>, g, xc.data<T>(), y.data<T>());
   });
   autograd::record(op, y, {x}, [g, shape = x.shape()](const Tensor& gy, const GradMask&) {
     Tensor gc = gy.contiguous();
     Tensor gx = empty(shape, gy.dtype(), gy.device());
     dispatch_float(gy.dtype(), "adaptive_avg_pool2d backward", [&](auto tag) {
       using T = typename decltype(tag)::type;
-      if (gy.device().is_cuda()) {
-        MEL_CUDA_ONLY(kernels::cuda::adaptive_avg_pool2d_backward<T>(g, gc.data<T>(), gx.data<T>(),
-                                                                     cuda_stream(gy.device())));
-      } else {
-        kernels::cpu::adaptive_avg_pool2d_backward<T>(g, gc.data<T>(), gx.data<T>());
-      }
+      MEL_KERNEL(gy.device(), adaptive_avg_pool2d_backward<T>, g, gc.data<T>(), gx.data<T>());
     });
     return std::vector<Tensor>{gx};
   });

@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "core/autograd.h"
-#include "core/cuda_context.h"
+#include "core/dispatch.h"
 #include "core/factory.h"
 #include "core/iter.h"
 #include "core/ops_elementwise.h"
@@ -86,30 +86,6 @@ ReducePlan plan_reduce(const Tensor& x_in, const Shape& dims, const char* op) {
 
 namespace {
 
-#ifdef MEL_HAVE_CUDA
-// Split reductions meet in scratch memory from the caching allocator (freed on return; the
-// stream orders its reuse after the kernels).
-Tensor reduce_workspace(size_t bytes, Device d) {
-  return bytes > 0 ? empty({static_cast<int64_t>(bytes)}, DType::u8, d) : Tensor();
-}
-
-template <class T>
-void cuda_sum_axis(const ReducePlan& p, Tensor& out) {
-  Tensor ws =
-      reduce_workspace(kernels::cuda::sum_axis_workspace_bytes<T>(p.A, p.R, p.B), p.x.device());
-  kernels::cuda::sum_axis<T>(p.x.data<T>(), p.A, p.R, p.B, out.data<T>(),
-                             ws.defined() ? ws.data_ptr() : nullptr, cuda_stream(p.x.device()));
-}
-
-template <class T>
-void cuda_max_axis(const ReducePlan& p, Tensor& values, Tensor& idx) {
-  Tensor ws =
-      reduce_workspace(kernels::cuda::max_axis_workspace_bytes<T>(p.A, p.R, p.B), p.x.device());
-  kernels::cuda::max_axis<T>(p.x.data<T>(), p.A, p.R, p.B, values.data<T>(), idx.data<int64_t>(),
-                             ws.defined() ? ws.data_ptr() : nullptr, cuda_stream(p.x.device()));
-}
-#endif
-
 // Number of elements each output of a reduction over `dims` combines.
 int64_t reduced_count(const Tensor& x, const Shape& dims, const char* op) {
   if (dims.empty()) return x.numel();
@@ -122,11 +98,11 @@ Tensor reduce_sum_raw(const ReducePlan& p, DType dt, const char* op) {
   Tensor out = empty(p.out_keep, dt, p.x.device());
   dispatch_numeric(dt, op, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (p.x.device().is_cuda()) {
-      MEL_CUDA_ONLY(cuda_sum_axis<T>(p, out));
-    } else {
-      kernels::cpu::sum_axis<T>(p.x.data<T>(), p.A, p.R, p.B, out.data<T>());
-    }
+    const Device dev = p.x.device();
+    // Split reductions meet in scratch memory (combined in a fixed order).
+    Tensor ws =
+        kernel_scratch(dev, MEL_KERNEL_QUERY(dev, sum_axis_workspace_bytes<T>, p.A, p.R, p.B));
+    MEL_KERNEL(dev, sum_axis<T>, p.x.data<T>(), p.A, p.R, p.B, out.data<T>(), scratch_ptr(ws));
   });
   return out;
 }
@@ -169,40 +145,34 @@ std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim) {
   Tensor idx = empty(p.out_keep, DType::i64, x.device());
   dispatch_numeric(x.dtype(), "max", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (x.device().is_cuda()) {
-      MEL_CUDA_ONLY(cuda_max_axis<T>(p, values, idx));
-    } else {
-      kernels::cpu::max_axis<T>(p.x.data<T>(), p.A, p.R, p.B, values.data<T>(),
-                                idx.data<int64_t>());
-    }
+    const Device dev = x.device();
+    Tensor ws =
+        kernel_scratch(dev, MEL_KERNEL_QUERY(dev, max_axis_workspace_bytes<T>, p.A, p.R, p.B));
+    MEL_KERNEL(dev, max_axis<T>, p.x.data<T>(), p.A, p.R, p.B, values.data<T>(),
+               idx.data<int64_t>(), scratch_ptr(ws));
   });
   if (!keepdim) {
     values = values.view(p.out);
     idx = idx.view(p.out);
   }
-  autograd::record(
-      "max", values, {x},
-      [A = p.A, R = p.R, B = p.B, perm = p.perm,
-       layout = p.perm.empty() ? x.shape() : p.permuted_shape,
-       ix = idx](const Tensor& g, const GradMask&) {
-        Tensor gc = g.contiguous();
-        Tensor ixc = ix.contiguous();
-        Tensor gx = empty(layout, g.dtype(), g.device());
-        dispatch_float(g.dtype(), "max backward", [&](auto tag) {
-          using T = typename decltype(tag)::type;
-          if (g.device().is_cuda()) {
-            MEL_CUDA_ONLY(kernels::cuda::max_axis_backward<T>(
-                gc.data<T>(), ixc.data<int64_t>(), A, R, B, gx.data<T>(), cuda_stream(g.device())));
-          } else {
-            kernels::cpu::max_axis_backward<T>(gc.data<T>(), ixc.data<int64_t>(), A, R, B,
-                                               gx.data<T>());
-          }
-        });
-        if (perm.empty()) return std::vector<Tensor>{gx};
-        Shape inv(perm.size());
-        for (size_t i = 0; i < perm.size(); ++i) inv[perm[i]] = static_cast<int64_t>(i);
-        return std::vector<Tensor>{gx.permute(inv)};
-      });
+  autograd::record("max", values, {x},
+                   [A = p.A, R = p.R, B = p.B, perm = p.perm,
+                    layout = p.perm.empty() ? x.shape() : p.permuted_shape,
+                    ix = idx](const Tensor& g, const GradMask&) {
+                     Tensor gc = g.contiguous();
+                     Tensor ixc = ix.contiguous();
+                     Tensor gx = empty(layout, g.dtype(), g.device());
+                     dispatch_float(g.dtype(), "max backward", [&](auto tag) {
+                       using T = typename decltype(tag)::type;
+                       MEL_KERNEL(g.device(), max_axis_backward<T>, gc.data<T>(),
+                                  ixc.data<int64_t>(), A, R, B, gx.data<T>());
+                     });
+                     if (perm.empty()) return std::vector<Tensor>{gx};
+                     Shape inv(perm.size());
+                     for (size_t i = 0; i < perm.size(); ++i)
+                       inv[perm[i]] = static_cast<int64_t>(i);
+                     return std::vector<Tensor>{gx.permute(inv)};
+                   });
   return {values, idx};
 }
 

@@ -172,6 +172,101 @@ Entry parse_entry(const std::string& path, const std::string& name, const json& 
   return e;
 }
 
+// The file opened at its start, and its size in bytes.
+FilePtr open_for_reading(const std::string& path, uint64_t& size) {
+  std::error_code ec;
+  MEL_CHECK(!std::filesystem::is_directory(path, ec),
+            "load_safetensors: '{}' is a directory, not a safetensors file", path);
+  FilePtr f(std::fopen(path.c_str(), "rb"));
+  MEL_CHECK(f, "load_safetensors: cannot open '{}': {}", path, errno_str());
+  MEL_CHECK(std::fseek(f.get(), 0, SEEK_END) == 0, "load_safetensors: cannot seek in '{}': {}",
+            path, errno_str());
+  const long size_l = std::ftell(f.get());
+  MEL_CHECK(size_l >= 0, "load_safetensors: cannot tell the size of '{}': {}", path, errno_str());
+  size = static_cast<uint64_t>(size_l);
+  std::rewind(f.get());
+  return f;
+}
+
+// The JSON header of a file of `size` bytes read from f (at its start); header_len: its length.
+json read_header(const std::string& path, FILE* f, uint64_t size, uint64_t& header_len) {
+  MEL_CHECK(size >= 8,
+            "load_safetensors: '{}' is {} bytes long, shorter than the 8-byte header length (not "
+            "a safetensors file, or truncated)",
+            path, size);
+  header_len = 0;
+  MEL_CHECK(std::fread(&header_len, 1, 8, f) == 8, "load_safetensors: reading '{}' failed", path);
+  MEL_CHECK(header_len <= size - 8,
+            "load_safetensors: '{}': header length {} runs beyond the end of the file ({} bytes; "
+            "truncated, or not a safetensors file)",
+            path, header_len, size);
+  std::string text(header_len, '\0');
+  MEL_CHECK(std::fread(text.data(), 1, header_len, f) == header_len,
+            "load_safetensors: reading the header of '{}' failed", path);
+
+  json header;
+  try {
+    header = json::parse(text);
+  } catch (const json::exception& e) {
+    fail("load_safetensors: '{}': the header is not valid JSON: {}", path, e.what());
+  }
+  MEL_CHECK(header.is_object(), "load_safetensors: '{}': the header is JSON but not an object",
+            path);
+  return header;
+}
+
+// The header's tensor entries, in header order; its "__metadata__" strings go to `metadata`.
+std::vector<Entry> parse_header(const std::string& path, const json& header,
+                                std::map<std::string, std::string>& metadata) {
+  std::vector<Entry> entries;
+  for (const auto& [key, value] : header.items()) {
+    if (key == kMetadataKey) {
+      MEL_CHECK(value.is_object(), "load_safetensors: '{}': \"__metadata__\" is not an object",
+                path);
+      for (const auto& [mk, mv] : value.items()) {
+        MEL_CHECK(mv.is_string(),
+                  "load_safetensors: '{}': metadata entry '{}' is {} (only strings are allowed)",
+                  path, mk, mv.dump());
+        metadata[mk] = mv.get<std::string>();
+      }
+      continue;
+    }
+    entries.push_back(parse_entry(path, key, value));
+  }
+  return entries;
+}
+
+// Sorts the entries by offset and checks that they tile the data section of `data_size` bytes
+// exactly: the reference reader accepts nothing else.
+void check_tiling(const std::string& path, std::vector<Entry>& entries, uint64_t data_size) {
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  uint64_t expect = 0;
+  const Entry* prev = nullptr;
+  for (const Entry& e : entries) {
+    MEL_CHECK(e.end <= data_size,
+              "load_safetensors: '{}': tensor '{}' data_offsets [{}, {}] run past the end of the "
+              "data section ({} bytes): the file is truncated or the offsets are out of range",
+              path, e.name, e.begin, e.end, data_size);
+    MEL_CHECK(e.begin >= expect,
+              "load_safetensors: '{}': tensor '{}' data_offsets [{}, {}] overlap tensor '{}' [{}, "
+              "{}]",
+              path, e.name, e.begin, e.end, prev ? prev->name : "", prev ? prev->begin : 0,
+              prev ? prev->end : 0);
+    MEL_CHECK(e.begin == expect,
+              "load_safetensors: '{}': bytes [{}, {}) of the data section belong to no tensor "
+              "(tensor '{}' starts at {}); offsets out of range",
+              path, expect, e.begin, e.name, e.begin);
+    expect = e.end;
+    prev = &e;
+  }
+  MEL_CHECK(expect == data_size,
+            "load_safetensors: '{}': the data section has {} bytes but the tensors cover {} (data "
+            "section size mismatch)",
+            path, data_size, expect);
+}
+
 }  // namespace
 
 const Tensor* SafetensorsFile::find(const std::string& name) const {
@@ -252,88 +347,13 @@ void save_safetensors(const std::string& path,
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {
-  std::error_code ec;
-  MEL_CHECK(!std::filesystem::is_directory(path, ec),
-            "load_safetensors: '{}' is a directory, not a safetensors file", path);
-  FilePtr f(std::fopen(path.c_str(), "rb"));
-  MEL_CHECK(f, "load_safetensors: cannot open '{}': {}", path, errno_str());
-  MEL_CHECK(std::fseek(f.get(), 0, SEEK_END) == 0, "load_safetensors: cannot seek in '{}': {}",
-            path, errno_str());
-  const long size_l = std::ftell(f.get());
-  MEL_CHECK(size_l >= 0, "load_safetensors: cannot tell the size of '{}': {}", path, errno_str());
-  const uint64_t size = static_cast<uint64_t>(size_l);
-  std::rewind(f.get());
-
-  MEL_CHECK(size >= 8,
-            "load_safetensors: '{}' is {} bytes long, shorter than the 8-byte header length (not "
-            "a safetensors file, or truncated)",
-            path, size);
+  uint64_t size = 0;
+  FilePtr f = open_for_reading(path, size);
   uint64_t header_len = 0;
-  MEL_CHECK(std::fread(&header_len, 1, 8, f.get()) == 8, "load_safetensors: reading '{}' failed",
-            path);
-  MEL_CHECK(header_len <= size - 8,
-            "load_safetensors: '{}': header length {} runs beyond the end of the file ({} bytes; "
-            "truncated, or not a safetensors file)",
-            path, header_len, size);
-  std::string text(header_len, '\0');
-  MEL_CHECK(std::fread(text.data(), 1, header_len, f.get()) == header_len,
-            "load_safetensors: reading the header of '{}' failed", path);
-
-  json header;
-  try {
-    header = json::parse(text);
-  } catch (const json::exception& e) {
-    fail("load_safetensors: '{}': the header is not valid JSON: {}", path, e.what());
-  }
-  MEL_CHECK(header.is_object(), "load_safetensors: '{}': the header is JSON but not an object",
-            path);
-
+  const json header = read_header(path, f.get(), size, header_len);
   SafetensorsFile out;
-  std::vector<Entry> entries;
-  for (const auto& [key, value] : header.items()) {
-    if (key == kMetadataKey) {
-      MEL_CHECK(value.is_object(), "load_safetensors: '{}': \"__metadata__\" is not an object",
-                path);
-      for (const auto& [mk, mv] : value.items()) {
-        MEL_CHECK(mv.is_string(),
-                  "load_safetensors: '{}': metadata entry '{}' is {} (only strings are allowed)",
-                  path, mk, mv.dump());
-        out.metadata[mk] = mv.get<std::string>();
-      }
-      continue;
-    }
-    entries.push_back(parse_entry(path, key, value));
-  }
-
-  // The reference reader accepts only data sections that the tensors tile exactly.
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
-    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
-  });
-  const uint64_t data_size = size - 8 - header_len;
-  uint64_t expect = 0;
-  const Entry* prev = nullptr;
-  for (const Entry& e : entries) {
-    MEL_CHECK(e.end <= data_size,
-              "load_safetensors: '{}': tensor '{}' data_offsets [{}, {}] run past the end of the "
-              "data section ({} bytes): the file is truncated or the offsets are out of range",
-              path, e.name, e.begin, e.end, data_size);
-    MEL_CHECK(e.begin >= expect,
-              "load_safetensors: '{}': tensor '{}' data_offsets [{}, {}] overlap tensor '{}' [{}, "
-              "{}]",
-              path, e.name, e.begin, e.end, prev ? prev->name : "", prev ? prev->begin : 0,
-              prev ? prev->end : 0);
-    MEL_CHECK(e.begin == expect,
-              "load_safetensors: '{}': bytes [{}, {}) of the data section belong to no tensor "
-              "(tensor '{}' starts at {}); offsets out of range",
-              path, expect, e.begin, e.name, e.begin);
-    expect = e.end;
-    prev = &e;
-  }
-  MEL_CHECK(expect == data_size,
-            "load_safetensors: '{}': the data section has {} bytes but the tensors cover {} (data "
-            "section size mismatch)",
-            path, data_size, expect);
-
+  std::vector<Entry> entries = parse_header(path, header, out.metadata);
+  check_tiling(path, entries, size - 8 - header_len);
   for (const Entry& e : entries) {
     Tensor t = empty(e.shape, e.dtype);
     const uint64_t n = e.end - e.begin;

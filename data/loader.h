@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "data/batch.h"
 #include "data/dataset.h"
 #include "data/transforms.h"
 
@@ -26,31 +27,24 @@ struct LoaderOptions {
   bool prefetch = true;          // prepare the next batch on a background thread
 };
 
-struct Batch {
-  Tensor x;           // f32 [B, C, H, W], normalised and augmented
-  Tensor y;           // i64 [B]
-  Tensor y_coarse;    // i64 [B] or undefined
-  int64_t index = 0;  // batch index within the epoch
-};
-
 // The sample order of an epoch and each sample's crop and flip are pure functions of (seed,
 // epoch, sample index), so batches do not depend on prefetching, threads or timing. Batches own
 // fresh tensors: the caller may keep them as long as it likes.
-class DataLoader {
+class DataLoader : public BatchSource {
  public:
   // Keeps a reference to `ds`, which must outlive the loader.
   DataLoader(const ImageDataset& ds, LoaderOptions opts);
-  ~DataLoader();  // joins the worker
+  ~DataLoader() override;  // joins the worker
   DataLoader(const DataLoader&) = delete;
   DataLoader& operator=(const DataLoader&) = delete;
 
   // Restarts at batch 0 with the permutation of `epoch` (drops a batch prepared for the old one).
-  void start_epoch(int64_t epoch);
+  void start_epoch(int64_t epoch) override;
   // The next batch of the epoch; false at its end. Starts epoch 0 if no epoch was started.
   // Rethrows an exception raised while preparing the batch.
-  bool next(Batch& out);
-  int64_t num_batches() const { return num_batches_; }
-  int64_t num_samples() const { return n_; }  // after limit
+  bool next(Batch& out) override;
+  int64_t num_batches() const override { return num_batches_; }
+  int64_t num_samples() const override { return n_; }  // after limit
   const LoaderOptions& options() const { return opts_; }
 
   // Dataset indices of `epoch` in visiting order (for tests and tools).

@@ -1,24 +1,25 @@
 // The MEL ensemble: M upstream models (a backbone cut at a chosen layer, plus an exit) and
-// combination heads over subsets of their features, built from a strict JSON "ensemble" spec.
+// combination heads over subsets of their features, built from typed specs (no JSON here).
 #pragma once
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "mel/json_reader.h"
 #include "nn/layers.h"
 
-namespace mel::app {
+namespace mel::method {
 
 // Upstream model i: features f_i = backbone(x), its own prediction e_i(f_i).
 class Upstream : public nn::Module {
  public:
-  Upstream(std::shared_ptr<nn::Sequential> backbone, std::shared_ptr<nn::Sequential> exit);
+  Upstream(std::shared_ptr<nn::Sequential> backbone, std::shared_ptr<nn::Sequential> exit,
+           Shape feature_shape);
   std::shared_ptr<nn::Sequential> backbone, exit;
   Shape feature_shape;  // per sample
 };
 
 enum class HeadKind { linear, mlp, conv };
+const char* head_kind_name(HeadKind k);
 
 // h_S: the features of the models in S concatenated (in index order) along dim 1.
 class Head : public nn::Module {
@@ -30,6 +31,17 @@ class Head : public nn::Module {
   Tensor forward(const Tensor& concatenated) override { return layers->forward(concatenated); }
   HeadKind kind;
   std::shared_ptr<nn::Sequential> layers;
+};
+
+// How the combination heads are built: linear (one Linear over the concatenated flat features),
+// mlp (Linear, activation, Linear) or conv (1x1 conv over channel-concatenated maps, BN,
+// activation, global pool, Linear).
+struct HeadSpec {
+  HeadKind kind = HeadKind::linear;
+  std::vector<std::vector<int>> subsets;  // sorted 0-based indices, |S| >= 2
+  int64_t hidden = 256;                   // mlp
+  int64_t channels = 128;                 // conv
+  std::string activation = "relu";        // mlp, conv
 };
 
 struct EnsembleSpec {
@@ -63,9 +75,12 @@ class Ensemble : public nn::Module {
   std::vector<Tensor> heads_from(const std::vector<Tensor>& features, std::vector<Tensor> out);
 };
 
-// From the config's "ensemble" object. `num_classes` is the dataset's; `exit_classes` the
-// exits' (== num_classes unless labels are hierarchical).
-std::shared_ptr<Ensemble> build_ensemble(const JsonReader& ensemble, int64_t num_classes,
+// The ensemble over built upstream models: one head per subset of `heads`, whose inputs are the
+// models' feature shapes (flat for linear and mlp heads, maps of one size for conv heads; a
+// mismatch is an error naming the head and the shapes). Each upstream's exit must end in
+// `exit_classes` outputs.
+std::shared_ptr<Ensemble> build_ensemble(std::vector<std::shared_ptr<Upstream>> upstreams,
+                                         const HeadSpec& heads, int64_t num_classes,
                                          int64_t exit_classes);
 
-}  // namespace mel::app
+}  // namespace mel::method

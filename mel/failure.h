@@ -4,9 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "mel/json_reader.h"
-
-namespace mel::app {
+namespace mel::method {
 
 // Subsets are sorted 0-based model indices; their names are 1-based and joined by '+':
 // {0,2} -> "1+3".
@@ -48,15 +46,4 @@ FailureReport evaluate_failures(int M, const std::vector<double>& exit_accuracy,
                                 const std::vector<std::vector<int>>& head_subsets,
                                 const std::vector<double>& head_accuracy);
 
-// {"failures": [{"failed": [...], "answer": "...", "accuracy": x, "preserved": x}],
-//  "preserved_mean": x, "preserved_worst": x}
-Json failure_report_json(const FailureReport& r);
-
-// A fixed-width terminal table (failed servers | answered by | accuracy % | preserved %) and a
-// final line with the mean and worst preserved accuracy over single failures.
-std::string failure_table(const FailureReport& r);
-
-// "head 1+2", "exit 1", "exits 1,3 (mean)", "none": the answer spelled out for people.
-std::string describe_answer(const std::string& answer);
-
-}  // namespace mel::app
+}  // namespace mel::method

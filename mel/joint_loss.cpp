@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "core/autograd.h"
-#include "core/cuda_context.h"
+#include "core/dispatch.h"
 #include "core/factory.h"
 #include "core/iter.h"
 #include "core/ops_elementwise.h"
@@ -17,7 +17,7 @@
 #include "kernels/cuda/joint_loss.h"
 #endif
 
-namespace mel::app {
+namespace mel::method {
 
 using autograd::GradMask;
 
@@ -41,33 +41,16 @@ Tensor label_tensor(const char* op, const Tensor& t, const char* what, int64_t B
   return t.detach().to(DType::i64).contiguous();
 }
 
-// Every label term k reads must lie in [0, C_k): a min/max pass per label tensor, and a search for
-// the first offending row only when a term fails.
-void check_label_range(const char* op, const Tensor& lab, const char* what, int64_t k, int64_t C) {
-  const int64_t* p = lab.data<int64_t>();
-  const int64_t n = lab.numel();
-  const auto [lo, hi] = std::minmax_element(p, p + n);
-  if (*lo >= 0 && *hi < C) return;
-  for (int64_t b = 0; b < n; ++b) {
-    if (p[b] < 0 || p[b] >= C) {
-      fail(
-          "{}: term {} ({} labels): label {} at row {} is out of range for its {} classes "
-          "(expected 0..{})",
-          op, k, what, p[b], b, C, C - 1);
-    }
-  }
-}
-
 struct Checked {
   int64_t batch = 0;
   std::vector<int64_t> widths;
   Tensor labels, coarse_labels;  // contiguous i64 (coarse undefined when no term is coarse)
 };
 
-// Every check both versions share; labels are range-checked only when `check_labels` (the
-// reference leaves that to cross_entropy, the CUDA kernel checks them itself).
+// Every check both versions share; label ranges are left to the kernel (which reports the first
+// bad label of every term) and, in the reference, to cross_entropy.
 Checked validate(const char* op, const std::vector<Tensor>& logits, const Tensor& labels,
-                 const Tensor& coarse_labels, const JointLossOptions& o, bool check_labels) {
+                 const Tensor& coarse_labels, const JointLossOptions& o) {
   const size_t K = logits.size();
   MEL_CHECK(K > 0, "{}: no terms (expected at least one logits tensor)", op);
   MEL_CHECK(o.weights.size() == K, "{}: {} weights for {} terms (expected one weight per term)", op,
@@ -133,32 +116,94 @@ Checked validate(const char* op, const std::vector<Tensor>& logits, const Tensor
     }
     c.coarse_labels = label_tensor(op, coarse_labels, "the coarse labels", c.batch, device);
   }
-  if (check_labels) {
-    for (size_t k = 0; k < K; ++k) {
-      const bool coarse = is_coarse(o, k);
-      check_label_range(op, coarse ? c.coarse_labels : c.labels, coarse ? "coarse" : "fine",
-                        static_cast<int64_t>(k), c.widths[k]);
-    }
-  }
   return c;
 }
 
-#ifdef MEL_HAVE_CUDA
+// The fused kernel's arguments for the checked problem: `in` / `out` hold the logits' and the
+// gradients' data pointers, `res` the results buffer (f64 bits in i64 slots, then the label
+// checks; see joint_loss below).
+template <class T>
+kernels::JointLossArgs<T> kernel_args(const Checked& c, const JointLossOptions& o,
+                                      const std::vector<const T*>& in, const std::vector<T*>& out,
+                                      const std::vector<uint8_t>& coarse,
+                                      const std::vector<int64_t>& pair_i,
+                                      const std::vector<int64_t>& pair_j, int64_t* res) {
+  const int64_t K = static_cast<int64_t>(in.size()), P = static_cast<int64_t>(pair_i.size());
+  double* d = reinterpret_cast<double*>(res);
+  kernels::JointLossArgs<T> a;
+  a.num_terms = K;
+  a.batch = c.batch;
+  a.logits = in.data();
+  a.widths = c.widths.data();
+  a.weights = o.weights.data();
+  a.coarse = coarse.data();
+  a.labels = c.labels.data<int64_t>();
+  a.coarse_labels = c.coarse_labels.defined() ? c.coarse_labels.data<int64_t>() : nullptr;
+  a.label_smoothing = o.label_smoothing;
+  a.num_pairs = P;
+  a.pair_i = pair_i.data();
+  a.pair_j = pair_j.data();
+  a.diversity_weight = o.diversity_weight;
+  a.diversity_margin = o.diversity_margin;
+  a.grads = out.empty() ? nullptr : out.data();
+  a.term_loss = d;
+  a.pair_dist = d + K;
+  a.diversity = d + K + P;
+  a.total = d + K + P + 1;
+  a.label_check = res + K + P + 2;
+  return a;
+}
 
-// The CUDA path: the same problem on the device. The term losses, pair distances, diversity,
-// total and the per-term label checks land in one device buffer, read back with one copy (the
-// call's only synchronisation); the total stays on the device as the differentiable result.
-JointLossResult joint_loss_cuda(const char* op, const std::vector<Tensor>& logits, const Checked& c,
-                                const JointLossOptions& options) {
+// The backward pass: the gradients were computed with the loss; it scales them by the incoming
+// gradient, read where it lives (no synchronisation on a GPU to test it for 1).
+std::vector<Tensor> scale_saved_grads(const std::vector<Tensor>& grads, const Tensor& g,
+                                      const GradMask& need) {
+  std::vector<Tensor> out(grads.size());
+  if (grads.empty()) return out;
+  const Device dev = grads[0].device();
+  const Tensor factor = g.to(dev).to(grads[0].dtype()).contiguous();
+  dispatch_float(factor.dtype(), "joint_loss backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    std::vector<T*> dst;
+    std::vector<const T*> src;
+    std::vector<int64_t> numel;
+    for (size_t k = 0; k < grads.size(); ++k) {
+      if (!need[k]) continue;
+      out[k] = empty(grads[k].shape(), grads[k].dtype(), dev);
+      dst.push_back(out[k].data<T>());
+      src.push_back(grads[k].data<T>());
+      numel.push_back(grads[k].numel());
+    }
+    MEL_KERNEL(dev, scale_by_device_scalar<T>, dst.data(), src.data(), numel.data(),
+               static_cast<int64_t>(dst.size()), factor.data<T>());
+  });
+  return out;
+}
+
+}  // namespace
+
+// Both devices run one kernel call. The term losses, pair distances, diversity, total and the
+// per-term label checks land in one buffer where the kernel runs, read back with one copy (on a
+// GPU the call's only synchronisation); the total is also written as the differentiable result.
+JointLossResult joint_loss(const std::vector<Tensor>& logits, const Tensor& labels,
+                           const Tensor& coarse_labels, const JointLossOptions& options) {
+  const char* op = "joint_loss";
+  const Checked c = validate(op, logits, labels, coarse_labels, options);
   const DType dtype = logits[0].dtype();
+  if (is_half(dtype)) {
+    std::vector<Tensor> up;
+    for (const Tensor& z : logits) up.push_back(z.to(DType::f32));
+    JointLossResult r = joint_loss(up, labels, coarse_labels, options);
+    r.total = r.total.to(dtype);
+    return r;
+  }
   const Device dev = logits[0].device();
   const int64_t K = static_cast<int64_t>(logits.size());
-  const int64_t B = c.batch;
   const bool want_grad = autograd::needs_grad(logits);
   std::vector<Tensor> xs, grads;
   for (int64_t k = 0; k < K; ++k) {
     xs.push_back(logits[k].detach().contiguous());
-    if (want_grad) grads.push_back(empty({B, c.widths[k]}, dtype, dev));
+    if (want_grad) grads.push_back(empty({c.batch, c.widths[k]}, dtype, dev));
   }
   std::vector<uint8_t> coarse(K);
   for (int64_t k = 0; k < K; ++k) coarse[k] = is_coarse(options, k) ? 1 : 0;
@@ -173,11 +218,7 @@ JointLossResult joint_loss_cuda(const char* op, const std::vector<Tensor>& logit
   // i64 slots), then the label checks: K first bad rows and K bad labels.
   const int64_t checks = K + P + 2;
   Tensor results = empty({checks + 2 * K}, DType::i64, dev);
-  auto* res = reinterpret_cast<double*>(results.data<int64_t>());
-  const size_t ws_bytes = kernels::cuda::joint_loss_workspace_bytes(K, P, B);
-  Tensor ws = empty({static_cast<int64_t>(ws_bytes)}, DType::u8, dev);
   Tensor total = empty({}, dtype, dev);
-  cudaStream_t stream = cuda_stream(dev);
   dispatch_float(dtype, op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     std::vector<const T*> in;
@@ -186,167 +227,40 @@ JointLossResult joint_loss_cuda(const char* op, const std::vector<Tensor>& logit
       in.push_back(xs[k].data<T>());
       if (want_grad) out.push_back(grads[k].data<T>());
     }
-    kernels::cuda::JointLossArgs<T> a;
-    a.num_terms = K;
-    a.batch = B;
-    a.logits = in.data();
-    a.widths = c.widths.data();
-    a.weights = options.weights.data();
-    a.coarse = coarse.data();
-    a.labels = c.labels.data<int64_t>();
-    a.coarse_labels = c.coarse_labels.defined() ? c.coarse_labels.data<int64_t>() : nullptr;
-    a.label_smoothing = options.label_smoothing;
-    a.num_pairs = P;
-    a.pair_i = pair_i.data();
-    a.pair_j = pair_j.data();
-    a.diversity_weight = options.diversity_weight;
-    a.diversity_margin = options.diversity_margin;
-    a.grads = want_grad ? out.data() : nullptr;
-    a.term_loss = res;
-    a.pair_dist = res + K;
-    a.diversity = res + K + P;
-    a.total = res + K + P + 1;
+    kernels::JointLossArgs<T> a =
+        kernel_args<T>(c, options, in, out, coarse, pair_i, pair_j, results.data<int64_t>());
     a.total_out = total.data<T>();
-    a.label_check = results.data<int64_t>() + checks;
-    a.workspace = ws.data_ptr();
-    a.workspace_bytes = ws_bytes;
-    kernels::cuda::joint_loss<T>(a, stream);
+    a.workspace_bytes = MEL_KERNEL_QUERY(dev, joint_loss_workspace_bytes, K, P, c.batch);
+    Tensor ws = kernel_scratch(dev, a.workspace_bytes);
+    a.workspace = scratch_ptr(ws);
+    MEL_KERNEL(dev, joint_loss<T>, a);
   });
-  std::vector<int64_t> host(static_cast<size_t>(results.numel()));
-  cuda_context(dev.index).copy_to_host(host.data(), results.data_ptr(), host.size() * 8);
+  const Tensor host = results.to(Device::cpu());
+  const int64_t* h = host.data<int64_t>();
   for (int64_t k = 0; k < K; ++k) {
-    const int64_t row = host[checks + k];
+    const int64_t row = h[checks + k];
     if (row < 0) continue;
     const int64_t C = c.widths[k];
     fail(
         "{}: term {} ({} labels): label {} at row {} is out of range for its {} classes "
         "(expected 0..{})",
-        op, k, coarse[k] ? "coarse" : "fine", host[checks + K + k], row, C, C - 1);
+        op, k, coarse[k] ? "coarse" : "fine", h[checks + K + k], row, C, C - 1);
   }
   JointLossResult r;
   r.terms.resize(K);
-  std::memcpy(r.terms.data(), host.data(), K * sizeof(double));
-  std::memcpy(&r.diversity, host.data() + K + P, sizeof(double));
-  std::memcpy(&r.total_value, host.data() + K + P + 1, sizeof(double));
+  std::memcpy(r.terms.data(), h, K * sizeof(double));
+  std::memcpy(&r.diversity, h + K + P, sizeof(double));
+  std::memcpy(&r.total_value, h + K + P + 1, sizeof(double));
   r.total = total;
-
-  // As on the CPU the gradients are already computed; backward scales them by the incoming
-  // gradient, read on the device (no synchronisation to test it for 1).
-  autograd::record(op, r.total, logits, [grads, dev](const Tensor& g, const GradMask& need) {
-    std::vector<Tensor> out(grads.size());
-    const Tensor factor = g.to(dev).to(grads.empty() ? g.dtype() : grads[0].dtype()).contiguous();
-    dispatch_float(factor.dtype(), "joint_loss backward", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      std::vector<T*> dst;
-      std::vector<const T*> src;
-      std::vector<int64_t> numel;
-      for (size_t k = 0; k < grads.size(); ++k) {
-        if (!need[k]) continue;
-        out[k] = empty(grads[k].shape(), grads[k].dtype(), dev);
-        dst.push_back(out[k].data<T>());
-        src.push_back(grads[k].data<T>());
-        numel.push_back(grads[k].numel());
-      }
-      kernels::cuda::scale_by_device_scalar<T>(dst.data(), src.data(), numel.data(),
-                                               static_cast<int64_t>(dst.size()), factor.data<T>(),
-                                               cuda_stream(dev));
-    });
-    return out;
-  });
-  return r;
-}
-
-#endif  // MEL_HAVE_CUDA
-
-}  // namespace
-
-JointLossResult joint_loss(const std::vector<Tensor>& logits, const Tensor& labels,
-                           const Tensor& coarse_labels, const JointLossOptions& options) {
-  const char* op = "joint_loss";
-  const bool on_cpu = !logits.empty() && logits[0].defined() && logits[0].device().is_cpu();
-  const Checked c = validate(op, logits, labels, coarse_labels, options, on_cpu);
-  const DType dtype = logits[0].dtype();
-  if (is_half(dtype)) {
-    std::vector<Tensor> up;
-    for (const Tensor& z : logits) up.push_back(z.to(DType::f32));
-    JointLossResult r = joint_loss(up, labels, coarse_labels, options);
-    r.total = r.total.to(dtype);
-    return r;
-  }
-  if (!on_cpu) {
-    MEL_CUDA_ONLY(return joint_loss_cuda(op, logits, c, options));
-  }
-
-  const size_t K = logits.size();
-  const int64_t B = c.batch;
-  const bool want_grad = autograd::needs_grad(logits);
-  std::vector<Tensor> xs, grads;
-  for (size_t k = 0; k < K; ++k) {
-    xs.push_back(logits[k].detach().contiguous());
-    if (want_grad) grads.push_back(empty({B, c.widths[k]}, dtype));
-  }
-  std::vector<uint8_t> coarse(K);
-  for (size_t k = 0; k < K; ++k) coarse[k] = is_coarse(options, k) ? 1 : 0;
-  std::vector<int64_t> pair_i, pair_j;
-  for (const auto& [i, j] : options.diversity_pairs) {
-    pair_i.push_back(i);
-    pair_j.push_back(j);
-  }
-
-  JointLossResult r;
-  r.terms.assign(K, 0.0);
-  std::vector<double> pair_dist(pair_i.size());
-  double total = 0;
-  dispatch_float(dtype, op, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    std::vector<const T*> in;
-    std::vector<T*> out;
-    for (size_t k = 0; k < K; ++k) {
-      in.push_back(xs[k].data<T>());
-      if (want_grad) out.push_back(grads[k].data<T>());
-    }
-    kernels::cpu::JointLossArgs<T> a;
-    a.num_terms = static_cast<int64_t>(K);
-    a.batch = B;
-    a.logits = in.data();
-    a.widths = c.widths.data();
-    a.weights = options.weights.data();
-    a.coarse = coarse.data();
-    a.labels = c.labels.data<int64_t>();
-    a.coarse_labels = c.coarse_labels.defined() ? c.coarse_labels.data<int64_t>() : nullptr;
-    a.label_smoothing = options.label_smoothing;
-    a.num_pairs = static_cast<int64_t>(pair_i.size());
-    a.pair_i = pair_i.data();
-    a.pair_j = pair_j.data();
-    a.diversity_weight = options.diversity_weight;
-    a.diversity_margin = options.diversity_margin;
-    a.grads = want_grad ? out.data() : nullptr;
-    a.term_loss = r.terms.data();
-    a.pair_dist = pair_dist.data();
-    a.diversity = &r.diversity;
-    a.total = &total;
-    kernels::cpu::joint_loss<T>(a);
-  });
-  r.total = full({}, total, dtype);
-  r.total_value = total;
-
-  // The gradients are already computed; backward only scales them, and not even that for the
-  // usual seed of 1 (AccumulateGrad copies what it keeps, so handing out the saved tensors is
-  // safe).
   autograd::record(op, r.total, logits, [grads](const Tensor& g, const GradMask& need) {
-    const bool unit = g.item() == 1.0;
-    std::vector<Tensor> out(grads.size());
-    for (size_t k = 0; k < grads.size(); ++k) {
-      if (need[k]) out[k] = unit ? grads[k] : mul(grads[k], g);
-    }
-    return out;
+    return scale_saved_grads(grads, g, need);
   });
   return r;
 }
 
 Tensor joint_loss_reference(const std::vector<Tensor>& logits, const Tensor& labels,
                             const Tensor& coarse_labels, const JointLossOptions& options) {
-  const Checked c = validate("joint_loss_reference", logits, labels, coarse_labels, options, false);
+  const Checked c = validate("joint_loss_reference", logits, labels, coarse_labels, options);
   CrossEntropyOptions ce;
   ce.label_smoothing = options.label_smoothing;
   Tensor total;
@@ -366,4 +280,4 @@ Tensor joint_loss_reference(const std::vector<Tensor>& logits, const Tensor& lab
   return add(total, mul(hinges, options.diversity_weight));
 }
 
-}  // namespace mel::app
+}  // namespace mel::method

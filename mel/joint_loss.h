@@ -6,7 +6,7 @@
 
 #include "core/tensor.h"
 
-namespace mel::app {
+namespace mel::method {
 
 struct JointLossOptions {
   std::vector<double> weights;    // w_k, one per term (0 keeps the term reported, gradient 0)
@@ -39,4 +39,4 @@ JointLossResult joint_loss(const std::vector<Tensor>& logits, const Tensor& labe
 Tensor joint_loss_reference(const std::vector<Tensor>& logits, const Tensor& labels,
                             const Tensor& coarse_labels, const JointLossOptions& options);
 
-}  // namespace mel::app
+}  // namespace mel::method

@@ -276,57 +276,37 @@ std::string Dropout::extra_repr() const {
   return fmt::format("p={}", p);
 }
 
-Activation parse_activation(const std::string& name) {
-  if (name == "relu") return Activation::relu;
-  if (name == "gelu") return Activation::gelu;
-  if (name == "gelu_tanh") return Activation::gelu_tanh;
-  if (name == "silu") return Activation::silu;
-  if (name == "tanh") return Activation::tanh;
-  if (name == "sigmoid") return Activation::sigmoid;
-  fail("unknown activation '{}' (expected relu, gelu, gelu_tanh, silu, tanh or sigmoid)", name);
+const std::vector<ActivationInfo>& activations() {
+  static const std::vector<ActivationInfo> table = {
+      {"relu", "ReLU", &relu}, {"gelu", "GELU", &gelu_erf}, {"gelu_tanh", "GELU", &gelu_tanh},
+      {"silu", "SiLU", &silu}, {"tanh", "Tanh", &tanh},     {"sigmoid", "Sigmoid", &sigmoid},
+  };
+  return table;
 }
 
-Tensor activate(const Tensor& x, Activation a) {
-  switch (a) {
-    case Activation::relu:
-      return relu(x);
-    case Activation::gelu:
-      return gelu(x);
-    case Activation::gelu_tanh:
-      return gelu(x, GeluApprox::tanh);
-    case Activation::silu:
-      return silu(x);
-    case Activation::tanh:
-      return tanh(x);
-    case Activation::sigmoid:
-      return sigmoid(x);
+const ActivationInfo& find_activation(const std::string& name) {
+  std::vector<std::string> names;
+  for (const ActivationInfo& a : activations()) {
+    if (name == a.name) return a;
+    names.push_back(a.name);
   }
-  return x;
+  fail("unknown activation '{}' (expected one of: {})", name, fmt::join(names, ", "));
 }
 
-namespace {
-const char* activation_type(Activation a) {
-  switch (a) {
-    case Activation::relu:
-      return "ReLU";
-    case Activation::gelu:
-    case Activation::gelu_tanh:
-      return "GELU";
-    case Activation::silu:
-      return "SiLU";
-    case Activation::tanh:
-      return "Tanh";
-    case Activation::sigmoid:
-      return "Sigmoid";
-  }
-  return "Activation";
-}
-}  // namespace
-
-ActivationLayer::ActivationLayer(Activation a) : Module(activation_type(a)), activation(a) {}
+ActivationLayer::ActivationLayer(const std::string& name)
+    : Module(find_activation(name).module_type), activation(name), fn_(find_activation(name).fn) {}
 
 Tensor ActivationLayer::forward(const Tensor& x) {
-  return fused_away ? x : activate(x, activation);
+  return fused_away ? x : fn_(x);
+}
+
+bool fuse_batch_norm_relu(Module& previous, Module& layer) {
+  auto* bn = dynamic_cast<BatchNorm*>(&previous);
+  auto* act = dynamic_cast<ActivationLayer*>(&layer);
+  if (!bn || !act || act->activation != "relu" || bn->fuse_relu) return false;
+  bn->fuse_relu = true;
+  act->fused_away = true;
+  return true;
 }
 
 std::string Flatten::extra_repr() const {

@@ -158,20 +158,35 @@ class Dropout : public Module {
   Generator gen_;
 };
 
-enum class Activation { relu, gelu, gelu_tanh, silu, tanh, sigmoid };
-Activation parse_activation(const std::string& name);  // "relu", "gelu", "gelu_tanh", "silu", ...
-Tensor activate(const Tensor& x, Activation a);
+// The activation layers, one line each in nn/layers.cpp's table: config name, the PyTorch module
+// name shown by repr, and the op. Every entry is also a registered layer type.
+struct ActivationInfo {
+  const char* name;         // "relu", "gelu", "gelu_tanh", ...
+  const char* module_type;  // "ReLU", "GELU", ...
+  Tensor (*fn)(const Tensor&);
+};
+const std::vector<ActivationInfo>& activations();
+// The table entry for `name`; an unknown name is an error listing the known ones.
+const ActivationInfo& find_activation(const std::string& name);
 
 class ActivationLayer : public Module {
  public:
-  explicit ActivationLayer(Activation a);
+  explicit ActivationLayer(const std::string& name);
   Tensor forward(const Tensor& x) override;
-  Activation activation;
-  bool fused_away = false;  // the preceding BatchNorm applies it
+  std::string activation;   // the table name
+  bool fused_away = false;  // the preceding layer applies it (batch norm + relu)
+
+ private:
+  Tensor (*fn_)(const Tensor&);
 };
 inline std::shared_ptr<ActivationLayer> make_relu() {
-  return std::make_shared<ActivationLayer>(Activation::relu);
+  return std::make_shared<ActivationLayer>("relu");
 }
+
+// Folds `layer` into `previous` when the pair has a fused kernel: BatchNorm followed by ReLU
+// becomes batch_norm_relu, and the ReLU stays as a placeholder so parameter names keep their
+// indices (those of the unfused PyTorch model). Returns whether it fused.
+bool fuse_batch_norm_relu(Module& previous, Module& layer);
 
 class Flatten : public Module {
  public:

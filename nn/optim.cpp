@@ -4,7 +4,7 @@
 #include <initializer_list>
 #include <map>
 
-#include "core/cuda_context.h"
+#include "core/dispatch.h"
 #include "core/factory.h"
 #include "kernels/cpu/optim.h"
 #ifdef MEL_HAVE_CUDA
@@ -76,13 +76,8 @@ void Sgd::step(double lr, double momentum) {
   const float f_lr = static_cast<float>(lr), f_mom = static_cast<float>(mom);
   const float f_damp = static_cast<float>(options_.dampening);
   const float f_wd = static_cast<float>(options_.weight_decay);
-  if (params_.data().device().is_cuda()) {
-    MEL_CUDA_ONLY(kernels::cuda::sgd_step(p, g, buf, n, f_lr, f_mom, f_damp, f_wd,
-                                          options_.nesterov, steps_ == 0,
-                                          cuda_stream(params_.data().device())));
-  } else {
-    kernels::cpu::sgd_step(p, g, buf, n, f_lr, f_mom, f_damp, f_wd, options_.nesterov, steps_ == 0);
-  }
+  MEL_KERNEL(params_.data().device(), sgd_step, p, g, buf, n, f_lr, f_mom, f_damp, f_wd,
+             options_.nesterov, steps_ == 0);
   ++steps_;
 }
 
@@ -120,14 +115,8 @@ void Adam::step(double lr, double beta1) {
   const float f_lr = static_cast<float>(lr), f_b1 = static_cast<float>(b1);
   const float f_b2 = static_cast<float>(options_.beta2), f_eps = static_cast<float>(options_.eps);
   const float f_wd = static_cast<float>(options_.weight_decay);
-  if (params_.data().device().is_cuda()) {
-    MEL_CUDA_ONLY(kernels::cuda::adam_step(p, g, m_.data<float>(), v_.data<float>(), n, f_lr, f_b1,
-                                           f_b2, f_eps, f_wd, options_.decoupled, bc1, bc2,
-                                           cuda_stream(params_.data().device())));
-  } else {
-    kernels::cpu::adam_step(p, g, m_.data<float>(), v_.data<float>(), n, f_lr, f_b1, f_b2, f_eps,
-                            f_wd, options_.decoupled, bc1, bc2);
-  }
+  MEL_KERNEL(params_.data().device(), adam_step, p, g, m_.data<float>(), v_.data<float>(), n, f_lr,
+             f_b1, f_b2, f_eps, f_wd, options_.decoupled, bc1, bc2);
 }
 
 NamedTensors Adam::state() const {
@@ -145,27 +134,14 @@ double clip_grad_norm(FlatParameters& params, double max_norm) {
   check_flat(params, "clip_grad_norm", {});
   MEL_CHECK(max_norm > 0.0, "clip_grad_norm: max_norm must be positive, got {}", max_norm);
   float* g = params.grad().data<float>();
-  if (params.grad().device().is_cuda()) {
-#ifdef MEL_HAVE_CUDA
-    // The norm and the scaling stay on the device (the scale kernel reads the norm there); the
-    // one synchronisation is the read-back of the norm this function returns, queued last.
-    const Device dev = params.grad().device();
-    cudaStream_t stream = cuda_stream(dev);
-    Tensor sq = empty({1 + kernels::cuda::kSquaredNormPartials}, DType::f64, dev);
-    double* sq_ptr = sq.data<double>();
-    kernels::cuda::squared_norm(g, params.numel(), sq_ptr, sq_ptr + 1, stream);
-    kernels::cuda::clip_scale(g, params.numel(), sq_ptr, max_norm, stream);
-    double squared = 0;
-    cuda_context(dev.index).copy_to_host(&squared, sq_ptr, sizeof squared);
-    return std::sqrt(squared);
-#else
-    fail_without_cuda("clip_grad_norm");
-#endif
-  }
-  const double norm = std::sqrt(kernels::cpu::squared_norm(g, params.numel()));
-  const double coef = max_norm / (norm + 1e-6);
-  if (coef < 1.0) kernels::cpu::scale(g, params.numel(), static_cast<float>(coef));
-  return norm;
+  // The norm and the scaling stay on the device (the scale kernel reads the norm there); the one
+  // synchronisation is the read-back of the norm this function returns, queued last.
+  const Device dev = params.grad().device();
+  Tensor sq = empty({1 + kernels::cpu::kSquaredNormPartials}, DType::f64, dev);
+  double* sq_ptr = sq.data<double>();
+  MEL_KERNEL(dev, squared_norm, g, params.numel(), sq_ptr, sq_ptr + 1);
+  MEL_KERNEL(dev, clip_scale, g, params.numel(), sq_ptr, max_norm);
+  return std::sqrt(sq.narrow(0, 0, 1).item());
 }
 
 }  // namespace mel::nn

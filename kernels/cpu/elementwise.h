@@ -1,51 +1,40 @@
-// CPU elementwise kernels: unary math (and its backward), binary arithmetic and comparisons with
-// broadcasting through strides, where, and dtype-converting copies.
+// CPU elementwise kernels: unary math (and its backward), binary arithmetic (and its backward),
+// comparisons and where, with broadcasting through strides; the ops come from one table.
 #pragma once
 #include <cstdint>
-#include <type_traits>
 
-#include "kernels/half.h"
+#include "kernels/elementwise_ops.h"
 #include "kernels/strided.h"
 
 namespace mel::kernels::cpu {
 
-enum class UnaryOp : uint8_t {
-  neg,
-  exp,
-  log,
-  sqrt,
-  rsqrt,
-  abs,
-  tanh,
-  sigmoid,
-  relu,
-  gelu_tanh,
-  gelu_erf,
-  silu,
-  pow,
-  clamp
-};
-// pow: a = exponent; clamp: a = min, b = max.
-struct UnaryArgs {
-  double a = 0;
-  double b = 0;
-};
+// The op codes and their expressions come from the shared table (kernels/elementwise_ops.h).
+using kernels::BinaryOp;
+using kernels::CompareOp;
+using kernels::UnaryArgs;
+using kernels::UnaryOp;
 
 // y = op(x); operand 0 of `it` is y, operand 1 is x. T: float or double.
 template <class T>
 void unary(UnaryOp op, UnaryArgs args, const Iter<2>& it, T* y, const T* x);
-// gx = gy * op'(x); all contiguous with n elements. x may be null for exp, sqrt, rsqrt, tanh,
-// sigmoid and neg (their derivative reads y = op(x)); y may be null for all the others.
+// gx = gy * op'(x); all contiguous with n elements. Only the tensor the op's backward reads
+// (grad_reads(op): x, y = op(x), or neither) must be given; the other may be null.
 template <class T>
 void unary_backward(UnaryOp op, UnaryArgs args, int64_t n, const T* x, const T* y, const T* gy,
                     T* gx);
 
-enum class BinaryOp : uint8_t { add, sub, mul, div, maximum, minimum };
-// out = a op b; operands of `it`: 0 out, 1 a, 2 b. T: float, double, int32_t, int64_t.
+// out = a op b; operands of `it`: 0 out, 1 a, 2 b. T: float, double, int32_t, int64_t, uint8_t.
 template <class T>
 void binary(BinaryOp op, const Iter<3>& it, T* out, const T* a, const T* b);
 
-enum class CompareOp : uint8_t { eq, ne, lt, le, gt, ge };
+// The gradient of operand `which` (0: a, 1: b) of out = a op b, over the output's shape:
+// operands of `it`: 0 grad (written), 1 g (the incoming gradient), 2 a, 3 b, 4 y = a op b. An
+// operand the op's gradient does not read may be any readable array of the iteration's extent (g
+// itself, say). T: float or double.
+template <class T>
+void binary_backward(BinaryOp op, int which, const Iter<5>& it, T* grad, const T* g, const T* a,
+                     const T* b, const T* y);
+
 // out = (a op b) as 0/1 bytes.
 template <class T>
 void compare(CompareOp op, const Iter<3>& it, uint8_t* out, const T* a, const T* b);
@@ -53,42 +42,5 @@ void compare(CompareOp op, const Iter<3>& it, uint8_t* out, const T* a, const T*
 // out = cond ? a : b; operands: 0 out, 1 cond, 2 a, 3 b.
 template <class T>
 void where(const Iter<4>& it, T* out, const uint8_t* cond, const T* a, const T* b);
-
-// ---- dtype-converting copy (header-only: instantiated for every pair of types) ----
-template <class D, class S>
-inline D convert(S s) {
-  if constexpr (std::is_same_v<D, S>) {
-    return s;
-  } else if constexpr (std::is_same_v<D, bfloat16> || std::is_same_v<D, half>) {
-    return D(static_cast<float>(s));
-  } else if constexpr (std::is_same_v<S, bfloat16> || std::is_same_v<S, half>) {
-    return static_cast<D>(static_cast<float>(s));
-  } else {
-    return static_cast<D>(s);
-  }
-}
-
-// dst = convert(src); operands of `it`: 0 dst, 1 src.
-template <class D, class S>
-void copy(const Iter<2>& it, D* dst, const S* src) {
-  parallel_runs(it, [&](const int64_t* off, int64_t n, const int64_t* st) {
-    D* d = dst + off[0];
-    const S* s = src + off[1];
-    if (st[0] == 1 && st[1] == 1) {
-      for (int64_t i = 0; i < n; ++i) d[i] = convert<D>(s[i]);
-    } else {
-      for (int64_t i = 0; i < n; ++i) d[i * st[0]] = convert<D>(s[i * st[1]]);
-    }
-  });
-}
-
-// dst[i] = value for a strided destination (operand 0 of a one-operand walk).
-template <class T>
-void fill(const Iter<1>& it, T* dst, T value) {
-  parallel_runs(it, [&](const int64_t* off, int64_t n, const int64_t* st) {
-    T* d = dst + off[0];
-    for (int64_t i = 0; i < n; ++i) d[i * st[0]] = value;
-  });
-}
 
 }  // namespace mel::kernels::cpu

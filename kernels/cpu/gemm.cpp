@@ -6,7 +6,6 @@
 #include <atomic>
 #include <cctype>
 #include <climits>
-#include <cstring>
 #include <memory>
 #include <new>
 #include <string>
@@ -17,6 +16,7 @@
 #include <cblas.h>
 #endif
 
+#include "kernels/cpu/gemm_avx2.h"
 #include "kernels/cpu/gemm_impl.h"
 #include "kernels/strided.h"
 
@@ -27,25 +27,9 @@ using gemm_detail::Arch;
 using gemm_detail::Operands;
 
 // The built-in GEMM: a driver (blocked_impl) shared by two instruction sets, each supplying packing
-// routines and micro-kernels through gemm_detail::Arch: the AVX2 ones below, which every x86-64-v3
-// CPU runs, and the AVX-512 ones in gemm_avx512.cpp, chosen at run time where the CPU has them.
-//
-// AVX2 blocking. Register tile MR x NR (12 accumulator vectors of 8 floats or 4 doubles: with the
-// two B vectors and the A broadcast that fills the 16 AVX2 registers without spilling). KC x NR of
-// packed B stays in L1 while MC x KC of packed A streams from L2; the KC x NC panel of B lives in
-// L3.
-template <class T>
-struct Blocking;
-template <>
-struct Blocking<float> {
-  static constexpr int kMR = 6, kNR = 16;
-  static constexpr int64_t kMC = 144, kKC = 256, kNC = 4080;
-};
-template <>
-struct Blocking<double> {
-  static constexpr int kMR = 6, kNR = 8;
-  static constexpr int64_t kMC = 96, kKC = 256, kNC = 2040;
-};
+// routines and micro-kernels through gemm_detail::Arch: the AVX2 ones in gemm_avx2.cpp, which every
+// x86-64-v3 CPU runs, and the AVX-512 ones in gemm_avx512.cpp, chosen at run time where the CPU
+// has them.
 
 // Per-core L2 of the machines this is tuned for (Sapphire Rapids: 2 MiB).
 constexpr double kL2Bytes = 2 << 20;
@@ -118,155 +102,6 @@ void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t ldc) {
   }
 }
 
-// Rows [i0, i0 + mc) and columns [p0, p0 + kc) of op(A), as slivers of MR rows: sliver s holds
-// kc groups of MR values (rows past mc are zero, so the micro-kernel needs no row tail).
-template <class T, int MR>
-void pack_a(bool trans, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
-            T* out) {
-  for (int64_t s = 0; s < mc; s += MR) {
-    const int64_t rows = std::min<int64_t>(MR, mc - s);
-    T* o = out + s * kc;
-    if (!trans) {
-      const T* src[MR];
-      for (int64_t r = 0; r < rows; ++r) src[r] = A + (i0 + s + r) * lda + p0;
-      for (int64_t k = 0; k < kc; ++k) {
-        for (int64_t r = 0; r < rows; ++r) o[k * MR + r] = src[r][k];
-        for (int64_t r = rows; r < MR; ++r) o[k * MR + r] = T(0);
-      }
-    } else {
-      for (int64_t k = 0; k < kc; ++k) {
-        const T* src = A + (p0 + k) * lda + i0 + s;
-        for (int64_t r = 0; r < rows; ++r) o[k * MR + r] = src[r];
-        for (int64_t r = rows; r < MR; ++r) o[k * MR + r] = T(0);
-      }
-    }
-  }
-}
-
-// Sliver `s` (columns [j0 + s*NR, +NR)) of rows [p0, p0 + kc) of op(B): kc groups of NR values,
-// zero past the last column.
-template <class T, int NR>
-void pack_b_sliver(bool trans, const T* B, int64_t ldb, int64_t p0, int64_t kc, int64_t j0,
-                   int64_t nc, int64_t s, T* out) {
-  const int64_t c0 = s * NR;
-  const int64_t cols = std::min<int64_t>(NR, nc - c0);
-  T* o = out + c0 * kc;
-  if (!trans) {
-    for (int64_t k = 0; k < kc; ++k) {
-      const T* src = B + (p0 + k) * ldb + j0 + c0;
-      for (int64_t c = 0; c < cols; ++c) o[k * NR + c] = src[c];
-      for (int64_t c = cols; c < NR; ++c) o[k * NR + c] = T(0);
-    }
-  } else {
-    const T* src[NR];
-    for (int64_t c = 0; c < cols; ++c) src[c] = B + (j0 + c0 + c) * ldb + p0;
-    for (int64_t k = 0; k < kc; ++k) {
-      for (int64_t c = 0; c < cols; ++c) o[k * NR + c] = src[c][k];
-      for (int64_t c = cols; c < NR; ++c) o[k * NR + c] = T(0);
-    }
-  }
-}
-
-// Slivers [s0, s1) of the packed B panel (Arch::pack_b).
-template <class T, int NR>
-void pack_b(bool trans, const T* B, int64_t ldb, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
-            int64_t s0, int64_t s1, T* out) {
-  for (int64_t s = s0; s < s1; ++s) pack_b_sliver<T, NR>(trans, B, ldb, p0, kc, j0, nc, s, out);
-}
-
-// C[0:mr, 0:nr] = alpha * (a-sliver x b-sliver) + beta * C, reading C only when beta != 0; C
-// element (i, j) is c[i * rsc + j * csc]. Written with GCC/Clang vector types so the accumulators
-// are whole registers and each multiply-add is one FMA under -march=x86-64-v3 (plain loops here
-// get mis-vectorised across the wrong axis).
-template <class T, int MR, int NR>
-inline void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, T* __restrict c,
-                         int64_t rsc, int64_t csc, int64_t mr, int64_t nr, T alpha, T beta) {
-  constexpr int kW = 32 / sizeof(T);
-  constexpr int kNV = NR / kW;
-  static_assert(NR % kW == 0);
-  typedef T V __attribute__((vector_size(32)));
-  V acc[MR][kNV];
-  for (int i = 0; i < MR; ++i) {
-    for (int v = 0; v < kNV; ++v) acc[i][v] = V{};
-  }
-  for (int64_t k = 0; k < kc; ++k) {
-    V bv[kNV];
-    for (int v = 0; v < kNV; ++v) std::memcpy(&bv[v], b + v * kW, sizeof(V));
-    for (int i = 0; i < MR; ++i) {
-      const T ai = a[i];
-      for (int v = 0; v < kNV; ++v) acc[i][v] += ai * bv[v];
-    }
-    a += MR;
-    b += NR;
-  }
-  if (mr == MR && nr == NR && csc == 1) {
-    for (int i = 0; i < MR; ++i) {
-      for (int v = 0; v < kNV; ++v) {
-        T* cp = c + i * rsc + v * kW;
-        V r = alpha * acc[i][v];
-        if (beta != T(0)) {
-          V old;
-          std::memcpy(&old, cp, sizeof(V));
-          r += beta * old;
-        }
-        std::memcpy(cp, &r, sizeof(V));
-      }
-    }
-    return;
-  }
-  alignas(64) T tmp[MR * NR];
-  std::memcpy(tmp, acc, sizeof(tmp));
-  for (int64_t i = 0; i < mr; ++i) {
-    T* cp = c + i * rsc;
-    const T* t = tmp + i * NR;
-    if (beta == T(0)) {
-      for (int64_t j = 0; j < nr; ++j) cp[j * csc] = alpha * t[j];
-    } else {
-      for (int64_t j = 0; j < nr; ++j) cp[j * csc] = alpha * t[j] + beta * cp[j * csc];
-    }
-  }
-}
-
-// Arch::block for the AVX2 kernel, which takes packed operands only: each B sliver stays in L1
-// while the A slivers stream past it.
-template <class T>
-void avx2_block(int64_t mc, int64_t nc, int64_t kc, const Operands<T>& op, T alpha, T beta) {
-  constexpr int MR = Blocking<T>::kMR, NR = Blocking<T>::kNR;
-  for (int64_t j = 0; j < nc; j += NR) {
-    const int64_t nr = std::min<int64_t>(NR, nc - j);
-    for (int64_t i = 0; i < mc; i += MR) {
-      micro_kernel<T, MR, NR>(kc, op.a + i / MR * op.a_sliver, op.b + j / NR * op.b_sliver,
-                              op.c + i * op.c_rs + j * op.c_cs, op.c_rs, op.c_cs,
-                              std::min<int64_t>(MR, mc - i), nr, alpha, beta);
-    }
-  }
-}
-
-template <class T>
-constexpr Arch<T> avx2_arch() {
-  using Bk = Blocking<T>;
-  return {.name = "avx2",
-          .mr = Bk::kMR,
-          .nr = Bk::kNR,
-          .m_grain = Bk::kMR,
-          .n_grain = Bk::kNR,
-          .max_tail = 0,
-          .tail_cost = 1.0,
-          .lanes = 2 * 32 / sizeof(T),
-          .transpose_cost = 1.0,
-          .store_cost = 0.1,
-          .store_cost_t = 1.0,
-          .kc = Bk::kKC,
-          .mc = Bk::kMC,
-          .nc = Bk::kNC,
-          .in_place = false,
-          .pack_a = &pack_a<T, Bk::kMR>,
-          .pack_b = &pack_b<T, Bk::kNR>,
-          .block = &avx2_block<T>};
-}
-constexpr Arch<float> kAvx2F32 = avx2_arch<float>();
-constexpr Arch<double> kAvx2F64 = avx2_arch<double>();
-
 std::atomic<bool> g_allow_avx512{true};
 
 // The AVX-512 kernels where the CPU has them (checked once) unless a test turned them off.
@@ -282,9 +117,9 @@ const Arch<T>& select_arch() {
     if (a) return *a;
   }
   if constexpr (std::is_same_v<T, float>) {
-    return kAvx2F32;
+    return gemm_detail::avx2_arch_f32();
   } else {
-    return kAvx2F64;
+    return gemm_detail::avx2_arch_f64();
   }
 }
 
@@ -309,6 +144,141 @@ double plan_cost(const Arch<T>& arch, int64_t M, int64_t N, int64_t K, bool tran
   return cost;
 }
 
+// One product as the driver runs it: C = alpha * op(A) op(B) + beta * C with element (i, j) of
+// the C being computed at C[i * rsc + j * csc] (rsc = 1 when the driver computes C^T).
+template <class T>
+struct Problem {
+  bool trans_a, trans_b;
+  int64_t M, N, K;
+  T alpha;
+  const T* A;
+  int64_t lda;
+  const T* B;
+  int64_t ldb;
+  T beta;
+  T* C;
+  int64_t rsc, csc;
+};
+
+// Turns pr into C^T = op(B)^T op(A)^T when the cost model says that is cheaper.
+template <class T>
+void choose_orientation(const Arch<T>& arch, Problem<T>& pr) {
+  if (plan_cost(arch, pr.N, pr.M, pr.K, !pr.trans_b, !pr.trans_a, true) <
+      plan_cost(arch, pr.M, pr.N, pr.K, pr.trans_a, pr.trans_b, false)) {
+    const bool ta = !pr.trans_b, tb = !pr.trans_a;
+    pr.trans_a = ta;
+    pr.trans_b = tb;
+    std::swap(pr.M, pr.N);
+    std::swap(pr.A, pr.B);
+    std::swap(pr.lda, pr.ldb);
+    std::swap(pr.rsc, pr.csc);
+  }
+}
+
+// How the driver cuts a problem: the register tile, which operands it packs, the K panel size and
+// the tm x tn grid of thread rectangles.
+struct Blocks {
+  int64_t MR, NR;
+  bool pack_a, pack_b;
+  int64_t kc_blk;
+  int tm = 1, tn = 1;
+};
+
+// Threads take a tm x tn grid of C rectangles, cut at multiples of the register tile, and each
+// packs what it reads itself: no shared buffers, so no barriers, and a thread held up by another
+// process does not hold up the rest at every K panel. The grid is the one whose largest rectangle
+// (plus its B packing) is cheapest.
+template <class T>
+void choose_grid(const Arch<T>& arch, const Problem<T>& pr, int nthreads, Blocks& bk) {
+  if (nthreads <= 1) return;
+  double best = 0;
+  for (int a = 1; a <= nthreads; ++a) {
+    if (nthreads % a != 0) continue;
+    const int b = nthreads / a;
+    const double rows = static_cast<double>(largest_part(pr.M, bk.MR, a));
+    const double cols = static_cast<double>(largest_part(pr.N, bk.NR, b));
+    double cost = rows * cols * static_cast<double>(pr.K) / arch.lanes;
+    if (bk.pack_b) cost += (pr.trans_b ? 1.0 : 0.3) * arch.transpose_cost * cols * pr.K;
+    if (bk.tm * bk.tn == 1 || cost < best) {
+      best = cost;
+      bk.tm = a;
+      bk.tn = b;
+    }
+  }
+}
+
+// Points op at the B operand of K panel [pc, pc + kc) and columns [jc, jc + nc): packed into bp,
+// or in place.
+template <class T>
+void set_b_operand(const Arch<T>& arch, const Problem<T>& pr, const Blocks& bk, int64_t pc,
+                   int64_t kc, int64_t jc, int64_t nc, T* bp, Operands<T>& op) {
+  if (bk.pack_b) {
+    arch.pack_b(pr.trans_b, pr.B, pr.ldb, pc, kc, jc, nc, 0, ceil_div(nc, bk.NR), bp);
+    op.b = bp;
+    op.b_sliver = bk.NR * kc;
+    op.b_ks = bk.NR;
+    op.b_packed = true;
+  } else {
+    op.b = pr.B + pc * pr.ldb + jc;
+    op.b_sliver = bk.NR;
+    op.b_ks = pr.ldb;
+    op.b_packed = false;
+  }
+}
+
+// Points op at the A operand of rows [i0, i0 + mc) and K panel [pc, pc + kc): packed into ap, or
+// in place.
+template <class T>
+void set_a_operand(const Arch<T>& arch, const Problem<T>& pr, const Blocks& bk, int64_t i0,
+                   int64_t mc, int64_t pc, int64_t kc, T* ap, Operands<T>& op) {
+  if (bk.pack_a) {
+    arch.pack_a(pr.trans_a, pr.A, pr.lda, i0, mc, pc, kc, ap);
+    op.a = ap;
+    op.a_sliver = bk.MR * kc;
+    op.a_rs = 1;
+    op.a_ks = bk.MR;
+  } else {
+    op.a_rs = pr.trans_a ? 1 : pr.lda;
+    op.a_ks = pr.trans_a ? pr.lda : 1;
+    op.a = pr.A + i0 * op.a_rs + pc * op.a_ks;
+    op.a_sliver = bk.MR * op.a_rs;
+  }
+}
+
+// Thread tid's rectangle: column panels of at most NC, K panels, row blocks of at most MC, each
+// block handed to the instruction set's `block`.
+template <class T>
+void run_rectangle(const Arch<T>& arch, const Problem<T>& pr, const Blocks& bk, int tid) {
+  const int64_t MR = bk.MR, NR = bk.NR, M = pr.M, N = pr.N, K = pr.K;
+  const int ti = tid / bk.tn, tj = tid % bk.tn;
+  const int64_t r0 = split_point(M, MR, bk.tm, ti), r1 = split_point(M, MR, bk.tm, ti + 1);
+  const int64_t c0 = split_point(N, NR, bk.tn, tj), c1 = split_point(N, NR, bk.tn, tj + 1);
+  if (r0 >= r1 || c0 >= c1) return;
+  const int64_t mc_blk = round_up(ceil_div(r1 - r0, ceil_div(r1 - r0, arch.mc)), MR);
+  const int64_t nc_blk = round_up(ceil_div(c1 - c0, ceil_div(c1 - c0, arch.nc)), NR);
+  const int64_t kc_blk = bk.kc_blk;
+  T* const bp =
+      bk.pack_b ? scratch<T>(0, kc_blk * std::min(nc_blk, round_up(c1 - c0, NR))) : nullptr;
+  T* const ap = bk.pack_a ? scratch<T>(1, mc_blk * kc_blk) : nullptr;
+  for (int64_t jc = c0; jc < c1; jc += nc_blk) {
+    const int64_t nc = std::min(nc_blk, c1 - jc);
+    for (int64_t pc = 0; pc < K; pc += kc_blk) {
+      const int64_t kc = std::min(kc_blk, K - pc);
+      const T beta_blk = pc == 0 ? pr.beta : T(1);  // later K panels accumulate
+      Operands<T> op;
+      set_b_operand(arch, pr, bk, pc, kc, jc, nc, bp, op);
+      for (int64_t i0 = r0; i0 < r1; i0 += mc_blk) {
+        const int64_t mc = std::min(mc_blk, r1 - i0);
+        set_a_operand(arch, pr, bk, i0, mc, pc, kc, ap, op);
+        op.c = pr.C + i0 * pr.rsc + jc * pr.csc;
+        op.c_rs = pr.rsc;
+        op.c_cs = pr.csc;
+        arch.block(mc, nc, kc, op, pr.alpha, beta_blk);
+      }
+    }
+  }
+}
+
 template <class T>
 void blocked_impl(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                   int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc,
@@ -319,115 +289,31 @@ void blocked_impl(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T
     return;
   }
   const Arch<T>& arch = select_arch<T>();
-  // Element (i, j) of the C being computed lives at C[i * rsc + j * csc]; C^T = op(B)^T op(A)^T.
-  int64_t rsc = ldc, csc = 1;
-  if (plan_cost(arch, N, M, K, !trans_b, !trans_a, true) <
-      plan_cost(arch, M, N, K, trans_a, trans_b, false)) {
-    const bool ta = !trans_b, tb = !trans_a;
-    trans_a = ta;
-    trans_b = tb;
-    std::swap(M, N);
-    std::swap(A, B);
-    std::swap(lda, ldb);
-    rsc = 1;
-    csc = ldc;
-  }
-  const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * K;
+  Problem<T> pr{trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1};
+  choose_orientation(arch, pr);
+  const double flops = 2.0 * static_cast<double>(pr.M) * static_cast<double>(pr.N) * K;
   const int nthreads =
       allow_parallel && flops >= kParallelFlops && !omp_in_parallel() ? omp_get_max_threads() : 1;
-  const int64_t MR = arch.mr, NR = arch.nr;
-  const bool pack_a = !arch.in_place;
+  Blocks bk;
+  bk.MR = arch.mr;
+  bk.NR = arch.nr;
+  bk.pack_a = !arch.in_place;
   // B read in place is fastest while it sits in L2 (where im2col just wrote it); from further
   // away its rows, one page apart, defeat the prefetchers, and a packed copy streams better.
-  const bool pack_b = !arch.in_place || trans_b ||
-                      static_cast<double>(K) * static_cast<double>(N) * sizeof(T) > kL2Bytes;
-
+  bk.pack_b = !arch.in_place || pr.trans_b ||
+              static_cast<double>(K) * static_cast<double>(pr.N) * sizeof(T) > kL2Bytes;
   // K panels of equal size. They depend on the shape alone, so every element's products are added
   // in the same order however C is split among threads (and each micro-kernel variant adds an
   // element's products alike), which keeps results bitwise reproducible.
-  const int64_t kc_blk = ceil_div(K, ceil_div(K, arch.kc));
-
-  // Threads take a tm x tn grid of C rectangles, cut at multiples of the register tile, and each
-  // packs what it reads itself: no shared buffers, so no barriers, and a thread held up by
-  // another process does not hold up the rest at every K panel. The grid is the one whose
-  // largest rectangle (plus its B packing) is cheapest.
-  int tm = 1, tn = 1;
-  if (nthreads > 1) {
-    double best = 0;
-    for (int a = 1; a <= nthreads; ++a) {
-      if (nthreads % a != 0) continue;
-      const int b = nthreads / a;
-      const double rows = static_cast<double>(largest_part(M, MR, a));
-      const double cols = static_cast<double>(largest_part(N, NR, b));
-      double cost = rows * cols * static_cast<double>(K) / arch.lanes;
-      if (pack_b) cost += (trans_b ? 1.0 : 0.3) * arch.transpose_cost * cols * K;
-      if (tm * tn == 1 || cost < best) {
-        best = cost;
-        tm = a;
-        tn = b;
-      }
-    }
-  }
-
-  // One thread's rectangle: column panels of at most NC, K panels, row blocks of at most MC, each
-  // block handed to the instruction set's `block`.
-  const auto body = [&](int tid) {
-    const int ti = tid / tn, tj = tid % tn;
-    const int64_t r0 = split_point(M, MR, tm, ti), r1 = split_point(M, MR, tm, ti + 1);
-    const int64_t c0 = split_point(N, NR, tn, tj), c1 = split_point(N, NR, tn, tj + 1);
-    if (r0 >= r1 || c0 >= c1) return;
-    const int64_t mc_blk = round_up(ceil_div(r1 - r0, ceil_div(r1 - r0, arch.mc)), MR);
-    const int64_t nc_blk = round_up(ceil_div(c1 - c0, ceil_div(c1 - c0, arch.nc)), NR);
-    T* const bp =
-        pack_b ? scratch<T>(0, kc_blk * std::min(nc_blk, round_up(c1 - c0, NR))) : nullptr;
-    T* const ap = pack_a ? scratch<T>(1, mc_blk * kc_blk) : nullptr;
-    for (int64_t jc = c0; jc < c1; jc += nc_blk) {
-      const int64_t nc = std::min(nc_blk, c1 - jc);
-      for (int64_t pc = 0; pc < K; pc += kc_blk) {
-        const int64_t kc = std::min(kc_blk, K - pc);
-        const T beta_blk = pc == 0 ? beta : T(1);  // later K panels accumulate
-        Operands<T> op;
-        if (pack_b) {
-          arch.pack_b(trans_b, B, ldb, pc, kc, jc, nc, 0, ceil_div(nc, NR), bp);
-          op.b = bp;
-          op.b_sliver = NR * kc;
-          op.b_ks = NR;
-          op.b_packed = true;
-        } else {
-          op.b = B + pc * ldb + jc;
-          op.b_sliver = NR;
-          op.b_ks = ldb;
-          op.b_packed = false;
-        }
-        for (int64_t i0 = r0; i0 < r1; i0 += mc_blk) {
-          const int64_t mc = std::min(mc_blk, r1 - i0);
-          if (pack_a) {
-            arch.pack_a(trans_a, A, lda, i0, mc, pc, kc, ap);
-            op.a = ap;
-            op.a_sliver = MR * kc;
-            op.a_rs = 1;
-            op.a_ks = MR;
-          } else {
-            op.a_rs = trans_a ? 1 : lda;
-            op.a_ks = trans_a ? lda : 1;
-            op.a = A + i0 * op.a_rs + pc * op.a_ks;
-            op.a_sliver = MR * op.a_rs;
-          }
-          op.c = C + i0 * rsc + jc * csc;
-          op.c_rs = rsc;
-          op.c_cs = csc;
-          arch.block(mc, nc, kc, op, alpha, beta_blk);
-        }
-      }
-    }
-  };
+  bk.kc_blk = ceil_div(K, ceil_div(K, arch.kc));
+  choose_grid(arch, pr, nthreads, bk);
   // A lone thread never touches OpenMP, which keeps calls from inside a parallel region (one
   // image per thread) free of nested-region overhead.
-  if (tm * tn == 1) {
-    body(0);
+  if (bk.tm * bk.tn == 1) {
+    run_rectangle(arch, pr, bk, 0);
   } else {
-#pragma omp parallel for schedule(static, 1) num_threads(tm* tn)
-    for (int t = 0; t < tm * tn; ++t) body(t);
+#pragma omp parallel for schedule(static, 1) num_threads(bk.tm* bk.tn)
+    for (int t = 0; t < bk.tm * bk.tn; ++t) run_rectangle(arch, pr, bk, t);
   }
 }
 

@@ -1,141 +1,22 @@
-// AVX-512 packing routines and micro-kernels for the blocked GEMM in gemm.cpp. The build targets
-// x86-64-v3 (AVX2), so every function here carries a target attribute and gemm.cpp only calls them
-// after __builtin_cpu_supports confirms AVX-512 at run time. Nothing here has external linkage but
-// the two arch getters: a template instantiated with AVX-512 code must never be merged (COMDAT)
-// with an AVX2 instantiation used elsewhere.
+// AVX-512 micro-kernels for the blocked GEMM in gemm.cpp (the packing routines are in
+// gemm_avx512_pack.cpp). The build targets x86-64-v3 (AVX2), so every function here carries a
+// target attribute and gemm.cpp only calls them after __builtin_cpu_supports confirms AVX-512 at
+// run time. Nothing here has external linkage but the two arch getters (and the packing routines,
+// plain functions): a template instantiated with AVX-512 code must never be merged (COMDAT) with
+// an AVX2 instantiation used elsewhere.
 #include <cstdint>
 #include <cstring>
 #include <new>
 
-#include "kernels/cpu/gemm_impl.h"
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define MEL_GEMM_HAVE_AVX512 1
-// GCC 12's AVX-512 headers seed some intrinsics with a self-initialised _mm512_undefined_ps(),
-// which -Wmaybe-uninitialized reports once they are inlined (GCC bug 105593, fixed in 13).
-#if !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#if !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
-#endif
+#include "kernels/cpu/gemm_avx512_impl.h"
 
 namespace mel::kernels::cpu::gemm_detail {
 
 #ifdef MEL_GEMM_HAVE_AVX512
 namespace {
 
-#define MEL_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
-
-// Register tile MR x (NV vectors): 8 x 48 floats or 8 x 24 doubles is 24 accumulators, 3 B vectors
-// and a broadcast A value, leaving 4 of the 32 zmm registers for ragged columns riding along. Per
-// k step that is 24 FMAs (12 cycles on two FMA ports) against 11 loads, so the kernel is FMA bound.
-// MR = 8 also makes transposing (packing a transposed B, storing C^T) a matter of 8 x 16 register
-// transposes.
-constexpr int kMR = 8, kNV = 3;
 // How far ahead the k-major kernels prefetch rows of A (12 steps: about 150 cycles).
 constexpr int kPrefetchSteps = 12;
-
-template <class T>
-struct Vec;
-
-template <>
-struct Vec<float> {
-  using R = __m512;
-  using Mask = __mmask16;
-  static constexpr int W = 16;
-  MEL_AVX512 static R zero() { return _mm512_setzero_ps(); }
-  MEL_AVX512 static R set1(float x) { return _mm512_set1_ps(x); }
-  MEL_AVX512 static R load(const float* p) { return _mm512_loadu_ps(p); }
-  MEL_AVX512 static R loadz(Mask m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
-  MEL_AVX512 static void store(float* p, Mask m, R x) { _mm512_mask_storeu_ps(p, m, x); }
-  MEL_AVX512 static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
-  MEL_AVX512 static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
-  static Mask mask(int n) { return static_cast<Mask>(n >= W ? 0xFFFFu : (1u << n) - 1u); }
-};
-
-template <>
-struct Vec<double> {
-  using R = __m512d;
-  using Mask = __mmask8;
-  static constexpr int W = 8;
-  MEL_AVX512 static R zero() { return _mm512_setzero_pd(); }
-  MEL_AVX512 static R set1(double x) { return _mm512_set1_pd(x); }
-  MEL_AVX512 static R load(const double* p) { return _mm512_loadu_pd(p); }
-  MEL_AVX512 static R loadz(Mask m, const double* p) { return _mm512_maskz_loadu_pd(m, p); }
-  MEL_AVX512 static void store(double* p, Mask m, R x) { _mm512_mask_storeu_pd(p, m, x); }
-  MEL_AVX512 static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
-  MEL_AVX512 static R mul(R a, R b) { return _mm512_mul_pd(a, b); }
-  static Mask mask(int n) { return static_cast<Mask>(n >= W ? 0xFFu : (1u << n) - 1u); }
-};
-
-inline int64_t min64(int64_t a, int64_t b) {
-  return a < b ? a : b;
-}
-
-template <class T>
-struct Vec8;  // 8 lanes, one per row of an A sliver
-
-template <>
-struct Vec8<float> {
-  using R = __m256;
-  MEL_AVX512 static R zero() { return _mm256_setzero_ps(); }
-  MEL_AVX512 static R set1(float x) { return _mm256_set1_ps(x); }
-  MEL_AVX512 static R load(const float* p) { return _mm256_loadu_ps(p); }
-  MEL_AVX512 static R loadz(__mmask8 m, const float* p) { return _mm256_maskz_loadu_ps(m, p); }
-  MEL_AVX512 static void store(float* p, R x) { _mm256_storeu_ps(p, x); }
-  MEL_AVX512 static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
-  MEL_AVX512 static R add(R a, R b) { return _mm256_add_ps(a, b); }
-};
-
-template <>
-struct Vec8<double> {
-  using R = __m512d;
-  MEL_AVX512 static R zero() { return _mm512_setzero_pd(); }
-  MEL_AVX512 static R set1(double x) { return _mm512_set1_pd(x); }
-  MEL_AVX512 static R load(const double* p) { return _mm512_loadu_pd(p); }
-  MEL_AVX512 static R loadz(__mmask8 m, const double* p) { return _mm512_maskz_loadu_pd(m, p); }
-  MEL_AVX512 static void store(double* p, R x) { _mm512_storeu_pd(p, x); }
-  MEL_AVX512 static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
-  MEL_AVX512 static R add(R a, R b) { return _mm512_add_pd(a, b); }
-};
-
-template <class T>
-MEL_AVX512 inline void update_c(T* cp, T sum, T alpha, T beta) {
-  const T r = alpha * sum;
-  *cp = beta != T(0) ? __builtin_fma(beta, *cp, r) : r;
-}
-
-// Rows r[0..7] of 16 floats -> out[k] = (r[0][k], ..., r[7][k]) for k < 16.
-MEL_AVX512 inline void transpose_8x16(const __m512 r[8], __m256 out[16]) {
-  const __m512 t0 = _mm512_unpacklo_ps(r[0], r[1]), t1 = _mm512_unpackhi_ps(r[0], r[1]);
-  const __m512 t2 = _mm512_unpacklo_ps(r[2], r[3]), t3 = _mm512_unpackhi_ps(r[2], r[3]);
-  const __m512 t4 = _mm512_unpacklo_ps(r[4], r[5]), t5 = _mm512_unpackhi_ps(r[4], r[5]);
-  const __m512 t6 = _mm512_unpacklo_ps(r[6], r[7]), t7 = _mm512_unpackhi_ps(r[6], r[7]);
-  // u[q] (rows 0-3) and u[4 + q] (rows 4-7) hold column 4L + q in 128-bit lane L
-  __m512 u[8];
-  u[0] = _mm512_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
-  u[1] = _mm512_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
-  u[2] = _mm512_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
-  u[3] = _mm512_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
-  u[4] = _mm512_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
-  u[5] = _mm512_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
-  u[6] = _mm512_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
-  u[7] = _mm512_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
-  for (int q = 0; q < 4; ++q) {
-    __m512 x = _mm512_shuffle_f32x4(u[q], u[4 + q], _MM_SHUFFLE(1, 0, 1, 0));
-    __m512 y = _mm512_shuffle_f32x4(u[q], u[4 + q], _MM_SHUFFLE(3, 2, 3, 2));
-    x = _mm512_shuffle_f32x4(x, x, _MM_SHUFFLE(3, 1, 2, 0));
-    y = _mm512_shuffle_f32x4(y, y, _MM_SHUFFLE(3, 1, 2, 0));
-    out[q] = _mm512_castps512_ps256(x);
-    out[4 + q] = _mm512_extractf32x8_ps(x, 1);
-    out[8 + q] = _mm512_castps512_ps256(y);
-    out[12 + q] = _mm512_extractf32x8_ps(y, 1);
-  }
-}
 
 // C tile of MR rows x n columns (n <= NV * W, more than (NV - 1) * W) from kc steps of an A sliver
 // (element (i, k) at a[i + k * a_step] when KMAJOR, else a[i * a_step + k]) and a B sliver (row k
@@ -147,6 +28,7 @@ MEL_AVX512 inline void transpose_8x16(const __m512 r[8], __m256 out[16]) {
 // With KMAJOR, TC > 0 more columns of C (at ct, from B columns at bt with row stride bt_ks) ride
 // along: the 8 A values of a step are one vector there, so each costs one FMA per step. Run as a
 // separate pass they would reload the A sliver, whose rows lda apart often share a few L1 sets.
+// Kept whole: even an always_inline store or prefetch helper changes GCC 12's register allocation.
 template <class T, int MR, int NV, bool KMAJOR, int TC>
 MEL_AVX512 void micro(int64_t kc, const T* __restrict a, int64_t a_step, const T* __restrict b,
                       int64_t b_ks, T* __restrict c, int64_t rsc, int64_t csc, int n, T alpha,
@@ -521,76 +403,6 @@ void block(int64_t mc, int64_t nc, int64_t kc, const Operands<T>& op, T alpha, T
 
 // ---- packing ---------------------------------------------------------------------------------
 
-MEL_AVX512 void pack_b_f32(bool trans, const float* B, int64_t ldb, int64_t p0, int64_t kc,
-                           int64_t j0, int64_t nc, int64_t s0, int64_t s1, float* out) {
-  constexpr int W = 16, NR = kNV * W;
-  for (int64_t s = s0; s < s1; ++s) {
-    const int64_t c0 = s * NR;
-    const int cols = static_cast<int>(min64(NR, nc - c0));
-    float* o = out + c0 * kc;
-    if (!trans) {  // rows of op(B) are contiguous: copy NR values per k, zero past the last column
-      const float* src = B + p0 * ldb + j0 + c0;
-      __mmask16 m[kNV];
-      for (int v = 0; v < kNV; ++v) {
-        const int left = cols - v * W;
-        m[v] = left <= 0 ? 0 : Vec<float>::mask(left);
-      }
-      for (int64_t k = 0; k < kc; ++k) {
-        for (int v = 0; v < kNV; ++v) {
-          _mm512_storeu_ps(o + k * NR + v * W, _mm512_maskz_loadu_ps(m[v], src + k * ldb + v * W));
-        }
-      }
-      continue;
-    }
-    // column j of op(B) is row j of the stored B: transpose groups of 8 columns x 16 k
-    for (int g = 0; g < NR / 8; ++g) {
-      const int gcols = static_cast<int>(min64(8, cols - g * 8));
-      if (gcols <= 0) {
-        for (int64_t k = 0; k < kc; ++k) _mm256_storeu_ps(o + k * NR + g * 8, _mm256_setzero_ps());
-        continue;
-      }
-      const float* src[8];
-      for (int r = 0; r < gcols; ++r) src[r] = B + (j0 + c0 + g * 8 + r) * ldb + p0;
-      for (int64_t k0 = 0; k0 < kc; k0 += 16) {
-        const int cnt = static_cast<int>(min64(16, kc - k0));
-        const __mmask16 m = Vec<float>::mask(cnt);
-        __m512 r[8];
-        for (int i = 0; i < 8; ++i) {
-          r[i] = i < gcols ? _mm512_maskz_loadu_ps(m, src[i] + k0) : _mm512_setzero_ps();
-        }
-        __m256 tc[16];
-        transpose_8x16(r, tc);
-        for (int q = 0; q < cnt; ++q) _mm256_storeu_ps(o + (k0 + q) * NR + g * 8, tc[q]);
-      }
-    }
-  }
-}
-
-// Doubles take the plain loops (the compiler vectorises the contiguous cases).
-MEL_AVX512 void pack_b_f64(bool trans, const double* B, int64_t ldb, int64_t p0, int64_t kc,
-                           int64_t j0, int64_t nc, int64_t s0, int64_t s1, double* out) {
-  constexpr int NR = kNV * 8;
-  for (int64_t s = s0; s < s1; ++s) {
-    const int64_t c0 = s * NR;
-    const int64_t cols = min64(NR, nc - c0);
-    double* o = out + c0 * kc;
-    if (!trans) {
-      for (int64_t k = 0; k < kc; ++k) {
-        const double* src = B + (p0 + k) * ldb + j0 + c0;
-        for (int64_t c = 0; c < cols; ++c) o[k * NR + c] = src[c];
-        for (int64_t c = cols; c < NR; ++c) o[k * NR + c] = 0.0;
-      }
-    } else {
-      const double* src[NR];
-      for (int64_t c = 0; c < cols; ++c) src[c] = B + (j0 + c0 + c) * ldb + p0;
-      for (int64_t k = 0; k < kc; ++k) {
-        for (int64_t c = 0; c < cols; ++c) o[k * NR + c] = src[c][k];
-        for (int64_t c = cols; c < NR; ++c) o[k * NR + c] = 0.0;
-      }
-    }
-  }
-}
-
 bool cpu_has_avx512() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
@@ -616,7 +428,7 @@ const Arch<float> kArchF32 = {.name = "avx512",
                               .nc = 1024,
                               .in_place = true,
                               .pack_a = nullptr,
-                              .pack_b = &pack_b_f32,
+                              .pack_b = &pack_b_avx512_f32,
                               .block = &block<float>};
 const Arch<double> kArchF64 = {.name = "avx512",
                                .mr = kMR,
@@ -634,7 +446,7 @@ const Arch<double> kArchF64 = {.name = "avx512",
                                .nc = 512,
                                .in_place = true,
                                .pack_a = nullptr,
-                               .pack_b = &pack_b_f64,
+                               .pack_b = &pack_b_avx512_f64,
                                .block = &block<double>};
 
 }  // namespace

@@ -4,6 +4,12 @@
 
 namespace mel::kernels::cpu {
 
+void find_out_of_range(const int64_t* idx, int64_t n, int64_t limit, int64_t* first_bad) {
+  int64_t i = 0;
+  while (i < n && idx[i] >= 0 && idx[i] < limit) ++i;
+  *first_bad = i;
+}
+
 template <class T>
 void index_select(const T* x, int64_t A, int64_t D, int64_t B, const int64_t* idx, int64_t K,
                   T* out) {
@@ -20,7 +26,8 @@ void index_select(const T* x, int64_t A, int64_t D, int64_t B, const int64_t* id
 }
 
 template <class T>
-void index_add(const T* g, int64_t A, int64_t K, int64_t B, const int64_t* idx, int64_t D, T* gx) {
+void index_add(const T* g, int64_t A, int64_t K, int64_t B, const int64_t* idx, int64_t D, T* gx,
+               void*, size_t) {
   if (A == 0 || K == 0 || B == 0) return;
   // Jobs own disjoint (a, strip of b) columns and walk all of k themselves, so two equal indices
   // never land in different threads.
@@ -78,7 +85,7 @@ void for_lines(const GatherGeom& g, F&& f) {
 }  // namespace
 
 template <class T>
-void gather(const GatherGeom& g, const T* x, const int64_t* index, T* out) {
+void gather(const GatherGeom& g, const T* x, const int64_t* index, T* out, int64_t) {
   if (g.ndim == 0) return;
   const int64_t K = g.shape[g.dim];
   int64_t is = 1;
@@ -93,7 +100,7 @@ void gather(const GatherGeom& g, const T* x, const int64_t* index, T* out) {
 }
 
 template <class T>
-void scatter_add(const GatherGeom& g, const T* src, const int64_t* index, T* x) {
+void scatter_add(const GatherGeom& g, const T* src, const int64_t* index, T* x, int64_t) {
   if (g.ndim == 0) return;
   const int64_t K = g.shape[g.dim];
   int64_t is = 1;
@@ -121,16 +128,17 @@ void one_hot(const int64_t* labels, int64_t n, int64_t classes, T* out) {
 
 #define MEL_INSTANTIATE_SELECT(T)                                                                  \
   template void index_select<T>(const T*, int64_t, int64_t, int64_t, const int64_t*, int64_t, T*); \
-  template void gather<T>(const GatherGeom&, const T*, const int64_t*, T*);
+  template void gather<T>(const GatherGeom&, const T*, const int64_t*, T*, int64_t);
 MEL_INSTANTIATE_SELECT(float)
 MEL_INSTANTIATE_SELECT(double)
 MEL_INSTANTIATE_SELECT(int32_t)
 MEL_INSTANTIATE_SELECT(int64_t)
 #undef MEL_INSTANTIATE_SELECT
 
-#define MEL_INSTANTIATE_ADD(T)                                                                  \
-  template void index_add<T>(const T*, int64_t, int64_t, int64_t, const int64_t*, int64_t, T*); \
-  template void scatter_add<T>(const GatherGeom&, const T*, const int64_t*, T*);
+#define MEL_INSTANTIATE_ADD(T)                                                                 \
+  template void index_add<T>(const T*, int64_t, int64_t, int64_t, const int64_t*, int64_t, T*, \
+                             void*, size_t);                                                   \
+  template void scatter_add<T>(const GatherGeom&, const T*, const int64_t*, T*, int64_t);
 MEL_INSTANTIATE_ADD(float)
 MEL_INSTANTIATE_ADD(double)
 #undef MEL_INSTANTIATE_ADD

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/strided.h"
+
 namespace mel::kernels::cpu {
 
 namespace {
@@ -144,101 +146,129 @@ void term_block(const T* x, int64_t rows, int64_t C, const int64_t* y, double ep
   if (scale == 0.0) std::fill(g, g + n, T(0));
 }
 
-}  // namespace
-
+// The three phases of the fused loss over a fixed partition of the rows into chunks.
 template <class T>
-void joint_loss(const JointLossArgs<T>& a) {
-  const int64_t K = a.num_terms, B = a.batch, P = a.num_pairs;
-  if (K == 0 || B == 0) return;
-  const double eps = a.label_smoothing;
-  const double inv_b = 1.0 / static_cast<double>(B);
-  const bool want_grad = a.grads != nullptr;
-
-  int64_t row_work = 0, max_width = 0;
-  for (int64_t k = 0; k < K; ++k) {
-    row_work += a.widths[k];
-    max_width = std::max(max_width, a.widths[k]);
-  }
-  for (int64_t p = 0; p < P; ++p) row_work += a.widths[a.pair_i[p]];
-  const int64_t rows_per_chunk = std::max<int64_t>(1, kChunkWork / std::max<int64_t>(row_work, 1));
-  const int64_t chunks = (B + rows_per_chunk - 1) / rows_per_chunk;
-
-  // partial[chunk * (K + P) + i]: the chunk's sum of term i's row losses (i < K) or of pair
-  // i - K's squared distances.
-  const int64_t stride = K + P;
-  std::vector<double> partial(static_cast<size_t>(chunks * stride), 0.0);
-  std::vector<double> coef(static_cast<size_t>(P), 0.0);  // hinge gradient factor per pair
-  bool any_active = false;
-
-  // Without gradients the exponentials still need somewhere to go: one block per chunk.
-  const size_t scratch_size = want_grad ? 0 : static_cast<size_t>(rows_per_chunk * max_width);
-  auto losses_and_ce_grads = [&](int64_t chunk) {
-    const int64_t b0 = chunk * rows_per_chunk;
-    const int64_t rows = std::min(B, b0 + rows_per_chunk) - b0;
-    std::vector<T> scratch(scratch_size);
-    for (int64_t k = 0; k < K; ++k) {
-      const int64_t C = a.widths[k];
-      const int64_t* y = ((a.coarse && a.coarse[k]) ? a.coarse_labels : a.labels) + b0;
-      T* g = want_grad ? a.grads[k] + b0 * C : scratch.data();
-      TermAcc acc;
-      term_block<T>(a.logits[k] + b0 * C, rows, C, y, eps, want_grad ? a.weights[k] * inv_b : 0.0,
-                    g, &acc);
-      partial[chunk * stride + k] = acc.finish();
+class JointLoss {
+ public:
+  explicit JointLoss(const JointLossArgs<T>& a) : a_(a) {
+    K_ = a.num_terms;
+    B_ = a.batch;
+    P_ = a.num_pairs;
+    inv_b_ = 1.0 / static_cast<double>(B_);
+    want_grad_ = a.grads != nullptr;
+    int64_t max_width = 0;
+    for (int64_t k = 0; k < K_; ++k) {
+      row_work_ += a.widths[k];
+      max_width = std::max(max_width, a.widths[k]);
     }
-    for (int64_t p = 0; p < P; ++p) {
-      const int64_t C = a.widths[a.pair_i[p]];
-      const T* zi = a.logits[a.pair_i[p]] + b0 * C;
-      const T* zj = a.logits[a.pair_j[p]] + b0 * C;
+    for (int64_t p = 0; p < P_; ++p) row_work_ += a.widths[a.pair_i[p]];
+    rows_per_chunk_ = std::max<int64_t>(1, kChunkWork / std::max<int64_t>(row_work_, 1));
+    chunks_ = (B_ + rows_per_chunk_ - 1) / rows_per_chunk_;
+    stride_ = K_ + P_;
+    partial_.assign(static_cast<size_t>(chunks_ * stride_), 0.0);
+    coef_.assign(static_cast<size_t>(P_), 0.0);
+    // Without gradients the exponentials still need somewhere to go: one block per chunk.
+    scratch_size_ = want_grad_ ? 0 : static_cast<size_t>(rows_per_chunk_ * max_width);
+  }
+
+  void run() {
+    if (chunks_ == 1 || B_ * row_work_ < kParallelWork) {
+      for (int64_t ch = 0; ch < chunks_; ++ch) losses_and_ce_grads(ch);
+      reduce();
+      if (want_grad_ && any_active_) {
+        for (int64_t ch = 0; ch < chunks_; ++ch) hinge_grads(ch);
+      }
+      return;
+    }
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+      for (int64_t ch = 0; ch < chunks_; ++ch) losses_and_ce_grads(ch);
+        // the implicit barriers of `for` and `single` order the three phases
+#pragma omp single
+      reduce();
+      if (want_grad_ && any_active_) {
+#pragma omp for schedule(static)
+        for (int64_t ch = 0; ch < chunks_; ++ch) hinge_grads(ch);
+      }
+    }
+  }
+
+ private:
+  int64_t chunk_rows(int64_t chunk) const {
+    return std::min(B_, chunk * rows_per_chunk_ + rows_per_chunk_) - chunk * rows_per_chunk_;
+  }
+
+  // partial_[chunk * (K + P) + i]: the chunk's sum of term i's row losses (i < K) or of pair
+  // i - K's squared distances.
+  void losses_and_ce_grads(int64_t chunk) {
+    const int64_t b0 = chunk * rows_per_chunk_;
+    const int64_t rows = chunk_rows(chunk);
+    std::vector<T> scratch(scratch_size_);
+    for (int64_t k = 0; k < K_; ++k) {
+      const int64_t C = a_.widths[k];
+      const int64_t* y = ((a_.coarse && a_.coarse[k]) ? a_.coarse_labels : a_.labels) + b0;
+      T* g = want_grad_ ? a_.grads[k] + b0 * C : scratch.data();
+      TermAcc acc;
+      term_block<T>(a_.logits[k] + b0 * C, rows, C, y, a_.label_smoothing,
+                    want_grad_ ? a_.weights[k] * inv_b_ : 0.0, g, &acc);
+      partial_[chunk * stride_ + k] = acc.finish();
+    }
+    for (int64_t p = 0; p < P_; ++p) {
+      const int64_t C = a_.widths[a_.pair_i[p]];
+      const T* zi = a_.logits[a_.pair_i[p]] + b0 * C;
+      const T* zj = a_.logits[a_.pair_j[p]] + b0 * C;
       // the chunk's rows are contiguous, so their distances are one flat sum
       const double dist = lane_sum(rows * C, [zi, zj](int64_t i) {
         const double d = static_cast<double>(zi[i]) - static_cast<double>(zj[i]);
         return d * d;
       });
-      partial[chunk * stride + K + p] = dist;
+      partial_[chunk * stride_ + K_ + p] = dist;
     }
-  };
+  }
 
-  auto reduce = [&]() {
+  void reduce() {
     double total = 0, diversity = 0;
-    for (int64_t i = 0; i < stride; ++i) {
+    for (int64_t i = 0; i < stride_; ++i) {
       double s = 0;
-      for (int64_t ch = 0; ch < chunks; ++ch) s += partial[ch * stride + i];
-      if (i < K) {
-        const double loss = s * inv_b;
-        if (a.term_loss) a.term_loss[i] = loss;
-        total += a.weights[i] * loss;
-      } else {
-        const int64_t p = i - K;
-        const double dist = s * inv_b;
-        if (a.pair_dist) a.pair_dist[p] = dist;
-        const double gap = a.diversity_margin - dist;
-        if (gap > 0) {
-          diversity += gap;
-          if (a.diversity_weight != 0.0) {
-            coef[p] = -a.diversity_weight * 2.0 * inv_b;
-            any_active = true;
-          }
+      for (int64_t ch = 0; ch < chunks_; ++ch) s += partial_[ch * stride_ + i];
+      if (i < K_) {
+        const double loss = s * inv_b_;
+        if (a_.term_loss) a_.term_loss[i] = loss;
+        total += a_.weights[i] * loss;
+        continue;
+      }
+      const int64_t p = i - K_;
+      const double dist = s * inv_b_;
+      if (a_.pair_dist) a_.pair_dist[p] = dist;
+      const double gap = a_.diversity_margin - dist;
+      if (gap > 0) {
+        diversity += gap;
+        if (a_.diversity_weight != 0.0) {
+          coef_[p] = -a_.diversity_weight * 2.0 * inv_b_;
+          any_active_ = true;
         }
       }
     }
-    total += a.diversity_weight * diversity;
-    if (a.diversity) *a.diversity = diversity;
-    if (a.total) *a.total = total;
-  };
+    total += a_.diversity_weight * diversity;
+    if (a_.diversity) *a_.diversity = diversity;
+    if (a_.total) *a_.total = total;
+    if (a_.total_out) *a_.total_out = static_cast<T>(total);
+  }
 
   // d/dz_i = coef (z_i - z_j), d/dz_j = -coef (z_i - z_j) for every active pair, flat over the
   // chunk's contiguous rows.
-  auto hinge_grads = [&](int64_t chunk) {
-    const int64_t b0 = chunk * rows_per_chunk;
-    const int64_t rows = std::min(B, b0 + rows_per_chunk) - b0;
-    for (int64_t p = 0; p < P; ++p) {
-      if (coef[p] == 0.0) continue;
-      const int64_t C = a.widths[a.pair_i[p]];
-      const T* zi = a.logits[a.pair_i[p]] + b0 * C;
-      const T* zj = a.logits[a.pair_j[p]] + b0 * C;
-      T* gi = a.grads[a.pair_i[p]] + b0 * C;
-      T* gj = a.grads[a.pair_j[p]] + b0 * C;
-      const T cf = static_cast<T>(coef[p]);
+  void hinge_grads(int64_t chunk) {
+    const int64_t b0 = chunk * rows_per_chunk_;
+    const int64_t rows = chunk_rows(chunk);
+    for (int64_t p = 0; p < P_; ++p) {
+      if (coef_[p] == 0.0) continue;
+      const int64_t C = a_.widths[a_.pair_i[p]];
+      const T* zi = a_.logits[a_.pair_i[p]] + b0 * C;
+      const T* zj = a_.logits[a_.pair_j[p]] + b0 * C;
+      T* gi = a_.grads[a_.pair_i[p]] + b0 * C;
+      T* gj = a_.grads[a_.pair_j[p]] + b0 * C;
+      const T cf = static_cast<T>(coef_[p]);
       const int64_t n = rows * C;
       for (int64_t i = 0; i < n; ++i) {
         const T v = cf * (zi[i] - zj[i]);
@@ -246,31 +276,61 @@ void joint_loss(const JointLossArgs<T>& a) {
         gj[i] -= v;
       }
     }
-  };
-
-  if (chunks == 1 || B * row_work < kParallelWork) {
-    for (int64_t ch = 0; ch < chunks; ++ch) losses_and_ce_grads(ch);
-    reduce();
-    if (want_grad && any_active) {
-      for (int64_t ch = 0; ch < chunks; ++ch) hinge_grads(ch);
-    }
-    return;
   }
-#pragma omp parallel
-  {
-#pragma omp for schedule(static)
-    for (int64_t ch = 0; ch < chunks; ++ch) losses_and_ce_grads(ch);
-      // the implicit barriers of `for` and `single` order the three phases
-#pragma omp single
-    reduce();
-    if (want_grad && any_active) {
-#pragma omp for schedule(static)
-      for (int64_t ch = 0; ch < chunks; ++ch) hinge_grads(ch);
+
+  const JointLossArgs<T>& a_;
+  int64_t K_ = 0, B_ = 0, P_ = 0, row_work_ = 0, rows_per_chunk_ = 1, chunks_ = 0, stride_ = 0;
+  double inv_b_ = 0;
+  bool want_grad_ = false, any_active_ = false;
+  size_t scratch_size_ = 0;
+  std::vector<double> partial_, coef_;  // coef_: hinge gradient factor per pair
+};
+
+// Writes label_check (when given) and says whether every label of every term is in range.
+template <class T>
+bool labels_in_range(const JointLossArgs<T>& a) {
+  bool ok = true;
+  for (int64_t k = 0; k < a.num_terms; ++k) {
+    const int64_t* y = (a.coarse && a.coarse[k]) ? a.coarse_labels : a.labels;
+    const int64_t C = a.widths[k];
+    int64_t bad = -1;
+    for (int64_t b = 0; b < a.batch && bad < 0; ++b) {
+      if (y[b] < 0 || y[b] >= C) bad = b;
     }
+    if (a.label_check) {
+      a.label_check[k] = bad;
+      a.label_check[a.num_terms + k] = bad >= 0 ? y[bad] : 0;
+    }
+    ok = ok && bad < 0;
+  }
+  return ok;
+}
+
+}  // namespace
+
+template <class T>
+void joint_loss(const JointLossArgs<T>& a) {
+  if (a.num_terms == 0 || a.batch == 0) return;
+  if (!labels_in_range(a)) return;  // the caller reports label_check
+  JointLoss<T>(a).run();
+}
+
+template <class T>
+void scale_by_device_scalar(T* const* dst, const T* const* src, const int64_t* numel, int64_t count,
+                            const T* factor) {
+  const T f = *factor;
+  for (int64_t k = 0; k < count; ++k) {
+    parallel_for(numel[k], 32768, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) dst[k][i] = src[k][i] * f;
+    });
   }
 }
 
 template void joint_loss<float>(const JointLossArgs<float>&);
 template void joint_loss<double>(const JointLossArgs<double>&);
+template void scale_by_device_scalar<float>(float* const*, const float* const*, const int64_t*,
+                                            int64_t, const float*);
+template void scale_by_device_scalar<double>(double* const*, const double* const*, const int64_t*,
+                                             int64_t, const double*);
 
 }  // namespace mel::kernels::cpu

@@ -6,7 +6,7 @@
 
 #include <omp.h>
 
-#include "kernels/philox.h"
+#include "kernels/cpu/copy.h"
 #include "kernels/strided.h"
 
 namespace mel::kernels::cpu {
@@ -158,7 +158,7 @@ void apply_affine_cols(const T* x, int64_t len, const T* scale, const T* shift, 
 
 template <class T>
 void batch_norm_forward_train(const BatchNormDims& d, const T* x, const T* weight, const T* bias,
-                              double eps, bool relu, T* y, T* mean, T* var, T* rstd) {
+                              double eps, bool relu, T* y, T* mean, T* var, T* rstd, void*) {
   if (d.n * d.c * d.s == 0) return;  // the caller rejects empty batches; nothing for no channels
   const int64_t L = d.c * d.s;
   const double count = static_cast<double>(d.n * d.s);
@@ -223,7 +223,7 @@ void batch_norm_forward_train(const BatchNormDims& d, const T* x, const T* weigh
 
 template <class T>
 void batch_norm_forward_apply(const BatchNormDims& d, const T* x, const T* mean, const T* rstd,
-                              const T* weight, const T* bias, bool relu, T* y) {
+                              const T* weight, const T* bias, bool relu, T* y, void*) {
   std::vector<T> scale(d.c), shift(d.c);
   for (int64_t c = 0; c < d.c; ++c) {
     ChannelAffine a = channel_affine(mean[c], rstd[c], weight ? double(weight[c]) : 1.0,
@@ -252,29 +252,28 @@ void batch_norm_forward_apply(const BatchNormDims& d, const T* x, const T* mean,
                });
 }
 
+namespace {
+
+// batch_norm_backward's arguments. coef() turns channel c's sums sum(g) and sum(g (x - mean)) (g:
+// gy masked by the recomputed ReLU) into gx = a g + b x + c and stores the parameter gradients.
 template <class T>
-void batch_norm_backward(const BatchNormDims& d, const T* x, const T* gy, const T* mean,
-                         const T* rstd, const T* weight, const T* bias, bool training, bool relu,
-                         T* gx, T* gweight, T* gbias) {
-  if (d.n * d.c * d.s == 0) {  // empty input (eval mode): the parameter gradients are zero
-    for (int64_t c = 0; c < d.c; ++c) {
-      if (gweight) gweight[c] = T(0);
-      if (gbias) gbias[c] = T(0);
-    }
-    return;
-  }
-  const int64_t L = d.c * d.s;
-  const double count = static_cast<double>(d.n * d.s);
-  const bool need_sums = gweight || gbias || (gx && training);
-  // gx = a g + b x + c for channel c, from its sums; also stores the parameter gradients.
+struct BatchNormGrad {
   struct Coef {
     T scale, shift, a, b, c;
   };
-  auto affine = [&](int64_t c) {
+  const BatchNormDims& d;
+  const T *x, *gy, *mean, *rstd, *weight, *bias;
+  bool training, relu;
+  T *gx, *gweight, *gbias;
+  int64_t L = d.c * d.s;
+  double count = static_cast<double>(d.n * d.s);
+  bool need_sums = gweight || gbias || (gx && training);
+
+  ChannelAffine affine(int64_t c) const {
     return channel_affine(mean[c], rstd[c], weight ? double(weight[c]) : 1.0,
                           bias ? double(bias[c]) : 0.0);
-  };
-  auto coef = [&](int64_t c, double sg, double sgx) {
+  }
+  Coef coef(int64_t c, double sg, double sgx) const {
     const double w = weight ? double(weight[c]) : 1.0, r = rstd[c], m = mean[c];
     const ChannelAffine af = affine(c);
     if (gweight) gweight[c] = static_cast<T>(sgx * r);
@@ -286,35 +285,52 @@ void batch_norm_backward(const BatchNormDims& d, const T* x, const T* gy, const 
       k.c = T(-w * r * sg / count - bb * m);
     }
     return k;
-  };
-  if (d.s > kMaxColumnS) {
-    parallel_for(d.c, 1, [&](int64_t cb, int64_t ce) {
-      for (int64_t c = cb; c < ce; ++c) {
-        const int64_t base = c * d.s;
-        const ChannelAffine af = affine(c);
-        double sg = 0, sgx = 0;
-        if (need_sums) {
-          for (int64_t i = 0; i < d.n; ++i) {
-            grad_sums(x + base + i * L, gy + base + i * L, d.s, mean[c], T(af.scale), T(af.shift),
-                      relu, sg, sgx);
-          }
-        }
-        const Coef k = coef(c, sg, sgx);
-        if (!gx) continue;
+  }
+};
+
+// Plane path (s > kMaxColumnS): one channel at a time, sums over its n planes then gx.
+template <class T>
+void batch_norm_backward_planes(const BatchNormGrad<T>& bg) {
+  const BatchNormDims& d = bg.d;
+  const T *x = bg.x, *gy = bg.gy;
+  const int64_t L = bg.L;
+  const bool relu = bg.relu;
+  parallel_for(d.c, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t c = cb; c < ce; ++c) {
+      const int64_t base = c * d.s;
+      const ChannelAffine af = bg.affine(c);
+      double sg = 0, sgx = 0;
+      if (bg.need_sums) {
         for (int64_t i = 0; i < d.n; ++i) {
-          const T* xr = x + base + i * L;
-          const T* gr = gy + base + i * L;
-          T* out = gx + base + i * L;
-#pragma omp simd
-          for (int64_t j = 0; j < d.s; ++j) {
-            const T g = !relu || xr[j] * k.scale + k.shift > T(0) ? gr[j] : T(0);
-            out[j] = k.a * g + k.b * xr[j] + k.c;
-          }
+          grad_sums(x + base + i * L, gy + base + i * L, d.s, bg.mean[c], T(af.scale), T(af.shift),
+                    relu, sg, sgx);
         }
       }
-    });
-    return;
-  }
+      const auto k = bg.coef(c, sg, sgx);
+      if (!bg.gx) continue;
+      for (int64_t i = 0; i < d.n; ++i) {
+        const T* xr = x + base + i * L;
+        const T* gr = gy + base + i * L;
+        T* out = bg.gx + base + i * L;
+#pragma omp simd
+        for (int64_t j = 0; j < d.s; ++j) {
+          const T g = !relu || xr[j] * k.scale + k.shift > T(0) ? gr[j] : T(0);
+          out[j] = k.a * g + k.b * xr[j] + k.c;
+        }
+      }
+    }
+  });
+}
+
+// Column path (s <= kMaxColumnS): blocks of whole channels, per-column sums over the n rows, then
+// gx with the coefficients spread along the columns.
+template <class T>
+void batch_norm_backward_columns(const BatchNormGrad<T>& bg) {
+  const BatchNormDims& d = bg.d;
+  const T *x = bg.x, *gy = bg.gy, *mean = bg.mean;
+  T* gx = bg.gx;
+  const int64_t L = bg.L;
+  const bool relu = bg.relu, need_sums = bg.need_sums;
   const ColumnBlocks cb = column_blocks(d);
   parallel_for(cb.count, 1, [&](int64_t bb, int64_t be) {
     const int64_t maxw = cb.per_block * d.s;
@@ -324,7 +340,7 @@ void batch_norm_backward(const BatchNormDims& d, const T* x, const T* gy, const 
       const int64_t c0 = blk * cb.per_block, nc = std::min(cb.per_block, d.c - c0);
       const int64_t l0 = c0 * d.s, w = nc * d.s;
       for (int64_t q = 0; q < nc; ++q) {
-        const ChannelAffine af = affine(c0 + q);
+        const ChannelAffine af = bg.affine(c0 + q);
         std::fill_n(m.begin() + q * d.s, d.s, mean[c0 + q]);
         std::fill_n(sc.begin() + q * d.s, d.s, T(af.scale));
         std::fill_n(sh.begin() + q * d.s, d.s, T(af.shift));
@@ -345,7 +361,7 @@ void batch_norm_backward(const BatchNormDims& d, const T* x, const T* gy, const 
       for (int64_t q = 0; q < nc; ++q) {
         double sg = 0, sgx = 0;
         if (need_sums) sums.channel(q, d.s, sg, sgx);
-        const Coef k = coef(c0 + q, sg, sgx);
+        const auto k = bg.coef(c0 + q, sg, sgx);
         std::fill_n(ka.begin() + q * d.s, d.s, k.a);
         std::fill_n(kb.begin() + q * d.s, d.s, k.b);
         std::fill_n(kc.begin() + q * d.s, d.s, k.c);
@@ -367,6 +383,27 @@ void batch_norm_backward(const BatchNormDims& d, const T* x, const T* gy, const 
       }
     }
   });
+}
+
+}  // namespace
+
+template <class T>
+void batch_norm_backward(const BatchNormDims& d, const T* x, const T* gy, const T* mean,
+                         const T* rstd, const T* weight, const T* bias, bool training, bool relu,
+                         T* gx, T* gweight, T* gbias, void*) {
+  if (d.n * d.c * d.s == 0) {  // empty input (eval mode): the parameter gradients are zero
+    for (int64_t c = 0; c < d.c; ++c) {
+      if (gweight) gweight[c] = T(0);
+      if (gbias) gbias[c] = T(0);
+    }
+    return;
+  }
+  const BatchNormGrad<T> bg{d, x, gy, mean, rstd, weight, bias, training, relu, gx, gweight, gbias};
+  if (d.s > kMaxColumnS) {
+    batch_norm_backward_planes(bg);
+  } else {
+    batch_norm_backward_columns(bg);
+  }
 }
 
 // ---- layer norm -------------------------------------------------------------------------------
@@ -403,7 +440,7 @@ void layer_norm_forward(const T* x, int64_t m, int64_t k, const T* weight, const
 
 template <class T>
 void layer_norm_backward(const T* x, const T* gy, const T* mean, const T* rstd, const T* weight,
-                         int64_t m, int64_t k, T* gx, T* gweight, T* gbias) {
+                         int64_t m, int64_t k, T* gx, T* gweight, T* gbias, void*) {
   // Row blocks fixed by m alone, so the parameter-gradient sums do not depend on threads.
   const int64_t nblk = std::min<int64_t>(m, 32);
   const bool params = gweight || gbias;
@@ -453,47 +490,51 @@ void layer_norm_backward(const T* x, const T* gy, const T* mean, const T* rstd, 
   });
 }
 
-// ---- dropout ----------------------------------------------------------------------------------
-
-template <class T>
-void dropout_forward(uint64_t seed, uint64_t offset, int64_t n, float keep, T scale, const T* x,
-                     T* y, uint8_t* mask) {
-  const int64_t blocks = static_cast<int64_t>(dropout_blocks(n));
-  parallel_for(blocks, 4096, [&](int64_t b, int64_t e) {
-    for (int64_t blk = b; blk < e; ++blk) {
-      const Philox4 r = philox_block(seed, offset, static_cast<uint64_t>(blk));
-      const int64_t i0 = blk * 4;
-      for (int lane = 0; lane < 4 && i0 + lane < n; ++lane) {
-        const bool kept = philox_unit_f32(r.v[lane]) < keep;
-        mask[i0 + lane] = kept ? 1 : 0;
-        // a multiply rather than a select, so that dropped inf / NaN give NaN as in PyTorch
-        y[i0 + lane] = x[i0 + lane] * (kept ? scale : T(0));
-      }
-    }
-  });
+template <class R, class T>
+void batch_norm_update_running(int64_t c, R* running, int64_t stride, const T* stat,
+                               double momentum, double factor) {
+  for (int64_t i = 0; i < c; ++i) {
+    const double old = convert<double>(running[i * stride]);
+    running[i * stride] =
+        convert<R>((1.0 - momentum) * old + momentum * factor * static_cast<double>(stat[i]));
+  }
 }
 
-template <class T>
-void dropout_backward(int64_t n, T scale, const T* gy, const uint8_t* mask, T* gx) {
-  parallel_for(n, 1 << 15, [&](int64_t b, int64_t e) {
-#pragma omp simd
-    for (int64_t i = b; i < e; ++i) gx[i] = gy[i] * (mask[i] ? scale : T(0));
-  });
+template <class R, class T>
+void batch_norm_eval_stats(int64_t c, const R* running_mean, int64_t mean_stride,
+                           const R* running_var, int64_t var_stride, double eps, T* mean, T* rstd) {
+  for (int64_t i = 0; i < c; ++i) {
+    mean[i] = static_cast<T>(convert<double>(running_mean[i * mean_stride]));
+    rstd[i] = static_cast<T>(1.0 / std::sqrt(convert<double>(running_var[i * var_stride]) + eps));
+  }
 }
 
-#define MEL_NORM_INSTANTIATE(T)                                                                    \
-  template void batch_norm_forward_train<T>(const BatchNormDims&, const T*, const T*, const T*,    \
-                                            double, bool, T*, T*, T*, T*);                         \
-  template void batch_norm_forward_apply<T>(const BatchNormDims&, const T*, const T*, const T*,    \
-                                            const T*, const T*, bool, T*);                         \
-  template void batch_norm_backward<T>(const BatchNormDims&, const T*, const T*, const T*,         \
-                                       const T*, const T*, const T*, bool, bool, T*, T*, T*);      \
-  template void layer_norm_forward<T>(const T*, int64_t, int64_t, const T*, const T*, double, T*,  \
-                                      T*, T*);                                                     \
-  template void layer_norm_backward<T>(const T*, const T*, const T*, const T*, const T*, int64_t,  \
-                                       int64_t, T*, T*, T*);                                       \
-  template void dropout_forward<T>(uint64_t, uint64_t, int64_t, float, T, const T*, T*, uint8_t*); \
-  template void dropout_backward<T>(int64_t, T, const T*, const uint8_t*, T*);
+#define MEL_RUNNING_INSTANTIATE(R, T)                                                              \
+  template void batch_norm_update_running<R, T>(int64_t, R*, int64_t, const T*, double, double);   \
+  template void batch_norm_eval_stats<R, T>(int64_t, const R*, int64_t, const R*, int64_t, double, \
+                                            T*, T*);
+#define MEL_RUNNING_INSTANTIATE_ALL(T) \
+  MEL_RUNNING_INSTANTIATE(float, T)    \
+  MEL_RUNNING_INSTANTIATE(double, T)   \
+  MEL_RUNNING_INSTANTIATE(bfloat16, T) \
+  MEL_RUNNING_INSTANTIATE(half, T)
+MEL_RUNNING_INSTANTIATE_ALL(float)
+MEL_RUNNING_INSTANTIATE_ALL(double)
+#undef MEL_RUNNING_INSTANTIATE_ALL
+#undef MEL_RUNNING_INSTANTIATE
+
+#define MEL_NORM_INSTANTIATE(T)                                                                   \
+  template void batch_norm_forward_train<T>(const BatchNormDims&, const T*, const T*, const T*,   \
+                                            double, bool, T*, T*, T*, T*, void*);                 \
+  template void batch_norm_forward_apply<T>(const BatchNormDims&, const T*, const T*, const T*,   \
+                                            const T*, const T*, bool, T*, void*);                 \
+  template void batch_norm_backward<T>(const BatchNormDims&, const T*, const T*, const T*,        \
+                                       const T*, const T*, const T*, bool, bool, T*, T*, T*,      \
+                                       void*);                                                    \
+  template void layer_norm_forward<T>(const T*, int64_t, int64_t, const T*, const T*, double, T*, \
+                                      T*, T*);                                                    \
+  template void layer_norm_backward<T>(const T*, const T*, const T*, const T*, const T*, int64_t, \
+                                       int64_t, T*, T*, T*, void*);
 MEL_NORM_INSTANTIATE(float)
 MEL_NORM_INSTANTIATE(double)
 #undef MEL_NORM_INSTANTIATE

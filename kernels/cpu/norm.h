@@ -1,6 +1,8 @@
-// CPU normalisation kernels: batch norm over contiguous [N, C, S] (optionally fused with a ReLU),
-// layer norm over the rows of [M, K], and dropout with a Philox mask; forward and backward.
+// CPU normalisation kernels: batch norm over contiguous [N, C, S] (optionally fused with a ReLU)
+// and layer norm over the rows of [M, K]; forward and backward, and batch norm's running
+// statistics.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 namespace mel::kernels::cpu {
@@ -10,18 +12,28 @@ struct BatchNormDims {
   int64_t n = 0, c = 0, s = 1;
 };
 
+// Scratch the kernels need (none on the CPU; the CUDA twins need some): the `workspace`
+// arguments below take that many bytes and are unused here.
+inline size_t batch_norm_workspace_bytes(const BatchNormDims&, size_t) {
+  return 0;
+}
+inline size_t layer_norm_workspace_bytes(int64_t, int64_t) {
+  return 0;
+}
+
 // Training forward. Per channel: mean and biased variance of x (written to mean, var), rstd =
 // 1 / sqrt(var + eps), then y = (x - mean) * rstd * w + b (relu: max(., 0)). weight and bias
 // may be null (1 and 0). Each channel is finished before the next, so the second read of x hits
 // cache. T: float or double; y may not alias x.
 template <class T>
 void batch_norm_forward_train(const BatchNormDims& d, const T* x, const T* weight, const T* bias,
-                              double eps, bool relu, T* y, T* mean, T* var, T* rstd);
+                              double eps, bool relu, T* y, T* mean, T* var, T* rstd,
+                              void* workspace);
 
 // y = (x - mean) * rstd * w + b (relu: max(., 0)) with given per-channel statistics.
 template <class T>
 void batch_norm_forward_apply(const BatchNormDims& d, const T* x, const T* mean, const T* rstd,
-                              const T* weight, const T* bias, bool relu, T* y);
+                              const T* weight, const T* bias, bool relu, T* y, void* workspace);
 
 // Backward from gy. With relu, gy is first masked by (x - mean) * rstd * w + b > 0 (recomputed,
 // so y need not be saved). training: dx goes through the batch statistics,
@@ -30,7 +42,18 @@ void batch_norm_forward_apply(const BatchNormDims& d, const T* x, const T* mean,
 template <class T>
 void batch_norm_backward(const BatchNormDims& d, const T* x, const T* gy, const T* mean,
                          const T* rstd, const T* weight, const T* bias, bool training, bool relu,
-                         T* gx, T* gweight, T* gbias);
+                         T* gx, T* gweight, T* gbias, void* workspace);
+
+// running[i * stride] = (1 - momentum) * running + momentum * factor * stat[i] for i < c,
+// computed in double. R: any floating type (bf16 and f16 included).
+template <class R, class T>
+void batch_norm_update_running(int64_t c, R* running, int64_t stride, const T* stat,
+                               double momentum, double factor);
+// mean[i] = running_mean[i * mean_stride], rstd[i] = 1 / sqrt(running_var[i * var_stride] + eps),
+// computed in double.
+template <class R, class T>
+void batch_norm_eval_stats(int64_t c, const R* running_mean, int64_t mean_stride,
+                           const R* running_var, int64_t var_stride, double eps, T* mean, T* rstd);
 
 // Layer norm over rows of contiguous [m, k]: mean, rstd per row (saved), y = xhat * w + b with
 // w, b of length k or null.
@@ -43,21 +66,6 @@ void layer_norm_forward(const T* x, int64_t m, int64_t k, const T* weight, const
 // thread count). Any output may be null.
 template <class T>
 void layer_norm_backward(const T* x, const T* gy, const T* mean, const T* rstd, const T* weight,
-                         int64_t m, int64_t k, T* gx, T* gweight, T* gbias);
-
-// Philox blocks a dropout mask of n elements consumes (the same as an f32 uniform fill).
-inline uint64_t dropout_blocks(int64_t n) {
-  return static_cast<uint64_t>((n + 3) / 4);
-}
-
-// mask[i] = (u_i < keep) with u_i the f32 uniform that rand() draws for element i of the stream
-// (seed, offset): block i / 4, lane i % 4, 24 bits. y = x * mask * scale. All contiguous.
-template <class T>
-void dropout_forward(uint64_t seed, uint64_t offset, int64_t n, float keep, T scale, const T* x,
-                     T* y, uint8_t* mask);
-
-// gx = gy * mask * scale.
-template <class T>
-void dropout_backward(int64_t n, T scale, const T* gy, const uint8_t* mask, T* gx);
+                         int64_t m, int64_t k, T* gx, T* gweight, T* gbias, void* workspace);
 
 }  // namespace mel::kernels::cpu

@@ -46,7 +46,7 @@ void adam_step(float* p, const float* g, float* m, float* v, int64_t n, float lr
   });
 }
 
-double squared_norm(const float* g, int64_t n) {
+void squared_norm(const float* g, int64_t n, double* out, double*) {
   // Fixed-size chunks summed in order: the result does not depend on the thread count.
   constexpr int64_t kChunk = 1 << 14;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
@@ -61,13 +61,18 @@ double squared_norm(const float* g, int64_t n) {
   });
   double total = 0.0;
   for (double s : part) total += s;
-  return total;
+  *out = total;
 }
 
 void scale(float* g, int64_t n, float factor) {
   parallel_for(n, kGrain, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) g[i] *= factor;
   });
+}
+
+void clip_scale(float* g, int64_t n, const double* squared_norm, double max_norm) {
+  const double coef = max_norm / (std::sqrt(*squared_norm) + 1e-6);
+  if (coef < 1.0) scale(g, n, static_cast<float>(coef));
 }
 
 }  // namespace mel::kernels::cpu

@@ -17,8 +17,15 @@ void adam_step(float* p, const float* g, float* m, float* v, int64_t n, float lr
                float beta2, float eps, float weight_decay, bool decoupled, double bias_correction1,
                double bias_correction2);
 
-// sum(g^2) in double, deterministic for a given n (fixed partition of the work).
-double squared_norm(const float* g, int64_t n);
+// Doubles of scratch squared_norm may use (the CUDA twin's partial sums; unused on the CPU).
+inline constexpr int kSquaredNormPartials = 1024;
+
+// *out = sum(g^2) in double, deterministic for a given n (fixed partition of the work).
+void squared_norm(const float* g, int64_t n, double* out, double* scratch);
 void scale(float* g, int64_t n, float factor);
+
+// Global-norm clipping: coef = max_norm / (sqrt(*squared_norm) + 1e-6); g *= float(coef) when
+// coef < 1 (a NaN norm leaves g alone).
+void clip_scale(float* g, int64_t n, const double* squared_norm, double max_norm);
 
 }  // namespace mel::kernels::cpu

@@ -9,7 +9,7 @@
 namespace mel::kernels::cpu {
 
 template <class T>
-void sum_axis(const T* x, int64_t A, int64_t R, int64_t B, T* out) {
+void sum_axis(const T* x, int64_t A, int64_t R, int64_t B, T* out, void*) {
   using Acc = std::conditional_t<std::is_floating_point_v<T>, double, int64_t>;
   if (B == 1 && A < 8 && R >= (int64_t(1) << 16)) {
     // Few long rows: fixed-size chunks summed in parallel, then added in chunk order, so the
@@ -81,13 +81,13 @@ void sum_axis(const T* x, int64_t A, int64_t R, int64_t B, T* out) {
                });
 }
 
-template void sum_axis<float>(const float*, int64_t, int64_t, int64_t, float*);
-template void sum_axis<double>(const double*, int64_t, int64_t, int64_t, double*);
-template void sum_axis<int32_t>(const int32_t*, int64_t, int64_t, int64_t, int32_t*);
-template void sum_axis<int64_t>(const int64_t*, int64_t, int64_t, int64_t, int64_t*);
+template void sum_axis<float>(const float*, int64_t, int64_t, int64_t, float*, void*);
+template void sum_axis<double>(const double*, int64_t, int64_t, int64_t, double*, void*);
+template void sum_axis<int32_t>(const int32_t*, int64_t, int64_t, int64_t, int32_t*, void*);
+template void sum_axis<int64_t>(const int64_t*, int64_t, int64_t, int64_t, int64_t*, void*);
 
 template <class T>
-void max_axis(const T* x, int64_t A, int64_t R, int64_t B, T* out, int64_t* idx) {
+void max_axis(const T* x, int64_t A, int64_t R, int64_t B, T* out, int64_t* idx, void*) {
   parallel_for(A * B, std::max<int64_t>(1, 8192 / std::max<int64_t>(R, 1)),
                [&](int64_t lo, int64_t hi) {
                  for (int64_t j = lo; j < hi; ++j) {
@@ -129,8 +129,8 @@ void max_axis_backward(const T* g, const int64_t* idx, int64_t A, int64_t R, int
   });
 }
 
-#define MEL_INSTANTIATE_MAX(T)                                                  \
-  template void max_axis<T>(const T*, int64_t, int64_t, int64_t, T*, int64_t*); \
+#define MEL_INSTANTIATE_MAX(T)                                                         \
+  template void max_axis<T>(const T*, int64_t, int64_t, int64_t, T*, int64_t*, void*); \
   template void max_axis_backward<T>(const T*, const int64_t*, int64_t, int64_t, int64_t, T*);
 MEL_INSTANTIATE_MAX(float)
 MEL_INSTANTIATE_MAX(double)

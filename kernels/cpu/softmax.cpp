@@ -1,5 +1,7 @@
 #include "kernels/cpu/softmax.h"
 
+#include "kernels/cpu/reduce.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -213,7 +215,8 @@ void cross_entropy_forward(const T* logits, const int64_t* labels, int64_t N, in
 template <class T>
 void cross_entropy_backward(const T* logits, const int64_t* labels, const T* lse, const T* gy,
                             int64_t gy_stride, double alpha, int64_t N, int64_t C, double eps,
-                            int64_t ignore_index, T* dlogits) {
+                            int64_t ignore_index, T* dlogits, const double* alpha_dev) {
+  const double a = alpha_dev ? alpha * *alpha_dev : alpha;
   const T off = static_cast<T>(eps / static_cast<double>(C));
   const T on = static_cast<T>(1.0 - eps + eps / static_cast<double>(C));
   parallel_for(N, grain_for(C), [&](int64_t lo, int64_t hi) {
@@ -226,11 +229,23 @@ void cross_entropy_backward(const T* logits, const int64_t* labels, const T* lse
       }
       const T* xr = logits + n * C;
       const T l = lse[n];
-      const T scale = static_cast<T>(static_cast<double>(gy[n * gy_stride]) * alpha);
+      const T scale = static_cast<T>(static_cast<double>(gy[n * gy_stride]) * a);
       for (int64_t c = 0; c < C; ++c) out[c] = (std::exp(xr[c] - l) - off) * scale;
       out[label] = (std::exp(xr[label] - l) - on) * scale;
     }
   });
+}
+
+template <class T>
+void cross_entropy_reduce(const T* loss, const int64_t* labels, int64_t N, int64_t ignore_index,
+                          bool mean, T* out, double* scale) {
+  sum_axis<T>(loss, 1, N, 1, out, nullptr);
+  int64_t count = 0;
+  if (mean || scale) {
+    for (int64_t n = 0; n < N; ++n) count += labels[n] != ignore_index;
+  }
+  if (mean) out[0] = out[0] / static_cast<T>(count);
+  if (scale) *scale = mean && count > 0 ? 1.0 / static_cast<double>(count) : 1.0;
 }
 
 #define MEL_INSTANTIATE_SOFTMAX(T)                                                               \
@@ -241,7 +256,10 @@ void cross_entropy_backward(const T* logits, const int64_t* labels, const T* lse
   template void cross_entropy_forward<T>(const T*, const int64_t*, int64_t, int64_t, double,     \
                                          int64_t, T*, T*);                                       \
   template void cross_entropy_backward<T>(const T*, const int64_t*, const T*, const T*, int64_t, \
-                                          double, int64_t, int64_t, double, int64_t, T*);
+                                          double, int64_t, int64_t, double, int64_t, T*,         \
+                                          const double*);                                        \
+  template void cross_entropy_reduce<T>(const T*, const int64_t*, int64_t, int64_t, bool, T*,    \
+                                        double*);
 MEL_INSTANTIATE_SOFTMAX(float)
 MEL_INSTANTIATE_SOFTMAX(double)
 

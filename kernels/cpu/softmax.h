@@ -27,12 +27,21 @@ template <class T>
 void cross_entropy_forward(const T* logits, const int64_t* labels, int64_t N, int64_t C, double eps,
                            int64_t ignore_index, T* loss, T* lse);
 
-// dlogits[n, c] = (softmax[n, c] - ((1 - eps) * [c == y_n] + eps / C)) * gy[n * gy_stride] * alpha
-// and 0 on ignored rows. gy_stride = 1 for a per-row upstream gradient, 0 for a reduced loss
-// (alpha = 1 / count for the mean, 1 for the sum).
+// dlogits[n, c] = (softmax[n, c] - ((1 - eps) * [c == y_n] + eps / C)) * gy[n * gy_stride] * a
+// and 0 on ignored rows, with a = alpha, times *alpha_dev when alpha_dev is not null (the mean's
+// 1 / count as cross_entropy_reduce left it). gy_stride = 1 for a per-row upstream gradient, 0 for
+// a reduced loss.
 template <class T>
 void cross_entropy_backward(const T* logits, const int64_t* labels, const T* lse, const T* gy,
                             int64_t gy_stride, double alpha, int64_t N, int64_t C, double eps,
-                            int64_t ignore_index, T* dlogits);
+                            int64_t ignore_index, T* dlogits, const double* alpha_dev);
+
+// out[0] = the sum of loss[0..N) (as the sum op adds it); with mean, divided by the number of rows
+// whose label is not ignore_index (0 / 0 = NaN when every row is ignored, as in PyTorch). When
+// scale is not null it receives the backward's factor: 1 / count for the mean with count > 0,
+// else 1.
+template <class T>
+void cross_entropy_reduce(const T* loss, const int64_t* labels, int64_t N, int64_t ignore_index,
+                          bool mean, T* out, double* scale);
 
 }  // namespace mel::kernels::cpu

@@ -1,4 +1,4 @@
-// CUDA dtype-converting strided copy and fill: the twins of kernels/cpu/elementwise.h's copy and
+// CUDA dtype-converting strided copy and fill: the twins of kernels/cpu/copy.h's copy and
 // fill, on a stream. Every operand pointer is device memory.
 #pragma once
 #include <cuda_runtime_api.h>

@@ -5,22 +5,22 @@
 
 #include <cstdint>
 
-#include "kernels/cpu/elementwise.h"
+#include "kernels/elementwise_ops.h"
 #include "kernels/strided.h"
 
 namespace mel::kernels::cuda {
 
-// One set of op codes for both backends, so core chooses the op once.
-using cpu::BinaryOp;
-using cpu::CompareOp;
-using cpu::UnaryArgs;
-using cpu::UnaryOp;
+// One set of op codes for both backends (kernels/elementwise_ops.h), so core chooses the op once.
+using kernels::BinaryOp;
+using kernels::CompareOp;
+using kernels::UnaryArgs;
+using kernels::UnaryOp;
 
 // y = op(x); operand 0 of `it` is y, operand 1 is x. T: float or double.
 template <class T>
 void unary(UnaryOp op, UnaryArgs args, const Iter<2>& it, T* y, const T* x, cudaStream_t stream);
-// gx = gy * op'(x); all contiguous with n elements. x may be null for exp, sqrt, rsqrt, tanh,
-// sigmoid and neg (their derivative reads y = op(x)); y may be null for all the others.
+// gx = gy * op'(x); all contiguous with n elements. Only the tensor the op's backward reads
+// (grad_reads(op)) must be given; the other may be null.
 template <class T>
 void unary_backward(UnaryOp op, UnaryArgs args, int64_t n, const T* x, const T* y, const T* gy,
                     T* gx, cudaStream_t stream);
@@ -29,6 +29,11 @@ void unary_backward(UnaryOp op, UnaryArgs args, int64_t n, const T* x, const T* 
 // Integer division by zero gives 0, as on the CPU.
 template <class T>
 void binary(BinaryOp op, const Iter<3>& it, T* out, const T* a, const T* b, cudaStream_t stream);
+
+// The gradient of operand `which` of out = a op b over the output's shape (see the CPU kernel).
+template <class T>
+void binary_backward(BinaryOp op, int which, const Iter<5>& it, T* grad, const T* g, const T* a,
+                     const T* b, const T* y, cudaStream_t stream);
 
 // out = (a op b) as 0/1 bytes.
 template <class T>

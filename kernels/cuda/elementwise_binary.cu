@@ -1,55 +1,30 @@
-#include <type_traits>
-
+// The binary, comparison and where kernels of kernels/cuda/elementwise.h, generated from the op
+// tables of kernels/elementwise_ops.h (the expressions the CPU kernels compile too).
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/elementwise_impl.cuh"
 
 namespace mel::kernels::cuda {
 namespace {
 
-// The same expressions as kernels/cpu/elementwise.cpp (NaN handling of maximum/minimum included:
-// the first operand is kept unless the comparison is true).
 template <class T, BinaryOp Op>
 struct BinaryF {
-  __device__ __forceinline__ T operator()(T u, T v) const {
-    if constexpr (Op == BinaryOp::add) {
-      return static_cast<T>(u + v);
-    } else if constexpr (Op == BinaryOp::sub) {
-      return static_cast<T>(u - v);
-    } else if constexpr (Op == BinaryOp::mul) {
-      return static_cast<T>(u * v);
-    } else if constexpr (Op == BinaryOp::div) {
-      if constexpr (std::is_integral_v<T>) {
-        return v == T(0) ? T(0) : static_cast<T>(u / v);
-      } else {
-        return u / v;
-      }
-    } else if constexpr (Op == BinaryOp::maximum) {
-      return u < v ? v : u;
+  __device__ __forceinline__ T operator()(T u, T v) const { return Binary<Op>::forward(u, v); }
+};
+
+template <class T, BinaryOp Op, int Which>
+struct BinaryGradF {
+  __device__ __forceinline__ T operator()(T g, T a, T b, T y) const {
+    if constexpr (Which == 0) {
+      return Binary<Op>::grad_a(g, a, b, y);
     } else {
-      return v < u ? v : u;
+      return Binary<Op>::grad_b(g, a, b, y);
     }
   }
 };
 
 template <class T, CompareOp Op>
 struct CompareF {
-  __device__ __forceinline__ uint8_t operator()(T u, T v) const {
-    bool r;
-    if constexpr (Op == CompareOp::eq) {
-      r = u == v;
-    } else if constexpr (Op == CompareOp::ne) {
-      r = u != v;
-    } else if constexpr (Op == CompareOp::lt) {
-      r = u < v;
-    } else if constexpr (Op == CompareOp::le) {
-      r = u <= v;
-    } else if constexpr (Op == CompareOp::gt) {
-      r = u > v;
-    } else {
-      r = u >= v;
-    }
-    return r ? uint8_t(1) : uint8_t(0);
-  }
+  __device__ __forceinline__ uint8_t operator()(T u, T v) const { return Compare<Op>::apply(u, v); }
 };
 
 template <class T>
@@ -57,23 +32,38 @@ struct WhereF {
   __device__ __forceinline__ T operator()(uint8_t c, T u, T v) const { return c ? u : v; }
 };
 
+template <class T, BinaryOp Op>
+void run_binary_grad(int which, const Iter<5>& it, T* grad, const T* g, const T* a, const T* b,
+                     const T* y, cudaStream_t stream) {
+  if (which == 0) {
+    ew::launch(it, stream, BinaryGradF<T, Op, 0>{}, grad, g, a, b, y);
+  } else {
+    ew::launch(it, stream, BinaryGradF<T, Op, 1>{}, grad, g, a, b, y);
+  }
+}
+
 }  // namespace
 
 template <class T>
 void binary(BinaryOp op, const Iter<3>& it, T* out, const T* a, const T* b, cudaStream_t stream) {
   switch (op) {
-    case BinaryOp::add:
-      return ew::launch(it, stream, BinaryF<T, BinaryOp::add>{}, out, a, b);
-    case BinaryOp::sub:
-      return ew::launch(it, stream, BinaryF<T, BinaryOp::sub>{}, out, a, b);
-    case BinaryOp::mul:
-      return ew::launch(it, stream, BinaryF<T, BinaryOp::mul>{}, out, a, b);
-    case BinaryOp::div:
-      return ew::launch(it, stream, BinaryF<T, BinaryOp::div>{}, out, a, b);
-    case BinaryOp::maximum:
-      return ew::launch(it, stream, BinaryF<T, BinaryOp::maximum>{}, out, a, b);
-    case BinaryOp::minimum:
-      return ew::launch(it, stream, BinaryF<T, BinaryOp::minimum>{}, out, a, b);
+#define MEL_X(NAME, ...) \
+  case BinaryOp::NAME:   \
+    return ew::launch(it, stream, BinaryF<T, BinaryOp::NAME>{}, out, a, b);
+    MEL_BINARY_OPS(MEL_X)
+#undef MEL_X
+  }
+}
+
+template <class T>
+void binary_backward(BinaryOp op, int which, const Iter<5>& it, T* grad, const T* g, const T* a,
+                     const T* b, const T* y, cudaStream_t stream) {
+  switch (op) {
+#define MEL_X(NAME, ...) \
+  case BinaryOp::NAME:   \
+    return run_binary_grad<T, BinaryOp::NAME>(which, it, grad, g, a, b, y, stream);
+    MEL_BINARY_OPS(MEL_X)
+#undef MEL_X
   }
 }
 
@@ -81,18 +71,11 @@ template <class T>
 void compare(CompareOp op, const Iter<3>& it, uint8_t* out, const T* a, const T* b,
              cudaStream_t stream) {
   switch (op) {
-    case CompareOp::eq:
-      return ew::launch(it, stream, CompareF<T, CompareOp::eq>{}, out, a, b);
-    case CompareOp::ne:
-      return ew::launch(it, stream, CompareF<T, CompareOp::ne>{}, out, a, b);
-    case CompareOp::lt:
-      return ew::launch(it, stream, CompareF<T, CompareOp::lt>{}, out, a, b);
-    case CompareOp::le:
-      return ew::launch(it, stream, CompareF<T, CompareOp::le>{}, out, a, b);
-    case CompareOp::gt:
-      return ew::launch(it, stream, CompareF<T, CompareOp::gt>{}, out, a, b);
-    case CompareOp::ge:
-      return ew::launch(it, stream, CompareF<T, CompareOp::ge>{}, out, a, b);
+#define MEL_X(NAME, ...) \
+  case CompareOp::NAME:  \
+    return ew::launch(it, stream, CompareF<T, CompareOp::NAME>{}, out, a, b);
+    MEL_COMPARE_OPS(MEL_X)
+#undef MEL_X
   }
 }
 
@@ -112,5 +95,12 @@ MEL_INSTANTIATE_NUMERIC(int32_t)
 MEL_INSTANTIATE_NUMERIC(int64_t)
 MEL_INSTANTIATE_NUMERIC(uint8_t)
 #undef MEL_INSTANTIATE_NUMERIC
+
+#define MEL_INSTANTIATE_GRAD(T)                                                           \
+  template void binary_backward<T>(BinaryOp, int, const Iter<5>&, T*, const T*, const T*, \
+                                   const T*, const T*, cudaStream_t);
+MEL_INSTANTIATE_GRAD(float)
+MEL_INSTANTIATE_GRAD(double)
+#undef MEL_INSTANTIATE_GRAD
 
 }  // namespace mel::kernels::cuda

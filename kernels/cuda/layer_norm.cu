@@ -1,10 +1,9 @@
-// Layer-norm and dropout kernels of kernels/cuda/norm.h. Layer norm: one group of threads per row
+// Layer-norm kernels of kernels/cuda/norm.h. Layer norm: one group of threads per row
 // (sums in double, as on the CPU); the parameter gradients are column sums over the rows
 // (colsum.cuh). Dropout draws the CPU's Philox mask (kernels/philox.h), one thread per block.
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/colsum.cuh"
 #include "kernels/cuda/norm.h"
-#include "kernels/philox.h"
 
 namespace mel::kernels::cuda {
 
@@ -111,34 +110,6 @@ __global__ void param_grad_finalize_kernel(int64_t k, int64_t chunks, const doub
   }
 }
 
-template <class T>
-__global__ void dropout_forward_kernel(uint64_t seed, uint64_t offset, int64_t n, int64_t blocks,
-                                       float keep, T scale, const T* __restrict__ x,
-                                       T* __restrict__ y, uint8_t* __restrict__ mask) {
-  for (int64_t blk = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; blk < blocks;
-       blk += int64_t(gridDim.x) * blockDim.x) {
-    const Philox4 r = philox_block(seed, offset, static_cast<uint64_t>(blk));
-    const int64_t i0 = blk * 4;
-#pragma unroll
-    for (int lane = 0; lane < 4; ++lane) {
-      if (i0 + lane >= n) break;
-      const bool kept = philox_unit_f32(r.v[lane]) < keep;
-      mask[i0 + lane] = kept ? 1 : 0;
-      // a multiply rather than a select, so that dropped inf / NaN give NaN as on the CPU
-      y[i0 + lane] = x[i0 + lane] * (kept ? scale : T(0));
-    }
-  }
-}
-
-template <class T>
-__global__ void dropout_backward_kernel(int64_t n, T scale, const T* __restrict__ gy,
-                                        const uint8_t* __restrict__ mask, T* __restrict__ gx) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    gx[i] = gy[i] * (mask[i] ? scale : T(0));
-  }
-}
-
 }  // namespace
 
 size_t layer_norm_workspace_bytes(int64_t m, int64_t k) {
@@ -187,32 +158,11 @@ void layer_norm_backward(const T* x, const T* gy, const T* mean, const T* rstd, 
   MEL_CUDA_CHECK_LAUNCH();
 }
 
-template <class T>
-void dropout_forward(uint64_t seed, uint64_t offset, int64_t n, float keep, T scale, const T* x,
-                     T* y, uint8_t* mask, cudaStream_t stream) {
-  if (n == 0) return;
-  const auto blocks = static_cast<int64_t>(dropout_blocks(n));
-  dropout_forward_kernel<T>
-      <<<grid_for(blocks), kBlock, 0, stream>>>(seed, offset, n, blocks, keep, scale, x, y, mask);
-  MEL_CUDA_CHECK_LAUNCH();
-}
-
-template <class T>
-void dropout_backward(int64_t n, T scale, const T* gy, const uint8_t* mask, T* gx,
-                      cudaStream_t stream) {
-  if (n == 0) return;
-  dropout_backward_kernel<T><<<grid_for(n, kBlock, 4), kBlock, 0, stream>>>(n, scale, gy, mask, gx);
-  MEL_CUDA_CHECK_LAUNCH();
-}
-
 #define MEL_LN_INSTANTIATE(T)                                                                     \
   template void layer_norm_forward<T>(const T*, int64_t, int64_t, const T*, const T*, double, T*, \
                                       T*, T*, cudaStream_t);                                      \
   template void layer_norm_backward<T>(const T*, const T*, const T*, const T*, const T*, int64_t, \
-                                       int64_t, T*, T*, T*, void*, cudaStream_t);                 \
-  template void dropout_forward<T>(uint64_t, uint64_t, int64_t, float, T, const T*, T*, uint8_t*, \
-                                   cudaStream_t);                                                 \
-  template void dropout_backward<T>(int64_t, T, const T*, const uint8_t*, T*, cudaStream_t);
+                                       int64_t, T*, T*, T*, void*, cudaStream_t);
 MEL_LN_INSTANTIATE(float)
 MEL_LN_INSTANTIATE(double)
 #undef MEL_LN_INSTANTIATE

@@ -1,5 +1,5 @@
 // CUDA normalisation kernels, the twins of kernels/cpu/norm.h: batch norm over contiguous
-// [N, C, S] (optionally fused with a ReLU), layer norm over rows of [M, K], and Philox dropout.
+// [N, C, S] (optionally fused with a ReLU) and layer norm over rows of [M, K].
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -11,7 +11,6 @@
 namespace mel::kernels::cuda {
 
 using cpu::BatchNormDims;
-using cpu::dropout_blocks;
 
 // Device scratch the batch-norm kernels below need for d and an element size of elem_size bytes
 // (per-block partial sums and per-channel coefficients); at least 256 bytes.
@@ -57,14 +56,5 @@ template <class T>
 void layer_norm_backward(const T* x, const T* gy, const T* mean, const T* rstd, const T* weight,
                          int64_t m, int64_t k, T* gx, T* gweight, T* gbias, void* workspace,
                          cudaStream_t stream);
-
-// The CPU's mask bit for bit: element i keeps when the f32 uniform of block i / 4, lane i % 4 of
-// the Philox stream (seed, offset) is below keep.
-template <class T>
-void dropout_forward(uint64_t seed, uint64_t offset, int64_t n, float keep, T scale, const T* x,
-                     T* y, uint8_t* mask, cudaStream_t stream);
-template <class T>
-void dropout_backward(int64_t n, T scale, const T* gy, const uint8_t* mask, T* gx,
-                      cudaStream_t stream);
 
 }  // namespace mel::kernels::cuda

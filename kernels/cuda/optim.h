@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/optim.h"
+
 namespace mel::kernels::cuda {
 
 // Every buffer is device memory. The element formulas are the CPU kernels', with the same
@@ -21,8 +23,8 @@ void adam_step(float* p, const float* g, float* m, float* v, int64_t n, float lr
                float beta2, float eps, float weight_decay, bool decoupled, double bias_correction1,
                double bias_correction2, cudaStream_t stream);
 
-// Partial sums squared_norm needs in its scratch buffer.
-constexpr int kSquaredNormPartials = 1024;
+// Partial sums squared_norm needs in its scratch buffer (one constant for both backends).
+using cpu::kSquaredNormPartials;
 
 // *out = sum(g^2) in double, written on the device (reading it back is the caller's choice).
 // Deterministic for a given n and alignment of g (16-byte aligned buffers take the float4 path, so

@@ -12,8 +12,8 @@
 namespace mel::testing {
 namespace {
 
-using app::JointLossOptions;
-using app::JointLossResult;
+using method::JointLossOptions;
+using method::JointLossResult;
 
 // An M-model MEL problem: M exits, then one head per subset of two or more models (2^M - M - 1).
 struct Problem {
@@ -73,9 +73,9 @@ void compare(const Problem& p, DType dt, uint64_t seed, bool strided, const std:
              double seed_grad = 1.0) {
   Inputs in = make_inputs(p, dt, seed, strided);
   Tensor cl = p.coarse ? in.coarse_labels : Tensor();
-  JointLossResult rc = app::joint_loss(in.cpu, in.labels, cl, p.opt);
+  JointLossResult rc = method::joint_loss(in.cpu, in.labels, cl, p.opt);
   JointLossResult rg =
-      app::joint_loss(in.gpu, in.labels.to(gpu()), p.coarse ? cl.to(gpu()) : Tensor(), p.opt);
+      method::joint_loss(in.gpu, in.labels.to(gpu()), p.coarse ? cl.to(gpu()) : Tensor(), p.opt);
   const Tol tv = tol_for(dt, true);
   ASSERT_TRUE(rg.total.device().is_cuda()) << what;
   EXPECT_TRUE(gpu_close(rg.total, rc.total, tv)) << what;
@@ -151,19 +151,19 @@ TEST(CudaJointLoss, NoGradValuesAndDeterminism) {
   Inputs in = make_inputs(p, DType::f32, 21, false);
   std::vector<Tensor> plain;
   for (const Tensor& z : in.gpu) plain.push_back(z.detach());
-  JointLossResult a = app::joint_loss(plain, in.labels.to(gpu()), Tensor(), p.opt);
+  JointLossResult a = method::joint_loss(plain, in.labels.to(gpu()), Tensor(), p.opt);
   EXPECT_FALSE(a.total.requires_grad());
-  JointLossResult rc = app::joint_loss(in.cpu, in.labels, Tensor(), p.opt);
+  JointLossResult rc = method::joint_loss(in.cpu, in.labels, Tensor(), p.opt);
   EXPECT_TRUE(gpu_close(a.total, rc.total, tol_for(DType::f32, true)));
   // two calls on one device: bitwise the same values and gradients
-  JointLossResult r1 = app::joint_loss(in.gpu, in.labels.to(gpu()), Tensor(), p.opt);
+  JointLossResult r1 = method::joint_loss(in.gpu, in.labels.to(gpu()), Tensor(), p.opt);
   r1.total.backward();
   std::vector<Tensor> g1;
   for (Tensor& z : in.gpu) {
     g1.push_back(z.grad().clone());
     z.zero_grad();
   }
-  JointLossResult r2 = app::joint_loss(in.gpu, in.labels.to(gpu()), Tensor(), p.opt);
+  JointLossResult r2 = method::joint_loss(in.gpu, in.labels.to(gpu()), Tensor(), p.opt);
   r2.total.backward();
   EXPECT_EQ(r1.total.item(), r2.total.item());
   EXPECT_EQ(r1.terms, r2.terms);
@@ -178,19 +178,19 @@ TEST(CudaJointLoss, LabelAndDeviceErrors) {
   Inputs in = make_inputs(p, DType::f32, 31, false);
   Tensor fine = tensor_i64({0, 1, 2, 12, 4, 5}, {6}).to(gpu());
   Tensor coarse = tensor_i64({0, 1, 2, 3, 3, 3}, {6}).to(gpu());
-  EXPECT_MEL_ERROR(app::joint_loss(in.gpu, fine, coarse, p.opt),
+  EXPECT_MEL_ERROR(method::joint_loss(in.gpu, fine, coarse, p.opt),
                    "term 2 (fine labels): label 12 at row 3 is out of range for its 10 classes");
   Tensor bad_coarse = tensor_i64({0, 1, 2, 3, -1, 3}, {6}).to(gpu());
   Tensor ok = tensor_i64({0, 1, 2, 3, 4, 5}, {6}).to(gpu());
-  EXPECT_MEL_ERROR(app::joint_loss(in.gpu, ok, bad_coarse, p.opt),
+  EXPECT_MEL_ERROR(method::joint_loss(in.gpu, ok, bad_coarse, p.opt),
                    "term 0 (coarse labels): label -1 at row 4");
-  EXPECT_MEL_ERROR(app::joint_loss(in.gpu, tensor_i64({0, 1, 2, 3, 4, 5}, {6}), coarse, p.opt),
+  EXPECT_MEL_ERROR(method::joint_loss(in.gpu, tensor_i64({0, 1, 2, 3, 4, 5}, {6}), coarse, p.opt),
                    "move them with .to(device)");
   std::vector<Tensor> mixed = in.gpu;
   mixed[1] = in.cpu[1];
-  EXPECT_MEL_ERROR(app::joint_loss(mixed, ok, coarse, p.opt), "expected one device");
+  EXPECT_MEL_ERROR(method::joint_loss(mixed, ok, coarse, p.opt), "expected one device");
   // the device still works after the errors
-  JointLossResult r = app::joint_loss(in.gpu, ok, coarse, p.opt);
+  JointLossResult r = method::joint_loss(in.gpu, ok, coarse, p.opt);
   EXPECT_TRUE(std::isfinite(r.total.item()));
 }
 

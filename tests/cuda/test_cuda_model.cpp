@@ -6,17 +6,17 @@
 #include <filesystem>
 
 #include "cuda_testing.h"
-#include "mel/checkpoint.h"
+#include "train/checkpoint.h"
 #include "mel/joint_loss.h"
-#include "mel/train_mel.h"
-#include "mel/train_single.h"
+#include "app/ensemble_run.h"
+#include "app/single.h"
 #include "nn/optim.h"
-#include "tests/mel/mel_testing.h"
+#include "tests/app/app_testing.h"
 
 namespace mel::testing {
 namespace {
 
-using app::Json;
+using mel::Json;
 
 app::SingleConfig reference_config() {
   app::RunOverrides ov;
@@ -98,7 +98,7 @@ TEST(CudaModel, MelEnsembleJointLossStepMatchesTheCpu) {
   MEL_REQUIRE_GPU();
   app::RunOverrides ov;
   const std::string path = std::string(MEL_SOURCE_DIR) + "/configs/fmnist_mel3.json";
-  app::MelConfig c = app::parse_mel_config(app::read_json_file(path), path, ov);
+  app::MelConfig c = app::parse_mel_config(read_json_file(path), path, ov);
   auto cpu_model = app::build_ensemble_model(c);
   Generator gen(9);
   cpu_model->reset_parameters(gen);
@@ -111,14 +111,14 @@ TEST(CudaModel, MelEnsembleJointLossStepMatchesTheCpu) {
   std::vector<Tensor> cl = cpu_model->forward_all(x);
   std::vector<Tensor> gl = gpu_model->forward_all(x.to(gpu()));
   ASSERT_EQ(cl.size(), gl.size());
-  app::JointLossOptions lo;
+  method::JointLossOptions lo;
   lo.weights.assign(cl.size(), 1.0);
   lo.label_smoothing = 0.1;
   lo.diversity_weight = 0.5;
   lo.diversity_margin = 4.0;
   lo.diversity_pairs = {{0, 1}, {0, 2}, {1, 2}};
-  app::JointLossResult cr = app::joint_loss(cl, y, Tensor(), lo);
-  app::JointLossResult gr = app::joint_loss(gl, y.to(gpu()), Tensor(), lo);
+  method::JointLossResult cr = method::joint_loss(cl, y, Tensor(), lo);
+  method::JointLossResult gr = method::joint_loss(gl, y.to(gpu()), Tensor(), lo);
   EXPECT_NEAR(gr.total.item(), cr.total.item(), 1e-4);
   ASSERT_EQ(gr.terms.size(), cr.terms.size());
   for (size_t k = 0; k < cr.terms.size(); ++k) EXPECT_NEAR(gr.terms[k], cr.terms[k], 1e-4);
@@ -149,9 +149,9 @@ TEST(CudaModel, SmallCnnTrainsOnTheGpuAndItsCheckpointLoadsOnTheCpu) {
   EXPECT_GT(report["peak_gpu_memory_bytes"].get<int64_t>(), 0);
   // the checkpoint holds host tensors that a CPU model evaluates to the same accuracy
   auto model = app::build_model(c);
-  app::load_model_checkpoint(ov.out, *model);
+  train::load_model_checkpoint(ov.out, *model);
   data::ImageDataset test = data::load_dataset("fashion-mnist", "", data::Split::test);
-  EXPECT_NEAR(app::evaluate(*model, test, c.data, 500, 2000).accuracy, acc, 0.005);
+  EXPECT_NEAR(app::evaluate(*model, test, c.data, 500, 2000).accuracy[0], acc, 0.005);
 }
 
 TEST(CudaModel, MelTrainCommandRunsOnTheGpuWithTheFailureReport) {

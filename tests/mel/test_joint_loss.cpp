@@ -11,7 +11,7 @@
 #include "mel/joint_loss.h"
 #include "tests/gradcheck.h"
 
-namespace mel::app {
+namespace mel::method {
 namespace {
 
 using testing::all_close;
@@ -365,4 +365,4 @@ TEST(JointLoss, Errors) {
 }
 
 }  // namespace
-}  // namespace mel::app
+}  // namespace mel::method

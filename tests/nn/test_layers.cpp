@@ -139,16 +139,17 @@ TEST(Layers, PoolingGradchecks) {
 }
 
 TEST(Layers, ActivationsFlattenIdentityGradcheck) {
-  for (Activation a : {Activation::relu, Activation::gelu, Activation::gelu_tanh, Activation::silu,
-                       Activation::tanh, Activation::sigmoid}) {
-    ActivationLayer l(a);
-    EXPECT_TRUE(check_module(l, input({3, 4}, 21)));
+  // Every entry of the activation table, so a new activation is checked with no new test code.
+  for (const ActivationInfo& a : activations()) {
+    ActivationLayer l(a.name);
+    EXPECT_EQ(l.type(), a.module_type);
+    EXPECT_TRUE(check_module(l, input({3, 4}, 21))) << a.name;
   }
   Flatten f;
   EXPECT_EQ(f(zeros({2, 3, 4})).shape(), (Shape{2, 12}));
   Identity id;
   EXPECT_TRUE(check_module(id, input({2, 2})));
-  EXPECT_MEL_ERROR(parse_activation("rleu"), "unknown activation 'rleu'");
+  EXPECT_MEL_ERROR(find_activation("rleu"), "unknown activation 'rleu'", "relu, gelu");
 }
 
 TEST(Layers, DropoutScalesKeepsAndRoutesGradient) {

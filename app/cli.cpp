@@ -1,0 +1,73 @@
+#include "app/cli.h"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <exception>
+
+#include "app/commands.h"
+#include "core/error.h"
+
+namespace mel::app {
+
+void add_run_options(CLI::App* cmd, CliOptions& o) {
+  cmd->add_option("--device", o.overrides.device, "cpu or cuda[:N]")->capture_default_str();
+  cmd->add_option("--epochs", o.epochs, "number of epochs (overrides the config)");
+  cmd->add_option("--batch", o.batch, "batch size (overrides the config)");
+  cmd->add_option("--train-limit", o.train_limit, "train on the first N samples only");
+  cmd->add_option("--test-limit", o.test_limit, "evaluate on the first N test samples only");
+  cmd->add_option("--seed", o.seed, "random seed (overrides the config)");
+  cmd->add_option("--data", o.overrides.data_dir, "dataset folder (overrides the config)");
+  cmd->add_option("--out", o.overrides.out, "run folder (default runs/<config name>)");
+  cmd->add_flag("!--no-progress", o.overrides.progress, "plain progress lines even on a terminal");
+}
+
+RunOverrides overrides_of(const CliOptions& o) {
+  RunOverrides ov = o.overrides;
+  if (o.epochs != -1) ov.epochs = o.epochs;
+  if (o.batch != -1) ov.batch_size = o.batch;
+  if (o.train_limit != -1) ov.train_limit = o.train_limit;
+  if (o.test_limit != -1) ov.test_limit = o.test_limit;
+  if (o.seed != -1) {
+    MEL_CHECK(o.seed >= 0, "--seed must be >= 0, got {}", o.seed);
+    ov.seed = static_cast<uint64_t>(o.seed);
+  }
+  if (o.stop_after != -1) {
+    MEL_CHECK(o.stop_after >= 1, "--stop-after must be >= 1, got {}", o.stop_after);
+    ov.stop_after = o.stop_after;
+  }
+  return ov;
+}
+
+bool changes_config(const CliOptions& o) {
+  return o.epochs != -1 || o.batch != -1 || o.train_limit != -1 || o.test_limit != -1 ||
+         o.seed != -1 || !o.overrides.data_dir.empty();
+}
+
+int run_cli(int argc, char** argv) {
+  CLI::App app{"mel: multi-level ensemble learning and the layers to build it"};
+  app.require_subcommand(1);
+  CliOptions o;
+  CLI::App* train = add_train(app, o);
+  CLI::App* info = add_info(app, o);
+  CLI::App* eval = add_eval(app, o);
+  CLI::App* exp = add_export(app, o);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (*train) run_train(o);
+    if (*eval) run_eval(o);
+    if (*exp) run_export(o);
+    if (*info) run_info(o);
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    fmt::print(stderr, "mel: error: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace mel::app

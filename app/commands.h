@@ -1,0 +1,37 @@
+// The subcommands of `mel`, one file each (cmd_train.cpp, cmd_eval.cpp, cmd_export.cpp,
+// cmd_info.cpp): each adds its options to the parser and runs once parsing succeeded.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+
+#include "app/run_config.h"
+
+namespace mel::app {
+
+// Everything the subcommands parse into; -1 marks an option that was not given.
+struct CliOptions {
+  RunOverrides overrides;
+  int64_t epochs = -1, batch = -1, train_limit = -1, test_limit = -1, seed = -1, stop_after = -1;
+  std::string config;  // a config file, or the run folder / checkpoint of eval and export
+  std::string resume;  // train --resume RUN_DIR
+  std::string out;     // export --out
+};
+
+// --device, --epochs, --batch, --train-limit, --test-limit, --seed, --data, --out, --no-progress.
+void add_run_options(CLI::App* cmd, CliOptions& o);
+// The overrides with the numeric options checked and applied.
+RunOverrides overrides_of(const CliOptions& o);
+// True when an option that changes the run's config (epochs, batch, limits, seed, data) was given.
+bool changes_config(const CliOptions& o);
+
+CLI::App* add_train(CLI::App& app, CliOptions& o);
+void run_train(const CliOptions& o);
+CLI::App* add_eval(CLI::App& app, CliOptions& o);
+void run_eval(const CliOptions& o);
+CLI::App* add_export(CLI::App& app, CliOptions& o);
+void run_export(const CliOptions& o);
+CLI::App* add_info(CLI::App& app, CliOptions& o);
+void run_info(const CliOptions& o);
+
+}  // namespace mel::app

@@ -1,0 +1,177 @@
+#include "app/ensemble_run.h"
+
+#include <fmt/format.h>
+
+#include "app/chart.h"
+#include "app/report.h"
+#include "core/random.h"
+#include "core/safetensors.h"
+#include "data/loader.h"
+#include "mel/failure.h"
+#include "train/checkpoint.h"
+#include "train/device.h"
+#include "train/files.h"
+#include "train/trainer.h"
+
+namespace mel::app {
+
+namespace {
+
+Json params_json(const method::Ensemble& m, int64_t original) {
+  Json servers = Json::object();
+  for (int i = 0; i < m.spec.M; ++i) servers[std::to_string(i + 1)] = m.upstream_parameters(i);
+  servers["C"] = m.head_parameters();
+  Json p = {{"total", m.num_parameters()}, {"servers", servers}};
+  if (original > 0) {
+    p["original"] = original;
+    p["fraction_of_original"] =
+        static_cast<double>(m.num_parameters()) / static_cast<double>(original);
+  }
+  return p;
+}
+
+Json accuracy_json(const train::Evaluation& e) {
+  Json a = Json::object();
+  for (size_t k = 0; k < e.names.size(); ++k) a[e.names[k]] = e.accuracy[k];
+  return a;
+}
+
+// report.json's ensemble fields: per-server parameters, the baseline, the exits' labels and the
+// failure report.
+void add_report_fields(Json& report, const method::Ensemble& m, const MelConfig& c,
+                       const method::FailureReport& fr) {
+  report["baseline"] = method::baseline_name(c.baseline);
+  report["params"] = params_json(m, c.original_params);
+  report["exit_labels"] = c.loss.hierarchical ? "coarse" : "fine";
+  Json fj = failure_report_json(fr);
+  for (auto it = fj.begin(); it != fj.end(); ++it) report[it.key()] = it.value();
+}
+
+data::LoaderOptions test_options(const MelConfig& c, int64_t limit) {
+  return loader_options(c.data, c.train.eval_batch_size, 0, false, limit);
+}
+
+}  // namespace
+
+method::FailureReport failures_of(const method::Ensemble& m, const train::Evaluation& e) {
+  const int M = m.spec.M;
+  std::vector<double> exits(e.accuracy.begin(), e.accuracy.begin() + M);
+  std::vector<double> heads(e.accuracy.begin() + M, e.accuracy.end());
+  return method::evaluate_failures(M, exits, m.spec.head_subsets, heads);
+}
+
+train::Evaluation evaluate_ensemble(method::Ensemble& model, const MelConfig& c,
+                                    const data::ImageDataset& ds, int64_t limit) {
+  data::DataLoader test(ds, test_options(c, limit));
+  // A task over the model (shared without ownership) just for its evaluation.
+  std::shared_ptr<method::Ensemble> m(&model, [](method::Ensemble*) {});
+  return method::MelTask(m, mel_spec(c, train::module_device(model)), test, test).evaluate();
+}
+
+Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& resume_dir) {
+  const Device device = train::run_device(ov.device, "mel train");
+  const TrainConfig& tc = c.train;
+  const data::ImageDataset train_ds =
+      data::load_dataset(c.data.dataset, c.data.dir, data::Split::train);
+  const data::ImageDataset test_ds =
+      data::load_dataset(c.data.dataset, c.data.dir, data::Split::test);
+  if (c.loss.hierarchical && c.loss.coarse_map.empty()) {
+    MEL_CHECK(train_ds.coarse_labels.defined(),
+              "{}: hierarchical labels need coarse labels, and the {} dataset has none", c.path,
+              c.data.dataset);
+  }
+  auto model = build_ensemble_model(c);
+  Generator gen(tc.seed);
+  model->reset_parameters(gen);
+  model->to(device);
+  data::DataLoader train(train_ds,
+                         loader_options(c.data, tc.batch_size, tc.seed, true, tc.train_limit));
+  data::DataLoader test(test_ds, test_options(c, tc.test_limit));
+  method::MelTask task(model, mel_spec(c, device), train, test);
+
+  train::RunOptions run;
+  run.name = c.name;
+  run.out = !resume_dir.empty() ? resume_dir : (ov.out.empty() ? "runs/" + c.name : ov.out);
+  run.config_json = c.json.dump();
+  run.device = device;
+  run.train = tc;
+  run.stop_after = ov.stop_after;
+  run.progress = ov.progress;
+  run.resume = !resume_dir.empty();
+  train::TrainerHooks hooks;
+  hooks.report = [&](Json& report, const train::Evaluation& last) {
+    add_report_fields(report, *model, c, failures_of(*model, last));
+  };
+  hooks.finish = [&](const train::RunSummary& s) {
+    const method::FailureReport fr = failures_of(*model, s.last);
+    write_failure_chart(s.out + "/failures.svg", fr, c.name);
+    fmt::print("\n{}\n", failure_table(fr));
+    fmt::print(
+        "run folder {} (report.json, failures.svg, metrics.jsonl, model.safetensors); {} "
+        "training, {:.0f} samples/s\n",
+        s.out, train::format_duration(s.train_seconds), s.samples_per_second);
+  };
+  return train::Trainer(task, run, hooks).run();
+}
+
+Json eval_mel(const MelConfig& c, const std::string& checkpoint, const RunOverrides& ov) {
+  const Device device = train::run_device(ov.device, "mel eval");
+  auto model = build_ensemble_model(c);
+  train::load_model_checkpoint(checkpoint, *model);
+  model->to(device);
+  const data::ImageDataset test_ds =
+      data::load_dataset(c.data.dataset, c.data.dir, data::Split::test);
+  const train::Evaluation e = evaluate_ensemble(*model, c, test_ds, c.train.test_limit);
+  const method::FailureReport fr = failures_of(*model, e);
+  fmt::print("{}: test accuracy on {} samples:", c.name, e.samples);
+  for (size_t k = 0; k < e.names.size(); ++k) {
+    fmt::print(" {} {:.2f}%", e.names[k], 100.0 * e.accuracy[k]);
+  }
+  fmt::print("\n\n{}\n", failure_table(fr));
+  Json report = {{"test_samples", e.samples},
+                 {"params", params_json(*model, c.original_params)},
+                 {"accuracy", accuracy_json(e)}};
+  Json fj = failure_report_json(fr);
+  for (auto it = fj.begin(); it != fj.end(); ++it) report[it.key()] = it.value();
+  return report;
+}
+
+void export_servers(const std::string& run_dir, const std::string& out_dir) {
+  const train::Checkpoint ckpt = train::read_checkpoint(run_dir);
+  const std::string& file = ckpt.file;
+  Json cfg = Json::parse(ckpt.info.config_json, nullptr, false);
+  MEL_CHECK(!cfg.is_discarded(), "{}: the stored config is not valid JSON", file);
+  MEL_CHECK(is_mel_config(cfg),
+            "{}: not an ensemble run (\"kind\" is not \"mel\"); export writes one file per server "
+            "of an ensemble",
+            file);
+  MelConfig c = parse_mel_config(std::move(cfg), file + " (stored config)", RunOverrides{});
+  auto model = build_ensemble_model(c);
+  train::load_model_checkpoint(ckpt, *model);
+  train::ensure_dir(out_dir);
+  for (int i = 0; i < model->spec.M; ++i) {
+    const auto& up = model->upstreams[static_cast<size_t>(i)];
+    std::map<std::string, std::string> meta = {{"format", "mel-server-1"},
+                                               {"server", std::to_string(i + 1)},
+                                               {"feature_shape", shape_str(up->feature_shape)},
+                                               {"exit_classes", std::to_string(c.exit_classes)},
+                                               {"config", c.json.dump()}};
+    save_safetensors(fmt::format("{}/upstream_{}.safetensors", out_dir, i + 1), up->state_dict(),
+                     meta);
+  }
+  nn::NamedTensors heads;
+  std::vector<std::string> subsets;
+  for (auto& [name, t] : model->child("heads")->state_dict()) {
+    heads.emplace_back("heads." + name, t);
+  }
+  for (const auto& s : model->spec.head_subsets) subsets.push_back(method::subset_name(s));
+  save_safetensors(out_dir + "/combination.safetensors", heads,
+                   {{"format", "mel-server-1"},
+                    {"server", "C"},
+                    {"subsets", fmt::format("{}", fmt::join(subsets, ","))},
+                    {"num_classes", std::to_string(c.data.num_classes())},
+                    {"config", c.json.dump()}});
+  fmt::print("wrote {} upstream files and combination.safetensors to {}\n", model->spec.M, out_dir);
+}
+
+}  // namespace mel::app

@@ -1,0 +1,27 @@
+// `mel train` / `mel eval` / `mel export` for MEL ensembles: the method's task run through the
+// generic engine, with the failure report, table and chart added to the run folder.
+#pragma once
+#include <string>
+
+#include "app/ensemble_config.h"
+#include "data/dataset.h"
+#include "mel/failure.h"
+#include "train/task.h"
+
+namespace mel::app {
+
+// Every exit's and head's accuracy and the joint loss on the first `limit` test samples.
+train::Evaluation evaluate_ensemble(method::Ensemble& model, const MelConfig& c,
+                                    const data::ImageDataset& ds, int64_t limit);
+// The failure report from an evaluation's per-predictor accuracies.
+method::FailureReport failures_of(const method::Ensemble& m, const train::Evaluation& e);
+
+// Trains (or resumes the run in `resume_dir`) and writes the run folder; returns report.json.
+Json train_mel(const MelConfig& c, const RunOverrides& overrides, const std::string& resume_dir);
+// The failure report etc. recomputed from a checkpoint.
+Json eval_mel(const MelConfig& c, const std::string& checkpoint, const RunOverrides& overrides);
+// One safetensors file per server: upstream_<i>.safetensors (backbone.*, exit.*) and
+// combination.safetensors (heads.<subset>.*).
+void export_servers(const std::string& run_dir, const std::string& out_dir);
+
+}  // namespace mel::app

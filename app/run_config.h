@@ -1,0 +1,53 @@
+// The parts of a run config shared by every model kind, read strictly from JSON into typed specs:
+// data, optimizer, schedule and training settings, and the command-line overrides.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <optional>
+
+#include "core/json_reader.h"
+#include "data/loader.h"
+#include "train/config.h"
+
+namespace mel::app {
+
+struct DataConfig {
+  std::string dataset = "fashion-mnist";  // fashion-mnist, mnist, cifar10, cifar100
+  std::string dir;                        // empty: the dataset's default folder
+  std::vector<float> mean, std;           // per channel, applied after scaling to [0, 1]
+  int64_t crop_padding = 0;
+  bool hflip = false;
+  int64_t num_classes() const;
+};
+
+using train::OptimizerConfig;
+using train::ScheduleConfig;
+using train::TrainConfig;
+
+// Command-line overrides applied on top of the config file.
+struct RunOverrides {
+  std::string device = "cpu";
+  std::optional<int64_t> epochs, batch_size, train_limit, test_limit;
+  std::optional<uint64_t> seed;
+  std::string data_dir;
+  std::string out;                    // empty: runs/<config name>
+  std::optional<int64_t> stop_after;  // stop (checkpointed) after this epoch
+  bool progress = true;
+};
+
+// Applies command-line overrides to the parsed sections and records them in `json`, the config
+// stored with the run.
+void apply_overrides(const RunOverrides& overrides, TrainConfig& train, DataConfig& data,
+                     Json& json);
+
+// The loader options a config asks for (normalisation; augmentation only when `train`).
+data::LoaderOptions loader_options(const DataConfig& dc, int64_t batch, uint64_t seed, bool train,
+                                   int64_t limit);
+
+DataConfig read_data_config(const JsonReader& r);
+TrainConfig read_train_config(const JsonReader& r);
+
+}  // namespace mel::app

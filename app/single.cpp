@@ -1,0 +1,135 @@
+#include "app/single.h"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+
+#include "core/random.h"
+#include "nn/registry.h"
+#include "train/checkpoint.h"
+#include "train/device.h"
+#include "train/trainer.h"
+
+namespace mel::app {
+
+SingleConfig load_single_config(const std::string& path, const RunOverrides& ov) {
+  return parse_single_config(read_json_file(path), path, ov);
+}
+
+SingleConfig parse_single_config(Json json, const std::string& path, const RunOverrides& ov) {
+  SingleConfig c;
+  c.path = path;
+  c.json = std::move(json);
+  JsonReader top(c.json, path, "");
+  c.name = top.get_string("name", std::filesystem::path(path).stem().string());
+  const std::string kind = top.get_string("kind", "single");
+  if (kind != "single") {
+    top.error("kind", fmt::format("expected \"single\" or \"mel\", got '{}'", kind));
+  }
+  top.allow({"description"});
+  c.data = read_data_config(top.has("data") ? top.object("data")
+                                            : JsonReader(Json::object(), path, "data"));
+  c.train = read_train_config(top.has("train") ? top.object("train")
+                                               : JsonReader(Json::object(), path, "train"));
+  build_classifier(top.object("model"), c.data.num_classes());  // validates the model
+  top.finish();
+  apply_overrides(ov, c.train, c.data, c.json);
+  return c;
+}
+
+std::shared_ptr<Classifier> build_classifier(const JsonReader& model, int64_t num_classes) {
+  const std::vector<int64_t> input = model.get_ints("input");
+  if (input.empty() || input.size() > 3) {
+    model.error("input",
+                fmt::format("expected [C, H, W], [C, L] or [F], got {} dims", input.size()));
+  }
+  for (int64_t v : input) {
+    if (v <= 0) model.error("input", "sizes must be positive");
+  }
+  Shape shape(input.begin(), input.end());
+  auto trunk = nn::build_layers(model, "trunk", shape);
+  auto head = nn::build_layers(model, "head", shape);
+  model.finish();
+  if (shape.size() != 1 || shape[0] != num_classes) {
+    model.error("head", fmt::format("the model must end in {} outputs (one per class), but it "
+                                    "produces {} per sample",
+                                    num_classes, shape_str(shape)));
+  }
+  return std::make_shared<Classifier>(std::move(trunk), std::move(head));
+}
+
+std::shared_ptr<Classifier> build_model(const SingleConfig& c) {
+  JsonReader top(c.json, c.path, "");
+  return build_classifier(top.object("model"), c.data.num_classes());
+}
+
+train::Evaluation evaluate(nn::Module& model, const data::ImageDataset& ds, const DataConfig& dc,
+                           int64_t batch_size, int64_t limit) {
+  data::DataLoader test(ds, loader_options(dc, batch_size, 0, false, limit));
+  // A task over the module (shared without ownership) just for its evaluation.
+  std::shared_ptr<nn::Module> m(&model, [](nn::Module*) {});
+  train::ClassificationSpec spec;
+  spec.device = train::module_device(model);
+  return train::ClassificationTask(m, spec, test, test).evaluate();
+}
+
+Json train_single(const SingleConfig& c, const RunOverrides& ov, bool resume) {
+  const Device device = train::run_device(ov.device, "mel train");
+  const TrainConfig& tc = c.train;
+
+  // Everything that can fail on bad input happens before the run folder is touched.
+  const data::ImageDataset train_ds =
+      data::load_dataset(c.data.dataset, c.data.dir, data::Split::train);
+  const data::ImageDataset test_ds =
+      data::load_dataset(c.data.dataset, c.data.dir, data::Split::test);
+  auto model = build_model(c);
+  Generator gen(tc.seed);
+  model->reset_parameters(gen);
+  model->to(device);
+  data::DataLoader train(train_ds,
+                         loader_options(c.data, tc.batch_size, tc.seed, true, tc.train_limit));
+  data::DataLoader test(test_ds,
+                        loader_options(c.data, tc.eval_batch_size, 0, false, tc.test_limit));
+  train::ClassificationSpec spec{tc.epochs,          tc.optimizer,  tc.schedule,
+                                 tc.label_smoothing, tc.batch_size, device};
+  train::ClassificationTask task(model, spec, train, test);
+
+  train::RunOptions run;
+  run.name = c.name;
+  run.out = ov.out.empty() ? "runs/" + c.name : ov.out;
+  run.config_json = c.json.dump();
+  run.device = device;
+  run.train = tc;
+  run.stop_after = ov.stop_after;
+  run.progress = ov.progress;
+  run.resume = resume;
+  return train::Trainer(task, run).run();
+}
+
+Json eval_single(const std::string& run, const RunOverrides& ov) {
+  const Device device = train::run_device(ov.device, "mel eval");
+  const train::Checkpoint ckpt = train::read_checkpoint(run);
+  const std::string& file = ckpt.file;
+  Json cfg;
+  try {
+    cfg = Json::parse(ckpt.info.config_json);
+  } catch (const nlohmann::json::parse_error& e) {
+    fail("{}: the config stored in the checkpoint is not valid JSON: {}", file, e.what());
+  }
+  SingleConfig c = parse_single_config(std::move(cfg), file + " (stored config)", ov);
+  auto model = build_model(c);
+  train::load_model_checkpoint(ckpt, *model);
+  model->to(device);
+  const data::ImageDataset test_ds =
+      data::load_dataset(c.data.dataset, c.data.dir, data::Split::test);
+  const train::Evaluation r =
+      evaluate(*model, test_ds, c.data, c.train.eval_batch_size, c.train.test_limit);
+  fmt::print("{} (epoch {}): test accuracy {:.2f}% loss {:.4f} on {} samples\n", c.name,
+             ckpt.info.epoch, 100.0 * r.accuracy[0], r.loss, r.samples);
+  return {{"accuracy", {{"1", r.accuracy[0]}}},
+          {"test_loss", r.loss},
+          {"test_samples", r.samples},
+          {"epoch", ckpt.info.epoch}};
+}
+
+}  // namespace mel::app

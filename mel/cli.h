@@ -1,9 +1,0 @@
-// The `mel` command line (train, info): parsing with CLI11 and dispatch; errors become a message
-// on stderr and a non-zero exit status.
-#pragma once
-
-namespace mel::app {
-
-int run_cli(int argc, char** argv);
-
-}  // namespace mel::app

@@ -1,6 +1,0 @@
-// The `mel` command: train, inspect and evaluate models described by JSON configs.
-#include "mel/cli.h"
-
-int main(int argc, char** argv) {
-  return mel::app::run_cli(argc, argv);
-}

@@ -1,0 +1,138 @@
+#include "mel/task.h"
+
+#include <fmt/format.h>
+
+#include "core/ops_index.h"
+#include "train/metrics.h"
+
+namespace mel::method {
+
+const char* baseline_name(Baseline b) {
+  switch (b) {
+    case Baseline::joint:
+      return "joint";
+    case Baseline::independent:
+      return "independent";
+    case Baseline::combination_only:
+      return "combination_only";
+  }
+  return "?";
+}
+
+JointLossOptions loss_options(const MelSpec& spec, const Ensemble& m, LossPart part) {
+  JointLossOptions o;
+  const int M = m.spec.M;
+  const LossSpec& l = spec.loss;
+  for (int i = 0; i < M; ++i) {
+    double w = l.size_weights[1];
+    if (part == LossPart::heads_only || spec.baseline == Baseline::combination_only) w = 0.0;
+    o.weights.push_back(w);
+    o.coarse.push_back(l.hierarchical);
+  }
+  for (const auto& s : m.spec.head_subsets) {
+    o.weights.push_back(part == LossPart::exits_only ? 0.0 : l.size_weights[s.size()]);
+    o.coarse.push_back(false);
+  }
+  o.label_smoothing = l.label_smoothing;
+  if (l.diversity_weight > 0 && part != LossPart::heads_only) {
+    o.diversity_weight = l.diversity_weight;
+    o.diversity_margin = l.diversity_margin;
+    for (int i = 0; i < M; ++i) {
+      for (int j = i + 1; j < M; ++j) o.diversity_pairs.emplace_back(i, j);
+    }
+  }
+  return o;
+}
+
+MelTask::MelTask(std::shared_ptr<Ensemble> model, MelSpec spec, data::BatchSource& train,
+                 data::BatchSource& test)
+    : model_(std::move(model)), spec_(std::move(spec)), train_(train), test_(test) {
+  const LossPart first =
+      spec_.baseline == Baseline::independent ? LossPart::exits_only : LossPart::joint;
+  phase_loss_ = {loss_options(spec_, *model_, first),
+                 loss_options(spec_, *model_, LossPart::heads_only)};
+}
+
+std::vector<train::Phase> MelTask::phases() {
+  // Phase 2 optimises the heads alone: its flat buffer holds only their parameters.
+  return {{"", spec_.phase1.epochs, model_.get(), spec_.phase1.optimizer, spec_.phase1.schedule},
+          {"heads", spec_.phase2.epochs, model_->child("heads").get(), spec_.phase2.optimizer,
+           spec_.phase2.schedule}};
+}
+
+void MelTask::begin_epoch(int phase) {
+  model_->train();
+  if (phase == 1) model_->child("upstream")->eval();  // frozen: running statistics fixed
+}
+
+// Coarse labels for a batch: the dataset's own, or the fine labels mapped.
+Tensor MelTask::coarse_of(const data::Batch& b) const {
+  const LossSpec& l = spec_.loss;
+  if (!l.hierarchical) return Tensor();
+  if (l.coarse_map.empty()) return b.y_coarse;
+  Tensor out = empty({b.y.numel()}, DType::i64);
+  const int64_t* y = b.y.data<int64_t>();
+  int64_t* o = out.data<int64_t>();
+  for (int64_t i = 0; i < b.y.numel(); ++i) o[i] = l.coarse_map[static_cast<size_t>(y[i])];
+  return out;
+}
+
+train::StepOutput MelTask::train_step(const data::Batch& b, int phase) {
+  const Device dev = spec_.device;
+  const Tensor yc = coarse_of(b);
+  const Tensor x = b.x.to(dev);
+  const Tensor y = b.y.to(dev);
+  const Tensor ycd = yc.defined() ? yc.to(dev) : yc;
+  std::vector<Tensor> logits =
+      phase == 1 ? model_->forward_all_frozen_upstream(x) : model_->forward_all(x);
+  JointLossResult jl = joint_loss(logits, y, ycd, phase_loss_[static_cast<size_t>(phase)]);
+  std::vector<Tensor> correct;
+  for (size_t k = 0; k < logits.size(); ++k) {
+    const bool coarse = static_cast<int>(k) < model_->spec.M && ycd.defined();
+    correct.push_back(train::correct_on_device(logits[k], coarse ? ycd : y));
+  }
+  // The loss came back with the terms (no extra synchronisation for it).
+  return {jl.total, jl.total_value, stack(correct, 0), b.y.numel()};
+}
+
+train::Evaluation MelTask::evaluate() {
+  autograd::NoGradGuard ng;
+  const bool was = model_->is_training();
+  model_->eval();
+  test_.start_epoch(0);
+  train::Evaluation e;
+  e.names = model_->predictor_names();
+  std::vector<int64_t> correct(e.names.size(), 0);
+  const JointLossOptions lo = loss_options(spec_, *model_, LossPart::joint);
+  double loss_sum = 0.0;
+  int64_t batches = 0;
+  const Device dev = spec_.device;
+  data::Batch b;
+  while (test_.next(b)) {
+    const Tensor yc = coarse_of(b);
+    std::vector<Tensor> logits = model_->forward_all(b.x.to(dev));
+    loss_sum += joint_loss(logits, b.y.to(dev), yc.defined() ? yc.to(dev) : yc, lo).total_value;
+    ++batches;
+    for (size_t k = 0; k < logits.size(); ++k) {
+      const bool coarse = static_cast<int>(k) < model_->spec.M && yc.defined();
+      correct[k] += train::count_correct(logits[k], coarse ? yc : b.y);
+    }
+    e.samples += b.y.numel();
+  }
+  model_->train(was);
+  for (int64_t v : correct) {
+    e.accuracy.push_back(e.samples ? static_cast<double>(v) / static_cast<double>(e.samples) : 0);
+  }
+  e.loss = batches ? loss_sum / static_cast<double>(batches) : 0.0;
+  return e;
+}
+
+std::string MelTask::describe() const {
+  return fmt::format(
+      " ({} models, {} heads, baseline {}): {} parameters, {} train samples, batch {}, {} + {} "
+      "epochs",
+      model_->spec.M, model_->heads.size(), baseline_name(spec_.baseline), model_->num_parameters(),
+      train_.num_samples(), spec_.batch_size, spec_.phase1.epochs, spec_.phase2.epochs);
+}
+
+}  // namespace mel::method

@@ -1,0 +1,73 @@
+// The MEL method as a training task: phase 1 trains the upstream models and heads under the fused
+// joint loss (or a baseline's part of it), optional phase 2 fine-tunes the heads with the upstream
+// models frozen; evaluation scores every exit and head.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/batch.h"
+#include "mel/ensemble.h"
+#include "mel/joint_loss.h"
+#include "train/task.h"
+
+namespace mel::method {
+
+// joint: the MEL loss; independent: the exits alone, then the heads on frozen upstreams;
+// combination_only: the heads alone (the exits get weight 0).
+enum class Baseline { joint, independent, combination_only };
+const char* baseline_name(Baseline b);
+
+struct LossSpec {
+  std::vector<double> size_weights;  // lambda by subset size, index 1..M (index 0 unused)
+  double diversity_weight = 0.0, diversity_margin = 0.0;
+  bool hierarchical = false;
+  std::vector<int64_t> coarse_map;  // fine class -> coarse class (empty: the dataset's own)
+  double label_smoothing = 0.0;
+};
+
+struct PhaseSpec {
+  int64_t epochs = 0;
+  train::OptimizerConfig optimizer;
+  train::ScheduleConfig schedule;
+};
+
+struct MelSpec {
+  LossSpec loss;
+  Baseline baseline = Baseline::joint;
+  PhaseSpec phase1;  // everything trains
+  PhaseSpec phase2;  // the heads alone, upstream models frozen (epochs 0: none)
+  int64_t batch_size = 0;
+  Device device = Device::cpu();
+};
+
+// What a training or evaluation step optimises.
+enum class LossPart { joint, exits_only, heads_only };
+JointLossOptions loss_options(const MelSpec& spec, const Ensemble& m, LossPart part);
+
+class MelTask : public train::Task {
+ public:
+  // The model must already be on spec.device; `train` and `test` outlive the task.
+  MelTask(std::shared_ptr<Ensemble> model, MelSpec spec, data::BatchSource& train,
+          data::BatchSource& test);
+  nn::Module& model() override { return *model_; }
+  std::vector<train::Phase> phases() override;
+  std::vector<std::string> predictor_names() const override { return model_->predictor_names(); }
+  data::BatchSource& train_data() override { return train_; }
+  void begin_epoch(int phase) override;
+  train::StepOutput train_step(const data::Batch& batch, int phase) override;
+  train::Evaluation evaluate() override;
+  std::string describe() const override;
+
+ private:
+  Tensor coarse_of(const data::Batch& b) const;
+
+  std::shared_ptr<Ensemble> model_;
+  MelSpec spec_;
+  data::BatchSource& train_;
+  data::BatchSource& test_;
+  std::vector<JointLossOptions> phase_loss_;  // per phase
+};
+
+}  // namespace mel::method

@@ -1,0 +1,52 @@
+// Training metrics kept where the model runs and read back every few steps (one copy for the
+// losses, one for the correct counts), with the divergence check; and a readable diff of two
+// configs for resume errors.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/json_reader.h"
+#include "train/task.h"
+
+namespace mel::train {
+
+class StepMetrics {
+ public:
+  StepMetrics() = default;
+  StepMetrics(size_t predictors, int64_t epoch, int64_t read_every);
+  // Queues one step's results; every `read_every` steps reads the queue back (returns true then).
+  bool add(StepOutput out, int64_t step, double lr);
+  // Reads back whatever is queued. A non-finite loss is an error naming the epoch, the step and
+  // its learning rate; nothing of the epoch has been checkpointed then.
+  void flush();
+
+  int64_t steps() const { return steps_; }
+  int64_t samples() const { return samples_; }
+  double mean_loss() const { return samples_ ? loss_sum_ / static_cast<double>(samples_) : 0.0; }
+  double accuracy(size_t predictor) const;
+  double last_lr() const { return last_lr_; }
+
+ private:
+  struct Pending {
+    StepOutput out;
+    int64_t step = 0;
+    double lr = 0.0;
+  };
+  std::vector<Pending> pending_;
+  std::vector<int64_t> correct_;
+  int64_t epoch_ = 0, read_every_ = 1, steps_ = 0, samples_ = 0;
+  double loss_sum_ = 0.0, last_lr_ = 0.0;
+};
+
+// How many rows of `logits` [N, C] have their argmax equal to `labels` (i64 [N]): on the device
+// as an i64 0-d tensor (no synchronisation), or read back to the host (labels on the CPU).
+Tensor correct_on_device(const Tensor& logits, const Tensor& labels);
+int64_t count_correct(const Tensor& logits, const Tensor& labels);
+
+// "train.epochs: 3 in the run, 5 here; name: ..." for the first few keys where two configs differ.
+std::string describe_differences(const Json& a, const Json& b, const std::string& a_label,
+                                 const std::string& b_label);
+
+}  // namespace mel::train

@@ -1,0 +1,67 @@
+// The Task interface between a training method and the generic Trainer: the task owns the model,
+// its data, its loss and metrics; the trainer owns the loop, optimizers, checkpoints and files.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "data/batch.h"
+#include "nn/module.h"
+#include "train/config.h"
+
+namespace mel::train {
+
+// A stretch of epochs with its own trainable parameters, optimizer and schedule. Parameters of
+// `trainable` get the phase's optimizer (one flat buffer); everything else is frozen.
+struct Phase {
+  std::string label;  // shown in progress titles ("heads"); empty for the main phase
+  int64_t epochs = 0;
+  nn::Module* trainable = nullptr;
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+};
+
+// What one training step hands back. Everything stays where the model runs: the trainer reads
+// `loss` and `correct` back every few steps, not every step.
+struct StepOutput {
+  Tensor loss;                       // 0-d, differentiable: the trainer runs backward on it
+  std::optional<double> loss_value;  // the loss on the host, when the step already has it
+  Tensor correct;                    // i64 [P]: correct predictions per predictor in this batch
+  int64_t samples = 0;               // the batch size
+};
+
+// Test-split results: one accuracy per predictor (names in predictor_names() order).
+struct Evaluation {
+  std::vector<std::string> names;
+  std::vector<double> accuracy;
+  double loss = 0.0;
+  int64_t samples = 0;
+};
+
+class Task {
+ public:
+  virtual ~Task() = default;
+  virtual nn::Module& model() = 0;
+  // The training phases, in order; a phase may have 0 epochs.
+  virtual std::vector<Phase> phases() = 0;
+  // Predictor names: what `correct` counts and Evaluation reports ("1" for a single model).
+  virtual std::vector<std::string> predictor_names() const = 0;
+  // The predictor whose running accuracy the progress line shows.
+  virtual size_t progress_predictor() const { return predictor_names().size() - 1; }
+  virtual data::BatchSource& train_data() = 0;
+  // Puts the model in training mode for `phase` (frozen parts may stay in eval mode).
+  virtual void begin_epoch(int phase) {
+    (void)phase;
+    model().train();
+  }
+  // Forward and loss for one batch; the trainer does backward, clipping and the update.
+  virtual StepOutput train_step(const data::Batch& batch, int phase) = 0;
+  // Evaluates the model (in eval mode, without gradients) on the test split.
+  virtual Evaluation evaluate() = 0;
+  // The header line's description after "mel train NAME" (sizes, samples, epochs).
+  virtual std::string describe() const = 0;
+};
+
+}  // namespace mel::train
