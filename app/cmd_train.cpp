@@ -11,7 +11,7 @@ namespace mel::app {
 namespace {
 
 const char* kind_of(const Json& cfg) {
-  return is_mel_config(cfg) ? "ensemble (\"kind\": \"mel\")" : "single-model";
+  return is_mel_config(cfg) ? "mel" : "single";
 }
 
 // Continues the run in o.resume. Its config comes from the checkpoint; a config given beside it
@@ -32,8 +32,8 @@ void resume_run(const CliOptions& o, RunOverrides ov) {
   if (!o.config.empty()) {
     Json given = read_json_file(o.config);
     MEL_CHECK(is_mel_config(given) == is_mel_config(cfg),
-              "mel train --resume: {} is a {} run but {} is a {} config", o.resume, kind_of(cfg),
-              o.config, kind_of(given));
+              "mel train --resume: {} holds a run of kind '{}' but {} has kind '{}'", o.resume,
+              kind_of(cfg), o.config, kind_of(given));
     cfg = std::move(given);
     source = o.config;
   }

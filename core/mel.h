@@ -3,6 +3,7 @@
 #pragma once
 #include "core/autograd.h"
 #include "core/cuda_context.h"
+#include "core/gradcheck.h"
 #include "core/device.h"
 #include "core/dtype.h"
 #include "core/error.h"

@@ -2,6 +2,7 @@
 // windows, in-memory tensors), so that the training engine runs over any of them.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -26,5 +27,9 @@ class BatchSource {
   virtual int64_t num_batches() const = 0;
   virtual int64_t num_samples() const = 0;
 };
+
+// The sample order of `epoch`: 0..n-1, or a permutation that is a pure function of (seed, epoch)
+// (Fisher-Yates over SplitMix64, the same with every standard library).
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch, bool shuffle);
 
 }  // namespace mel::data

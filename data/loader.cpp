@@ -102,17 +102,21 @@ DataLoader::~DataLoader() {
   }
 }
 
-std::vector<int64_t> DataLoader::epoch_order(int64_t epoch) const {
-  std::vector<int64_t> order(static_cast<size_t>(n_));
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch, bool shuffle) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), int64_t{0});
-  if (opts_.shuffle) {
-    Rng rng(key(opts_.seed, epoch, kShuffleStream));
-    for (int64_t i = n_ - 1; i > 0; --i) {
+  if (shuffle) {
+    Rng rng(key(seed, epoch, kShuffleStream));
+    for (int64_t i = n - 1; i > 0; --i) {
       const auto j = static_cast<int64_t>(rng.below(static_cast<uint64_t>(i) + 1));
       std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(j)]);
     }
   }
   return order;
+}
+
+std::vector<int64_t> DataLoader::epoch_order(int64_t epoch) const {
+  return data::epoch_order(n_, opts_.seed, epoch, opts_.shuffle);
 }
 
 Augment DataLoader::augment_for(int64_t epoch, int64_t index) const {

@@ -1,4 +1,5 @@
-// Test helpers: a finite-difference gradient checker in f64 and tensor comparisons.
+// Test helpers: the finite-difference gradient checker (core/gradcheck.h) as a gtest assertion,
+// leaves and tensor comparisons.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -7,69 +8,20 @@
 #include <string>
 #include <vector>
 
+#include "core/gradcheck.h"
 #include "core/mel.h"
 
 namespace mel::testing {
 
-using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
+using Fn = GradFn;
 
-// Compares the autograd gradient of sum(f(inputs) * r), r a fixed random projection, with central
-// differences for every element of every input that requires grad. Inputs must be f64 CPU leaves
-// (they may be non-contiguous).
+// The library's checker (core/gradcheck.h) as a gtest assertion.
 inline ::testing::AssertionResult gradcheck(const Fn& f, const std::vector<Tensor>& inputs,
                                             double eps = 1e-6, double atol = 1e-7,
                                             double rtol = 1e-5) {
-  for (const Tensor& t : inputs) {
-    if (t.requires_grad() && t.dtype() != DType::f64) {
-      return ::testing::AssertionFailure() << "gradcheck: inputs must be f64";
-    }
-  }
-  for (const Tensor& t : inputs) {
-    if (t.requires_grad()) const_cast<Tensor&>(t).zero_grad();
-  }
-  Tensor out = f(inputs);
-  Generator gen(1234);
-  Tensor r = randn(out.shape(), gen, DType::f64);
-  Tensor loss = sum(mul(out, r));
-  loss.backward();
-  auto objective = [&]() {
-    autograd::NoGradGuard ng;
-    return sum(mul(f(inputs), r)).item();
-  };
-  for (size_t k = 0; k < inputs.size(); ++k) {
-    Tensor x = inputs[k];
-    if (!x.requires_grad()) continue;
-    Tensor g = x.grad();
-    if (!g.defined()) g = zeros(x.shape(), DType::f64);
-    if (g.shape() != x.shape()) {
-      return ::testing::AssertionFailure()
-             << "input " << k << ": gradient shape " << shape_str(g.shape()) << " vs "
-             << shape_str(x.shape());
-    }
-    const int64_t n = x.numel();
-    std::vector<int64_t> idx(x.dim(), 0);
-    for (int64_t e = 0; e < n; ++e) {
-      int64_t rem = e;
-      for (int64_t d = x.dim() - 1; d >= 0; --d) {
-        idx[d] = rem % x.shape()[d];
-        rem /= x.shape()[d];
-      }
-      const double orig = x.at(idx);
-      x.set(idx, orig + eps);
-      const double lp = objective();
-      x.set(idx, orig - eps);
-      const double lm = objective();
-      x.set(idx, orig);
-      const double numeric = (lp - lm) / (2 * eps);
-      const double analytic = g.at(idx);
-      if (std::abs(numeric - analytic) > atol + rtol * std::abs(numeric)) {
-        return ::testing::AssertionFailure()
-               << "input " << k << " element " << shape_str(idx) << ": analytic " << analytic
-               << " vs numeric " << numeric;
-      }
-    }
-  }
-  return ::testing::AssertionSuccess();
+  const GradcheckResult r = check_gradients(f, inputs, eps, atol, rtol);
+  if (r.ok) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << r.message;
 }
 
 // An f64 leaf with values uniform in [lo, hi), requiring grad.

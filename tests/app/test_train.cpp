@@ -124,6 +124,69 @@ TEST(Train, SameSeedGivesIdenticalLossesAndWeights) {
   }
 }
 
+// Every tensor of two model checkpoints, equal bit for bit.
+void expect_same_weights(const std::string& a_file, const std::string& b_file) {
+  auto a = load_safetensors(a_file);
+  auto b = load_safetensors(b_file);
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (size_t i = 0; i < a.tensors.size(); ++i) {
+    EXPECT_EQ(a.tensors[i].second.to_vector(), b.tensors[i].second.to_vector())
+        << a.tensors[i].first;
+  }
+}
+
+TEST(Train, ResumedAfterStopAfterEndsWithTheWeightsOfAnUninterruptedRun) {
+  if (!have_fmnist()) GTEST_SKIP() << "Fashion-MNIST not installed (package dataset-fashion-mnist)";
+  TempDir dir;
+  Json cfg = small_config();
+  cfg["train"]["epochs"] = 3;
+  cfg["train"]["train_limit"] = 768;
+  cfg["train"]["test_limit"] = 200;
+  const std::string path = write_json(dir, cfg);
+  ASSERT_EQ(run_mel({"train", path, "--out", dir / "whole", "--no-progress"}), 0);
+  ASSERT_EQ(run_mel({"train", path, "--out", dir / "part", "--no-progress", "--stop-after", "1"}),
+            0);
+  EXPECT_EQ(read_checkpoint_info(dir / "part").epoch, 1);
+  EXPECT_FALSE(fs::exists(dir / "part/report.json"));
+  // resumed from the folder alone, and with its own config given beside it
+  ASSERT_EQ(run_mel({"train", "--resume", dir / "part", "--no-progress", "--stop-after", "2"}), 0);
+  ASSERT_EQ(run_mel({"train", path, "--resume", dir / "part", "--no-progress"}), 0);
+  expect_same_weights(dir / "whole/model.safetensors", dir / "part/model.safetensors");
+  const Json whole = Json::parse(read_file(dir / "whole/report.json"));
+  const Json part = Json::parse(read_file(dir / "part/report.json"));
+  EXPECT_EQ(whole["accuracy"], part["accuracy"]);
+  EXPECT_EQ(whole["test_loss"], part["test_loss"]);
+}
+
+TEST(Train, ResumeOfAnotherKindOrConfigSaysWhich) {
+  TempDir dir;
+  SingleConfig c = parse_single_config(small_config(), "small.json", RunOverrides{});
+  auto model = build_model(c);
+  Generator g(1);
+  model->reset_parameters(g);
+  fs::create_directories(dir / "run");
+  save_checkpoint(dir / "run", *model, nullptr, {c.json.dump(), 1, 10});
+  std::string err;
+  // a config of another kind
+  EXPECT_EQ(run_mel({"train", source_path("configs/fmnist_mel2.json"), "--resume", dir / "run"},
+                    &err),
+            1);
+  EXPECT_NE(err.find("holds a run of kind 'single' but"), std::string::npos) << err;
+  EXPECT_NE(err.find("fmnist_mel2.json has kind 'mel'"), std::string::npos) << err;
+  // the same kind, another config: the keys that differ
+  Json other = small_config();
+  other["train"]["epochs"] = 7;
+  other["model"]["head"][0]["out"] = 10;
+  EXPECT_EQ(run_mel({"train", write_json(dir, other), "--resume", dir / "run"}, &err), 1);
+  EXPECT_NE(err.find("belongs to another run"), std::string::npos) << err;
+  EXPECT_NE(err.find("train.epochs: 2 in the run, 7 here"), std::string::npos) << err;
+  // options that would change the stored config
+  EXPECT_EQ(run_mel({"train", "--resume", dir / "run", "--epochs", "5"}, &err), 1);
+  EXPECT_NE(err.find("cannot change a run being resumed"), std::string::npos) << err;
+  EXPECT_EQ(run_mel({"train", "--resume", dir / "missing"}, &err), 1);
+  EXPECT_NE(err.find("is not a run folder"), std::string::npos) << err;
+}
+
 TEST(Train, ConfigErrorsNameTheKeyAndWriteNothing) {
   TempDir dir;
   auto expect_error = [&](Json cfg, std::vector<std::string> fragments) {
