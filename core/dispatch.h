@@ -6,6 +6,8 @@
 #include "core/factory.h"
 #include "core/tensor.h"
 
+#include <type_traits>
+
 // MEL_DISPATCH_KERNEL(ns, device, fn, args...) calls ns::cpu::fn(args...) when `device` is the
 // CPU and ns::cuda::fn(args..., cuda_stream(device)) on a GPU. In a build without CUDA the GPU
 // branch is a clear error (no GPU tensor can exist there). Because both calls are compiled from
@@ -42,6 +44,18 @@
 #define MEL_KERNEL(device, fn, ...) MEL_DISPATCH_KERNEL(::mel::kernels, device, fn, __VA_ARGS__)
 #define MEL_KERNEL_T(device, fn, targs, ...) \
   MEL_DISPATCH_KERNEL_T(::mel::kernels, device, fn, targs, __VA_ARGS__)
+
+// For families whose CUDA twins also take bf16 and f16 while the CPU op computes those through f32
+// copies: with T float or double both backends are named, with a 16-bit T only the GPU's. Use
+// inside a dtype dispatch that binds T.
+#define MEL_KERNEL_FLOAT_OR_GPU(T, device, fn, ...)                                     \
+  do {                                                                                  \
+    if constexpr (std::is_floating_point_v<T>) {                                        \
+      MEL_KERNEL(device, fn, __VA_ARGS__);                                              \
+    } else {                                                                            \
+      MEL_CUDA_ONLY(::mel::kernels::cuda::fn(__VA_ARGS__, ::mel::cuda_stream(device))); \
+    }                                                                                   \
+  } while (0)
 
 // The value of a query that both backends answer (a workspace size, say): ns::cpu::fn(args...)
 // on the CPU, ns::cuda::fn(args...) on a GPU.

@@ -2,7 +2,7 @@
 #include <vector>
 
 #include "core/autograd.h"
-#include "core/cuda_context.h"
+#include "core/dispatch.h"
 #include "core/iter.h"
 #include "core/ops_conv.h"
 #include "kernels/cpu/conv.h"
@@ -16,6 +16,33 @@ using autograd::GradMask;
 using kernels::cpu::Conv2dGeometry;
 
 namespace {
+
+// The channel counts of input, weight and bias agree with each other and with `groups`.
+void check_channels(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                    int64_t groups) {
+  const int64_t c_in = x.size(1), c_out = weight.size(0);
+  MEL_CHECK(groups >= 1, "{}: groups must be >= 1, got {}", op, groups);
+  MEL_CHECK(c_in >= 1 && c_out >= 1,
+            "{}: input shape {} and weight shape {} need at least one input and one output "
+            "channel",
+            op, shape_str(x.shape()), shape_str(weight.shape()));
+  MEL_CHECK(c_in % groups == 0,
+            "{}: the input's {} channels (shape {}) are not divisible by groups = {}", op, c_in,
+            shape_str(x.shape()), groups);
+  MEL_CHECK(c_out % groups == 0,
+            "{}: the weight's {} output channels (shape {}) are not divisible by groups = {}", op,
+            c_out, shape_str(weight.shape()), groups);
+  MEL_CHECK(weight.size(1) * groups == c_in,
+            "{}: weight shape {} expects {} input channels per group, but the input {} has {} "
+            "channels in {} group(s), i.e. {} per group",
+            op, shape_str(weight.shape()), weight.size(1), shape_str(x.shape()), c_in, groups,
+            c_in / groups);
+  if (bias.defined()) {
+    MEL_CHECK(bias.dim() == 1 && bias.size(0) == c_out,
+              "{}: bias must have shape [{}] (one value per output channel of weight {}), got {}",
+              op, c_out, shape_str(weight.shape()), shape_str(bias.shape()));
+  }
+}
 
 // Checks the arguments of conv1d (spatial = 1: x [N, C, L]) or conv2d (spatial = 2) and returns
 // the 2-D geometry (a 1-D convolution is a 2-D one of height 1).
@@ -43,29 +70,9 @@ Conv2dGeometry conv_geometry(const char* op, int spatial, const Tensor& x, const
               "{}: stride {} and dilation {} must be >= 1 and padding {} >= 0", op, o.stride[d],
               o.dilation[d], o.padding[d]);
   }
+  check_channels(op, x, weight, bias, o.groups);
   const int64_t groups = o.groups;
   const int64_t c_in = x.size(1), c_out = weight.size(0);
-  MEL_CHECK(groups >= 1, "{}: groups must be >= 1, got {}", op, groups);
-  MEL_CHECK(c_in >= 1 && c_out >= 1,
-            "{}: input shape {} and weight shape {} need at least one input and one output "
-            "channel",
-            op, shape_str(x.shape()), shape_str(weight.shape()));
-  MEL_CHECK(c_in % groups == 0,
-            "{}: the input's {} channels (shape {}) are not divisible by groups = {}", op, c_in,
-            shape_str(x.shape()), groups);
-  MEL_CHECK(c_out % groups == 0,
-            "{}: the weight's {} output channels (shape {}) are not divisible by groups = {}", op,
-            c_out, shape_str(weight.shape()), groups);
-  MEL_CHECK(weight.size(1) * groups == c_in,
-            "{}: weight shape {} expects {} input channels per group, but the input {} has {} "
-            "channels in {} group(s), i.e. {} per group",
-            op, shape_str(weight.shape()), weight.size(1), shape_str(x.shape()), c_in, groups,
-            c_in / groups);
-  if (bias.defined()) {
-    MEL_CHECK(bias.dim() == 1 && bias.size(0) == c_out,
-              "{}: bias must have shape [{}] (one value per output channel of weight {}), got {}",
-              op, c_out, shape_str(weight.shape()), shape_str(bias.shape()));
-  }
   Conv2dGeometry g;
   g.n = x.size(0);
   g.c_in = c_in;
@@ -106,21 +113,45 @@ Conv2dGeometry conv_geometry(const char* op, int spatial, const Tensor& x, const
   return g;
 }
 
-#ifdef MEL_HAVE_CUDA
-
-// cuDNN's handle, algorithm cache and scratch of the GPU `d`, and its stream.
-struct CudaConv {
-  cudaStream_t stream;
-  kernels::cuda::CudnnConv cc;
-};
-CudaConv cuda_conv(Device d) {
-  cudaStream_t stream = cuda_stream(d);
-  CudaContext& ctx = cuda_context(d.index);
-  return {stream,
-          {ctx.cudnn(), &ctx.cache<kernels::cuda::ConvCache>("conv"), allow_tf32(),
-           [&ctx](size_t bytes) { return ctx.workspace(bytes); }}};
+// What a convolution on `d` runs with: a GPU's cuDNN handle, algorithm cache and context
+// workspace, or, on the CPU, scratch from the allocator that `scratch` keeps alive for the call.
+kernels::cpu::ConvResources conv_resources(Device d, Tensor& scratch) {
+  kernels::cpu::ConvResources r;
+  if (d.is_cuda()) {
+    MEL_CUDA_ONLY({
+      CudaContext& ctx = cuda_context(d.index);
+      r.cudnn = ctx.cudnn();
+      r.algorithm_cache = &ctx.cache<kernels::cuda::ConvCache>("conv");
+      r.allow_tf32 = allow_tf32();
+      r.workspace = [&ctx](size_t bytes) { return ctx.workspace(bytes); };
+    });
+  } else {
+    r.workspace = [&scratch](size_t bytes) {
+      scratch = kernel_scratch(Device::cpu(), bytes);
+      return scratch_ptr(scratch);
+    };
+  }
+  return r;
 }
-#endif
+
+template <class T>
+T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? const_cast<T*>(t.data<T>()) : nullptr;
+}
+
+// dx, dw and db (those defined) of the convolution from the output gradient.
+void conv2d_grads(const char* op, const Conv2dGeometry& g, const Tensor& gc, const Tensor& xs,
+                  const Tensor& ws, const Tensor& dx, const Tensor& dw, const Tensor& db) {
+  const Device dev = gc.device();
+  dispatch_floating(gc.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    Tensor scratch;
+    const kernels::cpu::ConvResources r = conv_resources(dev, scratch);
+    MEL_KERNEL_FLOAT_OR_GPU(T, dev, conv2d_backward<T>, g, gc.data<T>(), ptr_or_null<T>(xs),
+                            ptr_or_null<T>(ws), ptr_or_null<T>(dx), ptr_or_null<T>(dw),
+                            ptr_or_null<T>(db), r);
+  });
+}
 
 // x, weight (and bias) as 4-D tensors of one float dtype, already checked against `g`.
 Tensor conv2d_core(const char* op, const Conv2dGeometry& g, const Tensor& x, const Tensor& weight,
@@ -128,24 +159,13 @@ Tensor conv2d_core(const char* op, const Conv2dGeometry& g, const Tensor& x, con
   Tensor xc = x.detach().contiguous(), wc = weight.detach().contiguous();
   Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
   Tensor y = empty({g.n, g.c_out, g.h_out, g.w_out}, x.dtype(), x.device());
-  if (x.device().is_cuda()) {
-    MEL_CUDA_ONLY(dispatch_floating(x.dtype(), op, [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      const CudaConv cuda = cuda_conv(x.device());
-      kernels::cuda::conv2d_forward<T>(g, xc.data<T>(), wc.data<T>(),
-                                       bc.defined() ? bc.data<T>() : nullptr, y.data<T>(), cuda.cc,
-                                       cuda.stream);
-    }));
-  } else {
-    const int64_t ws_size = kernels::cpu::conv2d_forward_workspace(g);
-    Tensor work = ws_size > 0 ? empty({ws_size}, x.dtype(), x.device()) : Tensor();
-    dispatch_float(x.dtype(), op, [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      kernels::cpu::conv2d_forward<T>(g, xc.data<T>(), wc.data<T>(),
-                                      bc.defined() ? bc.data<T>() : nullptr, y.data<T>(),
-                                      work.defined() ? work.data<T>() : nullptr);
-    });
-  }
+  dispatch_floating(x.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    Tensor scratch;
+    const kernels::cpu::ConvResources r = conv_resources(x.device(), scratch);
+    MEL_KERNEL_FLOAT_OR_GPU(T, x.device(), conv2d_forward<T>, g, xc.data<T>(), wc.data<T>(),
+                            ptr_or_null<T>(bc), y.data<T>(), r);
+  });
   // Each gradient reads only the other operand: dx needs the weight, dw needs the input.
   const bool x_needed = weight.requires_grad(), w_needed = x.requires_grad();
   autograd::record(
@@ -158,24 +178,7 @@ Tensor conv2d_core(const char* op, const Conv2dGeometry& g, const Tensor& x, con
         Tensor dx = need[0] ? empty({g.n, g.c_in, g.h, g.w}, dt, dev) : Tensor();
         Tensor dw = need[1] ? empty({g.c_out, g.c_in / g.groups, g.kh, g.kw}, dt, dev) : Tensor();
         Tensor db = need[2] && has_bias ? empty({g.c_out}, dt, dev) : Tensor();
-        if (dev.is_cuda()) {
-          MEL_CUDA_ONLY(dispatch_floating(dt, op, [&](auto tag) {
-            using T = typename decltype(tag)::type;
-            auto ptr = [](const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; };
-            const CudaConv cuda = cuda_conv(dev);
-            kernels::cuda::conv2d_backward<T>(g, gc.data<T>(), ptr(xs), ptr(ws), ptr(dx), ptr(dw),
-                                              ptr(db), cuda.cc, cuda.stream);
-          }));
-        } else {
-          const int64_t ws_size = kernels::cpu::conv2d_backward_workspace(g, need[0], need[1]);
-          Tensor work = ws_size > 0 ? empty({ws_size}, dt, dev) : Tensor();
-          dispatch_float(dt, op, [&](auto tag) {
-            using T = typename decltype(tag)::type;
-            auto ptr = [](const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; };
-            kernels::cpu::conv2d_backward<T>(g, gc.data<T>(), ptr(xs), ptr(ws), ptr(dx), ptr(dw),
-                                             ptr(db), ptr(work));
-          });
-        }
+        conv2d_grads(op, g, gc, xs, ws, dx, dw, db);
         return std::vector<Tensor>{dx, dw, db};
       });
   return y;

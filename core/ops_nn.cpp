@@ -48,17 +48,6 @@ void dispatch_softmax(const Tensor& x, const char* op, F&& f) {
   dispatch_float(x.dtype(), op, f);
 }
 
-// The softmax kernels for T: both backends for f32/f64; the 16-bit types exist on the GPU only
-// (the CPU op computes them through f32 copies).
-#define MEL_SOFTMAX_KERNEL(device, fn, ...)                               \
-  do {                                                                    \
-    if constexpr (std::is_floating_point_v<T>) {                          \
-      MEL_KERNEL(device, fn, __VA_ARGS__);                                \
-    } else {                                                              \
-      MEL_CUDA_ONLY(kernels::cuda::fn(__VA_ARGS__, cuda_stream(device))); \
-    }                                                                     \
-  } while (0)
-
 Tensor softmax_backward_raw(const Tensor& y, const Tensor& g, const Axis& ax, bool log,
                             const char* name) {
   Tensor gc = g.contiguous();
@@ -66,11 +55,11 @@ Tensor softmax_backward_raw(const Tensor& y, const Tensor& g, const Axis& ax, bo
   dispatch_softmax(y, name, [&](auto tag) {
     using T = typename decltype(tag)::type;
     if (log) {
-      MEL_SOFTMAX_KERNEL(y.device(), log_softmax_backward<T>, y.data<T>(), gc.data<T>(), ax.A, ax.C,
-                         ax.B, gx.data<T>());
+      MEL_KERNEL_FLOAT_OR_GPU(T, y.device(), log_softmax_backward<T>, y.data<T>(), gc.data<T>(),
+                              ax.A, ax.C, ax.B, gx.data<T>());
     } else {
-      MEL_SOFTMAX_KERNEL(y.device(), softmax_backward<T>, y.data<T>(), gc.data<T>(), ax.A, ax.C,
-                         ax.B, gx.data<T>());
+      MEL_KERNEL_FLOAT_OR_GPU(T, y.device(), softmax_backward<T>, y.data<T>(), gc.data<T>(), ax.A,
+                              ax.C, ax.B, gx.data<T>());
     }
   });
   return gx;
@@ -91,9 +80,11 @@ Tensor softmax_like(const Tensor& x, int64_t dim, bool log, const char* name) {
   dispatch_softmax(x, name, [&](auto tag) {
     using T = typename decltype(tag)::type;
     if (log) {
-      MEL_SOFTMAX_KERNEL(x.device(), log_softmax<T>, xc.data<T>(), ax.A, ax.C, ax.B, y.data<T>());
+      MEL_KERNEL_FLOAT_OR_GPU(T, x.device(), log_softmax<T>, xc.data<T>(), ax.A, ax.C, ax.B,
+                              y.data<T>());
     } else {
-      MEL_SOFTMAX_KERNEL(x.device(), softmax<T>, xc.data<T>(), ax.A, ax.C, ax.B, y.data<T>());
+      MEL_KERNEL_FLOAT_OR_GPU(T, x.device(), softmax<T>, xc.data<T>(), ax.A, ax.C, ax.B,
+                              y.data<T>());
     }
   });
   autograd::record(name, y, {x},

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Configures, builds and runs the whole test suite: a Release build, then (unless
-# MEL_TEST_SANITIZE=0) an AddressSanitizer + UndefinedBehaviorSanitizer build of the same suite.
+# Configures, builds and runs the whole test suite: a Release build, the out-of-tree example built
+# against the installed package, then (unless MEL_TEST_SANITIZE=0) an AddressSanitizer +
+# UndefinedBehaviorSanitizer build of the same suite.
 # Extra CMake arguments can be passed in MEL_CMAKE_ARGS (e.g. "-DMEL_CUDA=OFF").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,18 @@ if grep -q "^MEL_WITH_CUDA:INTERNAL=ON" build/CMakeCache.txt; then
 else
   echo "test: no CUDA toolkit found: the CUDA backend was not compiled"
 fi
+# Extension from outside: install mel into a temporary prefix, then build and run
+# examples/custom_layer against it (find_package(mel), a layer with its own CPU and CUDA kernels,
+# its gradient check, training through the engine).
+prefix=$(mktemp -d)
+trap 'rm -rf "$prefix"' EXIT
+echo "test: installing into $prefix and building examples/custom_layer against it"
+cmake --install build --prefix "$prefix/install" > "$prefix/install.log" 2>&1 || { cat "$prefix/install.log"; exit 1; }
+cmake -S examples/custom_layer -B "$prefix/example" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$prefix/install" > "$prefix/example.log" 2>&1 || { cat "$prefix/example.log"; exit 1; }
+cmake --build "$prefix/example" -j "$jobs"
+"$prefix/example/custom_layer" "$prefix/run" | tail -n 4
+
 if [ "${MEL_TEST_SANITIZE:-1}" != "0" ]; then
   # Sanitizers check the CPU code; the CUDA backend is left out of this build.
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \

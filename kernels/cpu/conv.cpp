@@ -424,4 +424,29 @@ template void conv2d_backward<float>(const Conv2dGeometry&, const float*, const 
 template void conv2d_backward<double>(const Conv2dGeometry&, const double*, const double*,
                                       const double*, double*, double*, double*, double*);
 
+template <class T>
+void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y,
+                    const ConvResources& r) {
+  const int64_t n = conv2d_forward_workspace(g);
+  T* ws = n > 0 ? static_cast<T*>(r.workspace(static_cast<size_t>(n) * sizeof(T))) : nullptr;
+  conv2d_forward<T>(g, x, w, bias, y, ws);
+}
+
+template <class T>
+void conv2d_backward(const Conv2dGeometry& g, const T* dy, const T* x, const T* w, T* dx, T* dw,
+                     T* dbias, const ConvResources& r) {
+  const int64_t n = conv2d_backward_workspace(g, dx != nullptr, dw != nullptr);
+  T* ws = n > 0 ? static_cast<T*>(r.workspace(static_cast<size_t>(n) * sizeof(T))) : nullptr;
+  conv2d_backward<T>(g, dy, x, w, dx, dw, dbias, ws);
+}
+
+#define MEL_CONV_RESOURCES_INSTANTIATE(T)                                                       \
+  template void conv2d_forward<T>(const Conv2dGeometry&, const T*, const T*, const T*, T*,      \
+                                  const ConvResources&);                                        \
+  template void conv2d_backward<T>(const Conv2dGeometry&, const T*, const T*, const T*, T*, T*, \
+                                   T*, const ConvResources&);
+MEL_CONV_RESOURCES_INSTANTIATE(float)
+MEL_CONV_RESOURCES_INSTANTIATE(double)
+#undef MEL_CONV_RESOURCES_INSTANTIATE
+
 }  // namespace mel::kernels::cpu

@@ -1,7 +1,9 @@
 // CPU 2-D convolution (NCHW, PyTorch semantics: zero padding, stride, dilation, groups) forward and
 // backward, through gemm(): Winograd F(4x4, 3x3) for 3x3 stride-1 layers, im2col otherwise.
 #pragma once
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 
 namespace mel::kernels::cpu {
 
@@ -35,5 +37,25 @@ void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bi
 template <class T>
 void conv2d_backward(const Conv2dGeometry& g, const T* dy, const T* x, const T* w, T* dx, T* dw,
                      T* dbias, T* workspace);
+
+// What a convolution takes besides its tensors, one type for both backends so that an op fills it
+// once for any device: scratch memory from the caller's allocator and, on a GPU, the device's
+// cuDNN handle and per-geometry algorithm cache (opaque here, since the CPU kernels never see
+// cuDNN; kernels/cuda/conv.h says what they point to).
+struct ConvResources {
+  std::function<void*(size_t bytes)> workspace;
+  void* cudnn = nullptr;            // cudnnHandle_t (GPU)
+  void* algorithm_cache = nullptr;  // kernels::cuda::ConvCache* (GPU)
+  bool allow_tf32 = false;          // f32 on tensor cores (GPU)
+};
+
+// The twins of kernels/cuda/conv.h's entry points: as above, with the scratch requested through
+// `resources`.
+template <class T>
+void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y,
+                    const ConvResources& resources);
+template <class T>
+void conv2d_backward(const Conv2dGeometry& g, const T* dy, const T* x, const T* w, T* dx, T* dw,
+                     T* dbias, const ConvResources& resources);
 
 }  // namespace mel::kernels::cpu

@@ -462,4 +462,34 @@ MEL_CONV_INSTANTIATE(bfloat16)
 MEL_CONV_INSTANTIATE(half)
 #undef MEL_CONV_INSTANTIATE
 
+namespace {
+CudnnConv cudnn_of(const ConvResources& r) {
+  return {static_cast<cudnnHandle_t>(r.cudnn), static_cast<ConvCache*>(r.algorithm_cache),
+          r.allow_tf32, r.workspace};
+}
+}  // namespace
+
+template <class T>
+void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y,
+                    const ConvResources& r, cudaStream_t stream) {
+  conv2d_forward<T>(g, x, w, bias, y, cudnn_of(r), stream);
+}
+
+template <class T>
+void conv2d_backward(const Conv2dGeometry& g, const T* dy, const T* x, const T* w, T* dx, T* dw,
+                     T* dbias, const ConvResources& r, cudaStream_t stream) {
+  conv2d_backward<T>(g, dy, x, w, dx, dw, dbias, cudnn_of(r), stream);
+}
+
+#define MEL_CONV_RESOURCES_INSTANTIATE(T)                                                       \
+  template void conv2d_forward<T>(const Conv2dGeometry&, const T*, const T*, const T*, T*,      \
+                                  const ConvResources&, cudaStream_t);                          \
+  template void conv2d_backward<T>(const Conv2dGeometry&, const T*, const T*, const T*, T*, T*, \
+                                   T*, const ConvResources&, cudaStream_t);
+MEL_CONV_RESOURCES_INSTANTIATE(float)
+MEL_CONV_RESOURCES_INSTANTIATE(double)
+MEL_CONV_RESOURCES_INSTANTIATE(bfloat16)
+MEL_CONV_RESOURCES_INSTANTIATE(half)
+#undef MEL_CONV_RESOURCES_INSTANTIATE
+
 }  // namespace mel::kernels::cuda

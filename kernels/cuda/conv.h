@@ -14,6 +14,7 @@
 namespace mel::kernels::cuda {
 
 using cpu::Conv2dGeometry;
+using cpu::ConvResources;
 
 // cuDNN descriptors and the algorithm chosen (benchmarked once with cudnnFind*AlgorithmEx) per
 // geometry, dtype, math mode and direction. One per device: core keeps it in
@@ -56,5 +57,14 @@ void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bi
 template <class T>
 void conv2d_backward(const Conv2dGeometry& g, const T* dy, const T* x, const T* w, T* dx, T* dw,
                      T* dbias, const CudnnConv& cc, cudaStream_t stream);
+
+// The twins of the CPU entry points: `resources` carries the device's cuDNN handle, its ConvCache
+// and the workspace allocator (as a CudnnConv does).
+template <class T>
+void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y,
+                    const ConvResources& resources, cudaStream_t stream);
+template <class T>
+void conv2d_backward(const Conv2dGeometry& g, const T* dy, const T* x, const T* w, T* dx, T* dw,
+                     T* dbias, const ConvResources& resources, cudaStream_t stream);
 
 }  // namespace mel::kernels::cuda
