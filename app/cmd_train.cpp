@@ -16,7 +16,7 @@ const char* kind_of(const Json& cfg) {
 
 // Continues the run in o.resume. Its config comes from the checkpoint; a config given beside it
 // must describe the same run (the engine names the keys that differ).
-void resume_run(const CliOptions& o, RunOverrides ov) {
+void resume_run(const CliOptions& o, const RunOverrides& ov) {
   MEL_CHECK(std::filesystem::is_directory(o.resume), "mel train --resume: {} is not a run folder",
             o.resume);
   MEL_CHECK(!changes_config(o),
@@ -37,11 +37,10 @@ void resume_run(const CliOptions& o, RunOverrides ov) {
     cfg = std::move(given);
     source = o.config;
   }
-  ov.out = o.resume;
   if (is_mel_config(cfg)) {
     train_mel(parse_mel_config(std::move(cfg), source, RunOverrides{}), ov, o.resume);
   } else {
-    train_single(parse_single_config(std::move(cfg), source, RunOverrides{}), ov, true);
+    train_single(parse_single_config(std::move(cfg), source, RunOverrides{}), ov, o.resume);
   }
 }
 

@@ -71,12 +71,9 @@ train::Evaluation evaluate_ensemble(method::Ensemble& model, const MelConfig& c,
 Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& resume_dir) {
   const Device device = train::run_device(ov.device, "mel train");
   const TrainConfig& tc = c.train;
-  const data::ImageDataset train_ds =
-      data::load_dataset(c.data.dataset, c.data.dir, data::Split::train);
-  const data::ImageDataset test_ds =
-      data::load_dataset(c.data.dataset, c.data.dir, data::Split::test);
+  const RunData ds = load_run_data(c.data);
   if (c.loss.hierarchical && c.loss.coarse_map.empty()) {
-    MEL_CHECK(train_ds.coarse_labels.defined(),
+    MEL_CHECK(ds.train.coarse_labels.defined(),
               "{}: hierarchical labels need coarse labels, and the {} dataset has none", c.path,
               c.data.dataset);
   }
@@ -84,20 +81,11 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
   Generator gen(tc.seed);
   model->reset_parameters(gen);
   model->to(device);
-  data::DataLoader train(train_ds,
+  data::DataLoader train(ds.train,
                          loader_options(c.data, tc.batch_size, tc.seed, true, tc.train_limit));
-  data::DataLoader test(test_ds, test_options(c, tc.test_limit));
+  data::DataLoader test(ds.test, test_options(c, tc.test_limit));
   method::MelTask task(model, mel_spec(c, device), train, test);
 
-  train::RunOptions run;
-  run.name = c.name;
-  run.out = !resume_dir.empty() ? resume_dir : (ov.out.empty() ? "runs/" + c.name : ov.out);
-  run.config_json = c.json.dump();
-  run.device = device;
-  run.train = tc;
-  run.stop_after = ov.stop_after;
-  run.progress = ov.progress;
-  run.resume = !resume_dir.empty();
   train::TrainerHooks hooks;
   hooks.report = [&](Json& report, const train::Evaluation& last) {
     add_report_fields(report, *model, c, failures_of(*model, last));
@@ -111,7 +99,7 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
         "training, {:.0f} samples/s\n",
         s.out, train::format_duration(s.train_seconds), s.samples_per_second);
   };
-  return train::Trainer(task, run, hooks).run();
+  return train::Trainer(task, run_options(c.name, c.json, device, tc, ov, resume_dir), hooks).run();
 }
 
 Json eval_mel(const MelConfig& c, const std::string& checkpoint, const RunOverrides& ov) {

@@ -147,6 +147,26 @@ void apply_overrides(const RunOverrides& ov, TrainConfig& t, DataConfig& data, J
   if (!data.dir.empty()) json["data"]["dir"] = data.dir;
 }
 
+RunData load_run_data(const DataConfig& dc) {
+  return {data::load_dataset(dc.dataset, dc.dir, data::Split::train),
+          data::load_dataset(dc.dataset, dc.dir, data::Split::test)};
+}
+
+train::RunOptions run_options(const std::string& name, const Json& config, Device device,
+                              const TrainConfig& tc, const RunOverrides& ov,
+                              const std::string& resume_dir) {
+  train::RunOptions run;
+  run.name = name;
+  run.out = !resume_dir.empty() ? resume_dir : (ov.out.empty() ? "runs/" + name : ov.out);
+  run.config_json = config.dump();
+  run.device = device;
+  run.train = tc;
+  run.stop_after = ov.stop_after;
+  run.progress = ov.progress;
+  run.resume = !resume_dir.empty();
+  return run;
+}
+
 data::LoaderOptions loader_options(const DataConfig& dc, int64_t batch, uint64_t seed, bool train,
                                    int64_t limit) {
   data::LoaderOptions o;

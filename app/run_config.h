@@ -9,8 +9,10 @@
 #include <optional>
 
 #include "core/json_reader.h"
+#include "data/dataset.h"
 #include "data/loader.h"
 #include "train/config.h"
+#include "train/trainer.h"
 
 namespace mel::app {
 
@@ -42,6 +44,19 @@ struct RunOverrides {
 // stored with the run.
 void apply_overrides(const RunOverrides& overrides, TrainConfig& train, DataConfig& data,
                      Json& json);
+
+// A run's datasets, loaded before the run folder is touched (a missing folder is an error naming
+// the package or option that provides it).
+struct RunData {
+  data::ImageDataset train, test;
+};
+RunData load_run_data(const DataConfig& dc);
+
+// The engine's options for a run named `name`: its folder (resume_dir, else --out, else
+// runs/<name>), the config stored in its checkpoints, the device and the overrides' switches.
+train::RunOptions run_options(const std::string& name, const Json& config, Device device,
+                              const TrainConfig& tc, const RunOverrides& overrides,
+                              const std::string& resume_dir);
 
 // The loader options a config asks for (normalisation; augmentation only when `train`).
 data::LoaderOptions loader_options(const DataConfig& dc, int64_t batch, uint64_t seed, bool train,

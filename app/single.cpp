@@ -73,37 +73,22 @@ train::Evaluation evaluate(nn::Module& model, const data::ImageDataset& ds, cons
   return train::ClassificationTask(m, spec, test, test).evaluate();
 }
 
-Json train_single(const SingleConfig& c, const RunOverrides& ov, bool resume) {
+Json train_single(const SingleConfig& c, const RunOverrides& ov, const std::string& resume_dir) {
   const Device device = train::run_device(ov.device, "mel train");
   const TrainConfig& tc = c.train;
-
-  // Everything that can fail on bad input happens before the run folder is touched.
-  const data::ImageDataset train_ds =
-      data::load_dataset(c.data.dataset, c.data.dir, data::Split::train);
-  const data::ImageDataset test_ds =
-      data::load_dataset(c.data.dataset, c.data.dir, data::Split::test);
+  const RunData ds = load_run_data(c.data);
   auto model = build_model(c);
   Generator gen(tc.seed);
   model->reset_parameters(gen);
   model->to(device);
-  data::DataLoader train(train_ds,
+  data::DataLoader train(ds.train,
                          loader_options(c.data, tc.batch_size, tc.seed, true, tc.train_limit));
-  data::DataLoader test(test_ds,
+  data::DataLoader test(ds.test,
                         loader_options(c.data, tc.eval_batch_size, 0, false, tc.test_limit));
   train::ClassificationSpec spec{tc.epochs,          tc.optimizer,  tc.schedule,
                                  tc.label_smoothing, tc.batch_size, device};
   train::ClassificationTask task(model, spec, train, test);
-
-  train::RunOptions run;
-  run.name = c.name;
-  run.out = ov.out.empty() ? "runs/" + c.name : ov.out;
-  run.config_json = c.json.dump();
-  run.device = device;
-  run.train = tc;
-  run.stop_after = ov.stop_after;
-  run.progress = ov.progress;
-  run.resume = resume;
-  return train::Trainer(task, run).run();
+  return train::Trainer(task, run_options(c.name, c.json, device, tc, ov, resume_dir)).run();
 }
 
 Json eval_single(const std::string& run, const RunOverrides& ov) {

@@ -35,9 +35,9 @@ std::shared_ptr<Classifier> build_classifier(const JsonReader& model, int64_t nu
 train::Evaluation evaluate(nn::Module& model, const data::ImageDataset& ds, const DataConfig& dc,
                            int64_t batch_size, int64_t limit);
 
-// Trains (or resumes when `resume` is set: the run folder is overrides.out) and writes the run
-// folder; returns report.json's content.
-Json train_single(const SingleConfig& c, const RunOverrides& overrides, bool resume = false);
+// Trains (or resumes the run in `resume_dir`) and writes the run folder; returns report.json.
+Json train_single(const SingleConfig& c, const RunOverrides& overrides,
+                  const std::string& resume_dir = "");
 
 // Recomputes the test accuracy of a run folder or model checkpoint (config from its metadata).
 Json eval_single(const std::string& run_or_checkpoint, const RunOverrides& overrides);

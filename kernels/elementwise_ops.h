@@ -102,6 +102,15 @@ MEL_HOST_DEVICE inline T pow_grad(T v, T p) {
   if (p == T(2)) return T(2) * v;
   return p * m_pow(v, p - T(1));
 }
+template <class T>
+MEL_HOST_DEVICE inline T sign_of(T v) {
+  return v > T(0) ? T(1) : (v < T(0) ? T(-1) : T(0));
+}
+// 1 where lo <= v <= hi (clamp passes the gradient there), else 0.
+template <class T>
+MEL_HOST_DEVICE inline T in_range(T v, T lo, T hi) {
+  return (v >= lo && v <= hi) ? T(1) : T(0);
+}
 // Integer division by zero is undefined in C++; it is defined as 0 here, like a masked lane.
 template <class T>
 MEL_HOST_DEVICE inline T div_of(T u, T v) {
@@ -121,21 +130,24 @@ MEL_HOST_DEVICE inline T div_of(T u, T v) {
 // it reads is valid). `p.square` says pow's exponent is exactly 2. Everything else (enums, names,
 // CPU and CUDA kernel switches, autograd's save rule, core's named functions, the test catalogue's
 // completeness check) follows from this table.
-#define MEL_UNARY_OPS(X)                                                      \
-  X(neg, plain, none, -x, T(-1))                                              \
-  X(exp, plain, output, m_exp(x), y)                                          \
-  X(log, plain, input, m_log(x), T(1) / x)                                    \
-  X(sqrt, plain, output, m_sqrt(x), T(0.5) / y)                               \
-  X(rsqrt, plain, output, T(1) / m_sqrt(x), T(-0.5) * y * y * y)              \
-  X(abs, plain, input, m_abs(x), x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0))) \
-  X(tanh, plain, output, m_tanh(x), T(1) - y * y)                             \
-  X(sigmoid, plain, output, sigmoid_of(x), y*(T(1) - y))                      \
-  X(relu, plain, input, x > T(0) ? x : T(0), x > T(0) ? T(1) : T(0))          \
-  X(gelu_tanh, plain, input, gelu_tanh_of(x), gelu_tanh_grad(x))              \
-  X(gelu_erf, plain, input, gelu_erf_of(x), gelu_erf_grad(x))                 \
-  X(silu, plain, input, x* sigmoid_of(x), silu_grad(x))                       \
-  X(pow, args, input, p.square ? x* x : m_pow(x, p.a), pow_grad(x, p.a))      \
-  X(clamp, args, input, x < p.a ? p.a : (x > p.b ? p.b : x), (x >= p.a && x <= p.b) ? T(1) : T(0))
+// clang-format off
+#define MEL_UNARY_OPS(X)                                                                        \
+  /* name      takes  reads   forward y = f(x)                       dy/dx                   */ \
+  X(neg,       plain, none,   -x,                                    T(-1))                     \
+  X(exp,       plain, output, m_exp(x),                              y)                         \
+  X(log,       plain, input,  m_log(x),                              T(1) / x)                  \
+  X(sqrt,      plain, output, m_sqrt(x),                             T(0.5) / y)                \
+  X(rsqrt,     plain, output, T(1) / m_sqrt(x),                      T(-0.5) * y * y * y)       \
+  X(abs,       plain, input,  m_abs(x),                              sign_of(x))                \
+  X(tanh,      plain, output, m_tanh(x),                             T(1) - y * y)              \
+  X(sigmoid,   plain, output, sigmoid_of(x),                         y * (T(1) - y))            \
+  X(relu,      plain, input,  x > T(0) ? x : T(0),                   x > T(0) ? T(1) : T(0))    \
+  X(gelu_tanh, plain, input,  gelu_tanh_of(x),                       gelu_tanh_grad(x))         \
+  X(gelu_erf,  plain, input,  gelu_erf_of(x),                        gelu_erf_grad(x))          \
+  X(silu,      plain, input,  x * sigmoid_of(x),                     silu_grad(x))              \
+  X(pow,       args,  input,  p.square ? x * x : m_pow(x, p.a),      pow_grad(x, p.a))          \
+  X(clamp,     args,  input,  x < p.a ? p.a : (x > p.b ? p.b : x),   in_range(x, p.a, p.b))
+// clang-format on
 
 enum class UnaryOp : uint8_t {
 #define MEL_X(name, ...) name,
@@ -218,13 +230,16 @@ constexpr GradReads grad_reads(UnaryOp op) {
 // (and a, b, the output y). A gradient that is exactly `g` is passed through without a kernel.
 // maximum / minimum keep the first operand unless the comparison is true (NaN included) and send
 // the gradient to a on ties.
-#define MEL_BINARY_OPS(X)                                         \
-  X(add, a + b, g, g)                                             \
-  X(sub, a - b, g, -g)                                            \
-  X(mul, a* b, g* b, g* a)                                        \
-  X(div, div_of(a, b), g / b, -((g / b) * y))                     \
-  X(maximum, a < b ? b : a, a >= b ? g : T(0), a >= b ? T(0) : g) \
-  X(minimum, b < a ? b : a, a <= b ? g : T(0), a <= b ? T(0) : g)
+// clang-format off
+#define MEL_BINARY_OPS(X)                                                       \
+  /* name     out = f(a, b)    gradient of a          gradient of b          */ \
+  X(add,      a + b,           g,                     g)                        \
+  X(sub,      a - b,           g,                     -g)                       \
+  X(mul,      a * b,           g * b,                 g * a)                    \
+  X(div,      div_of(a, b),    g / b,                 -((g / b) * y))           \
+  X(maximum,  a < b ? b : a,   a >= b ? g : T(0),     a >= b ? T(0) : g)        \
+  X(minimum,  b < a ? b : a,   a <= b ? g : T(0),     a <= b ? T(0) : g)
+// clang-format on
 
 enum class BinaryOp : uint8_t {
 #define MEL_X(name, ...) name,
@@ -326,8 +341,10 @@ constexpr bool binary_grad_is_g(BinaryOp op, int which) {
 }
 
 // ---- comparisons (u8 0/1 results, not differentiable) ------------------------------------------
+// clang-format off
 #define MEL_COMPARE_OPS(X) \
   X(eq, a == b) X(ne, a != b) X(lt, a < b) X(le, a <= b) X(gt, a > b) X(ge, a >= b)
+// clang-format on
 
 enum class CompareOp : uint8_t {
 #define MEL_X(name, ...) name,

@@ -277,10 +277,18 @@ std::string Dropout::extra_repr() const {
 }
 
 const std::vector<ActivationInfo>& activations() {
+  // One line per activation layer: config name, PyTorch module name, op.
+  // clang-format off
   static const std::vector<ActivationInfo> table = {
-      {"relu", "ReLU", &relu}, {"gelu", "GELU", &gelu_erf}, {"gelu_tanh", "GELU", &gelu_tanh},
-      {"silu", "SiLU", &silu}, {"tanh", "Tanh", &tanh},     {"sigmoid", "Sigmoid", &sigmoid},
+      {"relu",      "ReLU",    &relu},
+      {"gelu",      "GELU",    &gelu_erf},
+      {"gelu_tanh", "GELU",    &gelu_tanh},
+      {"silu",      "SiLU",    &silu},
+      {"tanh",      "Tanh",    &tanh},
+      {"sigmoid",   "Sigmoid", &sigmoid},
   };
+  // clang-format on
+
   return table;
 }
 
