@@ -273,13 +273,8 @@ MelConfig parse_mel_config(Json json, const std::string& path, const RunOverride
   c.path = path;
   c.json = std::move(json);
   JsonReader top(c.json, path, "");
-  c.name = top.get_string("name", std::filesystem::path(path).stem().string());
   if (top.get_string("kind") != "mel") top.error("kind", "expected \"mel\"");
-  top.allow({"description"});
-  c.data = read_data_config(top.has("data") ? top.object("data")
-                                            : JsonReader(Json::object(), path, "data"));
-  c.train = read_train_config(top.has("train") ? top.object("train")
-                                               : JsonReader(Json::object(), path, "train"));
+  read_common_sections(top, c);
   c.baseline = read_baseline(top);
   c.phase2 = read_phase2(top, c.train);
   if (c.baseline == method::Baseline::independent && c.phase2.epochs == 0) {

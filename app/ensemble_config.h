@@ -12,11 +12,8 @@
 
 namespace mel::app {
 
-struct MelConfig {
-  std::string path, name;
-  Json json;  // overrides applied; self-contained (the original model is a parameter count)
-  DataConfig data;
-  TrainConfig train;
+// The JSON (`json`) is self-contained: the original model's file becomes its parameter count.
+struct MelConfig : RunConfigBase {
   method::LossSpec loss;
   method::PhaseSpec phase2;  // heads only, upstreams frozen (epochs 0: none)
   method::Baseline baseline = method::Baseline::joint;

@@ -81,10 +81,8 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
   Generator gen(tc.seed);
   model->reset_parameters(gen);
   model->to(device);
-  data::DataLoader train(ds.train,
-                         loader_options(c.data, tc.batch_size, tc.seed, true, tc.train_limit));
-  data::DataLoader test(ds.test, test_options(c, tc.test_limit));
-  method::MelTask task(model, mel_spec(c, device), train, test);
+  const RunLoaders loaders = make_loaders(ds, c.data, tc);
+  method::MelTask task(model, mel_spec(c, device), *loaders.train, *loaders.test);
 
   train::TrainerHooks hooks;
   hooks.report = [&](Json& report, const train::Evaluation& last) {

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <filesystem>
 
 namespace mel::app {
 
@@ -145,6 +146,23 @@ void apply_overrides(const RunOverrides& ov, TrainConfig& t, DataConfig& data, J
   if (t.train_limit) tj["train_limit"] = t.train_limit;
   if (t.test_limit) tj["test_limit"] = t.test_limit;
   if (!data.dir.empty()) json["data"]["dir"] = data.dir;
+}
+
+void read_common_sections(const JsonReader& top, RunConfigBase& c) {
+  c.name = top.get_string("name", std::filesystem::path(c.path).stem().string());
+  top.allow({"description"});
+  const Json none = Json::object();
+  c.data =
+      read_data_config(top.has("data") ? top.object("data") : JsonReader(none, c.path, "data"));
+  c.train =
+      read_train_config(top.has("train") ? top.object("train") : JsonReader(none, c.path, "train"));
+}
+
+RunLoaders make_loaders(const RunData& ds, const DataConfig& dc, const TrainConfig& tc) {
+  return {std::make_unique<data::DataLoader>(
+              ds.train, loader_options(dc, tc.batch_size, tc.seed, true, tc.train_limit)),
+          std::make_unique<data::DataLoader>(
+              ds.test, loader_options(dc, tc.eval_batch_size, 0, false, tc.test_limit))};
 }
 
 RunData load_run_data(const DataConfig& dc) {

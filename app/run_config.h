@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include <memory>
 #include <optional>
 
 #include "core/json_reader.h"
@@ -29,6 +30,18 @@ using train::OptimizerConfig;
 using train::ScheduleConfig;
 using train::TrainConfig;
 
+// What every run config has: where it came from, its name, the JSON as stored with the run (the
+// overrides applied), and its data and training sections.
+struct RunConfigBase {
+  std::string path, name;
+  Json json;
+  DataConfig data;
+  TrainConfig train;
+};
+// Reads `name` (default: the file's stem), `data` and `train` of the config's top level (and allows
+// `description`) into c.
+void read_common_sections(const JsonReader& top, RunConfigBase& c);
+
 // Command-line overrides applied on top of the config file.
 struct RunOverrides {
   std::string device = "cpu";
@@ -51,6 +64,12 @@ struct RunData {
   data::ImageDataset train, test;
 };
 RunData load_run_data(const DataConfig& dc);
+
+// The training and test loaders of a run (test: eval_batch_size, no augmentation, test_limit).
+struct RunLoaders {
+  std::unique_ptr<data::DataLoader> train, test;
+};
+RunLoaders make_loaders(const RunData& ds, const DataConfig& dc, const TrainConfig& tc);
 
 // The engine's options for a run named `name`: its folder (resume_dir, else --out, else
 // runs/<name>), the config stored in its checkpoints, the device and the overrides' switches.

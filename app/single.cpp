@@ -21,16 +21,11 @@ SingleConfig parse_single_config(Json json, const std::string& path, const RunOv
   c.path = path;
   c.json = std::move(json);
   JsonReader top(c.json, path, "");
-  c.name = top.get_string("name", std::filesystem::path(path).stem().string());
   const std::string kind = top.get_string("kind", "single");
   if (kind != "single") {
     top.error("kind", fmt::format("expected \"single\" or \"mel\", got '{}'", kind));
   }
-  top.allow({"description"});
-  c.data = read_data_config(top.has("data") ? top.object("data")
-                                            : JsonReader(Json::object(), path, "data"));
-  c.train = read_train_config(top.has("train") ? top.object("train")
-                                               : JsonReader(Json::object(), path, "train"));
+  read_common_sections(top, c);
   build_classifier(top.object("model"), c.data.num_classes());  // validates the model
   top.finish();
   apply_overrides(ov, c.train, c.data, c.json);
@@ -81,13 +76,10 @@ Json train_single(const SingleConfig& c, const RunOverrides& ov, const std::stri
   Generator gen(tc.seed);
   model->reset_parameters(gen);
   model->to(device);
-  data::DataLoader train(ds.train,
-                         loader_options(c.data, tc.batch_size, tc.seed, true, tc.train_limit));
-  data::DataLoader test(ds.test,
-                        loader_options(c.data, tc.eval_batch_size, 0, false, tc.test_limit));
+  const RunLoaders loaders = make_loaders(ds, c.data, tc);
   train::ClassificationSpec spec{tc.epochs,          tc.optimizer,  tc.schedule,
                                  tc.label_smoothing, tc.batch_size, device};
-  train::ClassificationTask task(model, spec, train, test);
+  train::ClassificationTask task(model, spec, *loaders.train, *loaders.test);
   return train::Trainer(task, run_options(c.name, c.json, device, tc, ov, resume_dir)).run();
 }
 

@@ -14,12 +14,7 @@ namespace mel::app {
 
 using train::Classifier;
 
-struct SingleConfig {
-  std::string path, name;
-  Json json;  // the file as read, overrides applied
-  DataConfig data;
-  TrainConfig train;
-};
+struct SingleConfig : RunConfigBase {};
 
 // Reads and validates the whole config (the model is built once to check it).
 SingleConfig load_single_config(const std::string& path, const RunOverrides& overrides);

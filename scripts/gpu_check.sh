@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check for a machine with an NVIDIA GPU, in one command: configure and build (Release,
 # CUDA on, the local GPU's architecture, all cores), run every test including the `gpu` label,
-# run compute-sanitizer memcheck over the `gpu` tests, run the GPU kernel benchmarks, train the
-# reference CNN on Fashion-MNIST with the full recipe on the GPU, and print one summary.
+# build and run examples/custom_layer against the installed package (its own CUDA kernels against
+# its CPU kernels), run compute-sanitizer memcheck over the `gpu` tests, run the GPU kernel
+# benchmarks, train the reference CNN on Fashion-MNIST with the full recipe on the GPU, and print
+# one summary.
 #
 # Usage: scripts/gpu_check.sh [DATA_DIR] [OUT_DIR]
 #   DATA_DIR  Fashion-MNIST's IDX files (default /usr/share/datasets/fashion-mnist)
@@ -59,6 +61,19 @@ gpu_skipped=$(grep -c '\*\*\*Skipped' "$out/ctest.log" || true)
 note "tests: ${summary_line:-no summary} (gpu-labelled: ${gpu_total:-?}, skipped: $gpu_skipped) at $(stamp)"
 if [ $ctest_rc -ne 0 ]; then
   grep -E "\(Failed\)|\*\*\*" "$out/ctest.log" | head -20 | tee -a "$out/summary.txt"
+  status=1
+fi
+
+# ---- the out-of-tree example against the installed package (its CUDA kernels on the GPU) ------
+rm -rf "$out/install" "$out/example"
+if cmake --install "$build" --prefix "$out/install" > "$out/example.log" 2>&1 &&
+  cmake -S examples/custom_layer -B "$out/example" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_PREFIX_PATH="$out/install" >> "$out/example.log" 2>&1 &&
+  cmake --build "$out/example" -j "$jobs" >> "$out/example.log" 2>&1 &&
+  "$out/example/custom_layer" "$out/example/run" >> "$out/example.log" 2>&1; then
+  note "example custom_layer: $(grep 'GPU check' "$out/example.log" | head -1) at $(stamp)"
+else
+  note "FAIL: example custom_layer (see $out/example.log)"
   status=1
 fi
 

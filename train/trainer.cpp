@@ -84,8 +84,7 @@ Trainer::Trainer(Task& task, RunOptions options, TrainerHooks hooks)
             opt_.train.log_every);
 }
 
-void Trainer::print_header(int64_t total_epochs, int64_t done_epochs) const {
-  (void)total_epochs;
+void Trainer::print_header(int64_t done_epochs) const {
   fmt::print("mel train {}{}, {}{}\n", opt_.name, task_.describe(),
              compute_description(opt_.device),
              done_epochs ? fmt::format(", resuming after epoch {}", done_epochs) : "");
@@ -182,7 +181,7 @@ Json Trainer::run() {
   const int64_t steps_per_epoch = task_.train_data().num_batches();
   MEL_CHECK(steps_per_epoch > 0, "mel train: the training set is empty");
   ensure_dir(opt_.out);
-  print_header(total_epochs, done_epochs);
+  print_header(done_epochs);
 
   int64_t first = 0;
   for (int p = 0; p < num_phases_; ++p) {

@@ -50,7 +50,7 @@ class Trainer {
  private:
   struct EpochStats;
   struct PhaseState;
-  void print_header(int64_t total_epochs, int64_t done_epochs) const;
+  void print_header(int64_t done_epochs) const;
   EpochStats run_epoch(PhaseState& ps, int phase, int64_t epoch, int64_t total_epochs);
   void finish_epoch(const EpochStats& stats, int phase, int64_t epoch, int64_t total_epochs,
                     int64_t step, const nn::Optimizer& optimizer);
