@@ -4,13 +4,10 @@
 #include <omp.h>
 
 #include <chrono>
-#include <cmath>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "core/cuda_context.h"
-#include "core/ops_index.h"
 #include "train/checkpoint.h"
 #include "train/device.h"
 #include "train/files.h"

@@ -1,6 +1,6 @@
 // Private to the CPU GEMM: the interface between the blocked driver (gemm.cpp) and an
-// instruction-set specific set of packing routines and micro-kernels (AVX2 in gemm.cpp, AVX-512 in
-// gemm_avx512.cpp).
+// instruction-set specific set of packing routines and micro-kernels (AVX2 in gemm_avx2.cpp,
+// AVX-512 in gemm_avx512.cpp).
 #pragma once
 #include <cstdint>
 
