@@ -10,6 +10,7 @@ PACKAGES=(
   libcli11-dev                     # the mel command line
   libopenblas-openmp-dev           # CPU GEMM, OpenMP build (optional: a blocked GEMM is built in)
   zlib1g-dev                       # gzip-compressed IDX files
+  libopenmpi-dev openmpi-bin       # the MPI backend of dist/ (processes, nodes)
   libgtest-dev libgmock-dev        # tests
   libbenchmark-dev                 # benchmarks
   dataset-fashion-mnist            # the data of the main job (/usr/share/datasets/fashion-mnist)
