@@ -3,6 +3,7 @@
 
 #include "app/commands.h"
 #include "app/ensemble_run.h"
+#include "app/placed_run.h"
 #include "app/single.h"
 #include "train/checkpoint.h"
 
@@ -38,8 +39,17 @@ void resume_run(const CliOptions& o, const RunOverrides& ov) {
     source = o.config;
   }
   if (is_mel_config(cfg)) {
-    train_mel(parse_mel_config(std::move(cfg), source, RunOverrides{}), ov, o.resume);
+    MelConfig c = parse_mel_config(std::move(cfg), source, RunOverrides{});
+    if (o.placement == "single") {
+      train_mel(c, ov, o.resume);
+    } else {
+      train_mel_placed(c, ov, o.resume, o.placement);
+    }
   } else {
+    MEL_CHECK(o.placement == "single",
+              "mel train --resume {} --placement {}: a single-model run "
+              "is not placed",
+              o.resume, o.placement);
     train_single(parse_single_config(std::move(cfg), source, RunOverrides{}), ov, o.resume);
   }
 }
@@ -54,6 +64,11 @@ CLI::App* add_train(CLI::App& app, CliOptions& o) {
   train->add_option("--resume", o.resume,
                     "continue the run in this folder from its last checkpoint (a config given "
                     "beside it must be the run's own)");
+  train
+      ->add_option("--placement", o.placement,
+                   "ensembles: single (one process), threads (one thread per server) or servers "
+                   "(one MPI process per server: mpirun -np M+1 mel train ...)")
+      ->check(CLI::IsMember({"single", "threads", "servers"}));
   add_run_options(train, o);
   return train;
 }
@@ -64,8 +79,17 @@ void run_train(const CliOptions& o) {
   MEL_CHECK(!o.config.empty(), "mel train: give a config file (or --resume RUN_DIR)");
   Json cfg = read_json_file(o.config);
   if (is_mel_config(cfg)) {
-    train_mel(parse_mel_config(std::move(cfg), o.config, ov), ov, "");
+    MelConfig c = parse_mel_config(std::move(cfg), o.config, ov);
+    if (o.placement == "single") {
+      train_mel(c, ov, "");
+    } else {
+      train_mel_placed(c, ov, "", o.placement);
+    }
   } else {
+    MEL_CHECK(o.placement == "single",
+              "mel train --placement {}: {} is a single model; placement splits an ensemble "
+              "(\"kind\": \"mel\") over its servers",
+              o.placement, o.config);
     train_single(parse_single_config(std::move(cfg), o.config, ov), ov);
   }
 }

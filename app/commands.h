@@ -16,6 +16,7 @@ struct CliOptions {
   std::string config;  // a config file, or the run folder / checkpoint of eval and export
   std::string resume;  // train --resume RUN_DIR
   std::string out;     // export --out
+  std::string placement = "single";  // train --placement
 };
 
 // --device, --epochs, --batch, --train-limit, --test-limit, --seed, --data, --out, --no-progress.

@@ -53,6 +53,25 @@ data::LoaderOptions test_options(const MelConfig& c, int64_t limit) {
 
 }  // namespace
 
+train::TrainerHooks ensemble_hooks(const std::shared_ptr<method::Ensemble>& model,
+                                   const MelConfig& c, const std::function<void(Json&)>& extra) {
+  train::TrainerHooks hooks;
+  hooks.report = [model, &c, extra](Json& report, const train::Evaluation& last) {
+    add_report_fields(report, *model, c, failures_of(*model, last));
+    if (extra) extra(report);
+  };
+  hooks.finish = [model, &c](const train::RunSummary& s) {
+    const method::FailureReport fr = failures_of(*model, s.last);
+    write_failure_chart(s.out + "/failures.svg", fr, c.name);
+    fmt::print("\n{}\n", failure_table(fr));
+    fmt::print(
+        "run folder {} (report.json, failures.svg, metrics.jsonl, model.safetensors); {} "
+        "training, {:.0f} samples/s\n",
+        s.out, train::format_duration(s.train_seconds), s.samples_per_second);
+  };
+  return hooks;
+}
+
 method::FailureReport failures_of(const method::Ensemble& m, const train::Evaluation& e) {
   const int M = m.spec.M;
   std::vector<double> exits(e.accuracy.begin(), e.accuracy.begin() + M);
@@ -84,19 +103,7 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
   const RunLoaders loaders = make_loaders(ds, c.data, tc);
   method::MelTask task(model, mel_spec(c, device), *loaders.train, *loaders.test);
 
-  train::TrainerHooks hooks;
-  hooks.report = [&](Json& report, const train::Evaluation& last) {
-    add_report_fields(report, *model, c, failures_of(*model, last));
-  };
-  hooks.finish = [&](const train::RunSummary& s) {
-    const method::FailureReport fr = failures_of(*model, s.last);
-    write_failure_chart(s.out + "/failures.svg", fr, c.name);
-    fmt::print("\n{}\n", failure_table(fr));
-    fmt::print(
-        "run folder {} (report.json, failures.svg, metrics.jsonl, model.safetensors); {} "
-        "training, {:.0f} samples/s\n",
-        s.out, train::format_duration(s.train_seconds), s.samples_per_second);
-  };
+  const train::TrainerHooks hooks = ensemble_hooks(model, c);
   return train::Trainer(task, run_options(c.name, c.json, device, tc, ov, resume_dir), hooks).run();
 }
 

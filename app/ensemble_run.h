@@ -1,12 +1,15 @@
 // `mel train` / `mel eval` / `mel export` for MEL ensembles: the method's task run through the
 // generic engine, with the failure report, table and chart added to the run folder.
 #pragma once
+#include <functional>
+#include <memory>
 #include <string>
 
 #include "app/ensemble_config.h"
 #include "data/dataset.h"
 #include "mel/failure.h"
 #include "train/task.h"
+#include "train/trainer.h"
 
 namespace mel::app {
 
@@ -15,6 +18,12 @@ train::Evaluation evaluate_ensemble(method::Ensemble& model, const MelConfig& c,
                                     const data::ImageDataset& ds, int64_t limit);
 // The failure report from an evaluation's per-predictor accuracies.
 method::FailureReport failures_of(const method::Ensemble& m, const train::Evaluation& e);
+
+// The engine's hooks for an ensemble run: report.json's ensemble fields (per-server parameters,
+// baseline, exits' labels, the failure report; then `extra`'s), and the closing table and chart.
+train::TrainerHooks ensemble_hooks(const std::shared_ptr<method::Ensemble>& model,
+                                   const MelConfig& c,
+                                   const std::function<void(Json&)>& extra = {});
 
 // Trains (or resumes the run in `resume_dir`) and writes the run folder; returns report.json.
 Json train_mel(const MelConfig& c, const RunOverrides& overrides, const std::string& resume_dir);

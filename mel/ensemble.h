@@ -60,6 +60,11 @@ class Ensemble : public nn::Module {
   std::vector<Tensor> forward_all(const Tensor& x);
   // Same, with the upstream models run without gradients (phase 2: frozen upstreams).
   std::vector<Tensor> forward_all_frozen_upstream(const Tensor& x);
+  // The heads' logits from every upstream's features (in spec.head_subsets order): what the
+  // combination server computes from the features it received.
+  std::vector<Tensor> heads_forward(const std::vector<Tensor>& features) {
+    return heads_from(features, {});
+  }
   // Predictor names: "1".."M", then the subset names ("1+2", ...).
   std::vector<std::string> predictor_names() const;
   int64_t upstream_parameters(int i) const {

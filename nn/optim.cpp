@@ -145,3 +145,22 @@ double clip_grad_norm(FlatParameters& params, double max_norm) {
 }
 
 }  // namespace mel::nn
+
+namespace mel::nn {
+
+double clip_grad_norm(FlatParameters& params, double max_norm,
+                      const std::function<double(double)>& reduce) {
+  check_flat(params, "clip_grad_norm", {});
+  MEL_CHECK(max_norm > 0.0, "clip_grad_norm: max_norm must be positive, got {}", max_norm);
+  float* g = params.grad().data<float>();
+  const Device dev = params.grad().device();
+  Tensor sq = empty({1 + kernels::cpu::kSquaredNormPartials}, DType::f64, dev);
+  double* sq_ptr = sq.data<double>();
+  MEL_KERNEL(dev, squared_norm, g, params.numel(), sq_ptr, sq_ptr + 1);
+  const double total = reduce(sq.narrow(0, 0, 1).item());
+  Tensor total_t = full({1}, total, DType::f64, dev);
+  MEL_KERNEL(dev, clip_scale, g, params.numel(), total_t.data<double>(), max_norm);
+  return std::sqrt(total);
+}
+
+}  // namespace mel::nn

@@ -2,6 +2,7 @@
 // one fused pass, plus global-norm gradient clipping. State is exposed as named tensors.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -67,5 +68,9 @@ class Adam final : public Optimizer {
 // Scales all gradients so that their global L2 norm is at most max_norm; returns the norm before
 // clipping (PyTorch's clip_grad_norm_, with its 1e-6 in the denominator).
 double clip_grad_norm(FlatParameters& params, double max_norm);
+// The same over a buffer split across ranks: `reduce` turns this part's squared norm into the
+// total's (an all-reduce), and every part is scaled by the one coefficient.
+double clip_grad_norm(FlatParameters& params, double max_norm,
+                      const std::function<double(double)>& reduce);
 
 }  // namespace mel::nn

@@ -45,12 +45,12 @@ std::string model_checkpoint_path(const std::string& path) {
   return path;
 }
 
-void save_checkpoint(const std::string& dir, const nn::Module& model, const nn::Optimizer* opt,
-                     const CheckpointInfo& info) {
+void save_checkpoint(const std::string& dir, const nn::Module& model,
+                     const nn::NamedTensors* optimizer_state, const CheckpointInfo& info) {
   const auto meta = metadata_of(info);
   // Each file is replaced atomically; both carry the epoch, so a reader can tell if a crash
   // fell between the two renames.
-  if (opt) save_safetensors(dir + "/optimizer.safetensors", opt->state(), meta);
+  if (optimizer_state) save_safetensors(dir + "/optimizer.safetensors", *optimizer_state, meta);
   save_safetensors(dir + "/model.safetensors", model.state_dict(), meta);
 }
 
@@ -78,14 +78,19 @@ void load_model_checkpoint(const std::string& path, nn::Module& model) {
   load_model_checkpoint(read_checkpoint(path), model);
 }
 
-void load_optimizer_checkpoint(const std::string& dir, nn::Optimizer& opt) {
+nn::NamedTensors read_optimizer_checkpoint(const std::string& dir) {
   const std::string file = dir + "/optimizer.safetensors";
   SafetensorsFile f = load_safetensors(file);
   info_from(f, file);
+  return std::move(f.tensors);
+}
+
+void load_optimizer_state(const std::string& dir, nn::Optimizer& opt,
+                          const nn::NamedTensors& state) {
   try {
-    opt.load_state(f.tensors);
+    opt.load_state(state);
   } catch (const Error& e) {
-    fail("{}: {}", file, e.what());
+    fail("{}/optimizer.safetensors: {}", dir, e.what());
   }
 }
 

@@ -18,8 +18,10 @@ struct CheckpointInfo {
   int64_t epoch = 0, step = 0;
 };
 
-void save_checkpoint(const std::string& dir, const nn::Module& model, const nn::Optimizer* opt,
-                     const CheckpointInfo& info);
+// model.safetensors (the state dict) and, when given, optimizer.safetensors (an optimizer's
+// state()), both with the run's metadata.
+void save_checkpoint(const std::string& dir, const nn::Module& model,
+                     const nn::NamedTensors* optimizer_state, const CheckpointInfo& info);
 // A model checkpoint read once: its checked metadata and its tensors.
 struct Checkpoint {
   std::string file;
@@ -34,7 +36,11 @@ CheckpointInfo read_checkpoint_info(const std::string& path);
 // Loads weights into `model`; a missing, unexpected or mis-shaped tensor is an error naming the
 // file and every offending tensor.
 void load_model_checkpoint(const std::string& path, nn::Module& model);
-void load_optimizer_checkpoint(const std::string& dir, nn::Optimizer& opt);
+// The optimizer state stored in dir/optimizer.safetensors (metadata checked), and loading it into
+// an optimizer (a mismatch is an error naming the file).
+nn::NamedTensors read_optimizer_checkpoint(const std::string& dir);
+void load_optimizer_state(const std::string& dir, nn::Optimizer& opt,
+                          const nn::NamedTensors& state);
 // A run folder -> its model.safetensors; a file stays as it is.
 std::string model_checkpoint_path(const std::string& path);
 

@@ -9,6 +9,7 @@
 #include "core/tensor.h"
 #include "data/batch.h"
 #include "nn/module.h"
+#include "nn/optim.h"
 #include "train/config.h"
 
 namespace mel::train {
@@ -56,12 +57,36 @@ class Task {
     (void)phase;
     model().train();
   }
-  // Forward and loss for one batch; the trainer does backward, clipping and the update.
+  // Forward and loss for one batch; the trainer does backward (unless the returned loss needs no
+  // gradient: a task that ran backward itself, or has nothing to train on this rank), clipping
+  // and the update. Gradients were zeroed before the call.
   virtual StepOutput train_step(const data::Batch& batch, int phase) = 0;
   // Evaluates the model (in eval mode, without gradients) on the test split.
   virtual Evaluation evaluate() = 0;
   // The header line's description after "mel train NAME" (sizes, samples, epochs).
   virtual std::string describe() const = 0;
+
+  // ---- for tasks that span several ranks (placed training); the defaults are one process's ----
+  virtual bool spans_ranks() const { return false; }
+  // Whether this rank prints and writes the run folder (exactly one rank of a run does).
+  virtual bool writes_run_folder() const { return true; }
+  // Collective: the squared gradient norm over every rank, from this rank's part (for global
+  // clipping).
+  virtual double reduce_squared_norm(double local) { return local; }
+  // Collective, before a checkpoint: the writing rank's model() then holds every rank's weights.
+  virtual void gather_model() {}
+  // Collective: the optimizer state to checkpoint (on the writing rank, in the single-process
+  // format), from this rank's optimizer.
+  virtual nn::NamedTensors gather_optimizer_state(const nn::Optimizer& local) {
+    return local.state();
+  }
+  // Collective: this rank's part of a checkpointed optimizer state (the inverse of
+  // gather_optimizer_state), for the optimizer `local` of the phase being resumed.
+  virtual nn::NamedTensors local_optimizer_state(const nn::Optimizer& local,
+                                                 const nn::NamedTensors& stored) {
+    (void)local;
+    return stored;
+  }
 };
 
 }  // namespace mel::train

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "core/cuda_context.h"
@@ -87,40 +88,77 @@ void Trainer::print_header(int64_t done_epochs) const {
              done_epochs ? fmt::format(", resuming after epoch {}", done_epochs) : "");
 }
 
+void Trainer::clip(PhaseState& ps) {
+  const double max_norm = opt_.train.clip_grad_norm;
+  if (max_norm <= 0) return;
+  if (task_.spans_ranks()) {
+    // Several ranks: the norm over all of them, then each scales its own part.
+    nn::clip_grad_norm(*ps.flat, max_norm,
+                       [this](double sq) { return task_.reduce_squared_norm(sq); });
+  } else {
+    nn::clip_grad_norm(*ps.flat, max_norm);
+  }
+}
+
 Trainer::EpochStats Trainer::run_epoch(PhaseState& ps, int phase, int64_t epoch,
                                        int64_t total_epochs) {
   data::BatchSource& loader = task_.train_data();
   task_.begin_epoch(phase);
   loader.start_epoch(epoch);
   const std::string& label = ps.phase->label;
-  Progress progress(fmt::format("epoch {}/{}{}", epoch + 1, total_epochs,
-                                label.empty() ? "" : " (" + label + ")"),
-                    loader.num_batches(), opt_.progress && stdout_is_terminal());
+  std::optional<Progress> progress;  // on the rank that writes the run folder
+  if (writes_) {
+    progress.emplace(fmt::format("epoch {}/{}{}", epoch + 1, total_epochs,
+                                 label.empty() ? "" : " (" + label + ")"),
+                     loader.num_batches(), opt_.progress && stdout_is_terminal());
+  }
   EpochStats stats;
   stats.metrics = StepMetrics(task_.predictor_names().size(), epoch, opt_.train.log_every);
   const size_t shown = task_.progress_predictor();
   auto show = [&] {
     const StepMetrics& m = stats.metrics;
-    if (m.samples() > 0) progress.update(m.steps(), m.samples(), m.mean_loss(), m.accuracy(shown));
+    if (progress && m.samples() > 0) {
+      progress->update(m.steps(), m.samples(), m.mean_loss(), m.accuracy(shown));
+    }
   };
   const auto t0 = Clock::now();
   data::Batch b;
   while (loader.next(b)) {
     const nn::LrMomentum lm = ps.schedule->at(ps.step);
     ps.lr = lm.lr;
-    StepOutput out = task_.train_step(b, phase);
     ps.optimizer->zero_grad();
-    out.loss.backward();
-    if (opt_.train.clip_grad_norm > 0) nn::clip_grad_norm(*ps.flat, opt_.train.clip_grad_norm);
+    StepOutput out = task_.train_step(b, phase);
+    if (out.loss.requires_grad()) out.loss.backward();
+    clip(ps);
     ps.optimizer->step(lm.lr, lm.momentum);
     if (stats.metrics.add(std::move(out), ps.step, lm.lr)) show();
     ++ps.step;
   }
   stats.metrics.flush();
   show();
-  progress.finish();
+  if (progress) progress->finish();
   stats.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return stats;
+}
+
+void Trainer::print_epoch(const StepMetrics& m, double secs, int64_t epoch,
+                          int64_t total_epochs) const {
+  const double seen = static_cast<double>(m.samples());
+  const std::vector<std::string> names = task_.predictor_names();
+  if (names.size() == 1) {
+    fmt::print(
+        "epoch {}/{}: train loss {:.4f} acc {:.2f}%  test loss {:.4f} acc {:.2f}%  "
+        "{:.0f} samples/s  ({})\n",
+        epoch + 1, total_epochs, m.mean_loss(), 100.0 * m.accuracy(0), last_.loss,
+        100.0 * last_.accuracy[0], seen / secs, format_duration(secs));
+    return;
+  }
+  std::string accs;
+  for (size_t k = 0; k < names.size(); ++k) {
+    accs += fmt::format(" {} {:.2f}", names[k], 100.0 * last_.accuracy[k]);
+  }
+  fmt::print("epoch {}/{}: train loss {:.4f}  test accuracy %:{}  {:.0f} samples/s ({})\n",
+             epoch + 1, total_epochs, m.mean_loss(), accs, seen / secs, format_duration(secs));
 }
 
 void Trainer::finish_epoch(const EpochStats& stats, int phase, int64_t epoch, int64_t total_epochs,
@@ -128,24 +166,14 @@ void Trainer::finish_epoch(const EpochStats& stats, int phase, int64_t epoch, in
   const StepMetrics& m = stats.metrics;
   const double seen = static_cast<double>(m.samples());
   const double secs = stats.seconds;
-  last_ = task_.evaluate();
+  last_ = task_.evaluate();  // collective when the task spans ranks
+  task_.gather_model();
+  const nn::NamedTensors state = task_.gather_optimizer_state(optimizer);
+  if (!writes_) return;
+  print_epoch(m, secs, epoch, total_epochs);
   const std::vector<std::string> names = task_.predictor_names();
   std::vector<double> train_acc;
   for (size_t k = 0; k < names.size(); ++k) train_acc.push_back(m.accuracy(k));
-  if (names.size() == 1) {
-    fmt::print(
-        "epoch {}/{}: train loss {:.4f} acc {:.2f}%  test loss {:.4f} acc {:.2f}%  "
-        "{:.0f} samples/s  ({})\n",
-        epoch + 1, total_epochs, m.mean_loss(), 100.0 * train_acc[0], last_.loss,
-        100.0 * last_.accuracy[0], seen / secs, format_duration(secs));
-  } else {
-    std::string accs;
-    for (size_t k = 0; k < names.size(); ++k) {
-      accs += fmt::format(" {} {:.2f}", names[k], 100.0 * last_.accuracy[k]);
-    }
-    fmt::print("epoch {}/{}: train loss {:.4f}  test accuracy %:{}  {:.0f} samples/s ({})\n",
-               epoch + 1, total_epochs, m.mean_loss(), accs, seen / secs, format_duration(secs));
-  }
   Json line = {{"epoch", epoch + 1}};
   if (num_phases_ > 1) line["phase"] = phase + 1;
   line["step"] = step;
@@ -158,10 +186,11 @@ void Trainer::finish_epoch(const EpochStats& stats, int phase, int64_t epoch, in
   line["samples_per_second"] = seen / secs;
   metrics_ += line.dump() + "\n";
   write_file_atomic(opt_.out + "/metrics.jsonl", metrics_);
-  save_checkpoint(opt_.out, task_.model(), &optimizer, {opt_.config_json, epoch + 1, step});
+  save_checkpoint(opt_.out, task_.model(), &state, {opt_.config_json, epoch + 1, step});
 }
 
 Json Trainer::run() {
+  writes_ = task_.writes_run_folder();
   const std::vector<Phase> phases = task_.phases();
   num_phases_ = static_cast<int>(phases.size());
   int64_t total_epochs = 0;
@@ -177,8 +206,10 @@ Json Trainer::run() {
   }
   const int64_t steps_per_epoch = task_.train_data().num_batches();
   MEL_CHECK(steps_per_epoch > 0, "mel train: the training set is empty");
-  ensure_dir(opt_.out);
-  print_header(done_epochs);
+  if (writes_) {
+    ensure_dir(opt_.out);
+    print_header(done_epochs);
+  }
 
   int64_t first = 0;
   for (int p = 0; p < num_phases_; ++p) {
@@ -193,14 +224,20 @@ Json Trainer::run() {
     ps.optimizer = make_optimizer(phase.optimizer, *ps.flat);
     ps.schedule = make_schedule(phase.schedule, phase.optimizer, steps_per_epoch, phase.epochs);
     const int64_t start = std::max(begin, done_epochs);
-    if (start > begin) load_optimizer_checkpoint(opt_.out, *ps.optimizer);
+    if (start > begin) {
+      load_optimizer_state(
+          opt_.out, *ps.optimizer,
+          task_.local_optimizer_state(*ps.optimizer, read_optimizer_checkpoint(opt_.out)));
+    }
     ps.step = (start - begin) * steps_per_epoch;
     for (int64_t epoch = start; epoch < end; ++epoch) {
       EpochStats stats = run_epoch(ps, p, epoch, total_epochs);
       finish_epoch(stats, p, epoch, total_epochs, ps.step, *ps.optimizer);
       if (opt_.stop_after && epoch + 1 == *opt_.stop_after && epoch + 1 < total_epochs) {
-        fmt::print("stopped after epoch {} as asked; continue with: mel train --resume {}\n",
-                   epoch + 1, opt_.out);
+        if (writes_) {
+          fmt::print("stopped after epoch {} as asked; continue with: mel train --resume {}\n",
+                     epoch + 1, opt_.out);
+        }
         return Json{{"stopped_after", epoch + 1}, {"run", opt_.out}};
       }
     }
@@ -210,6 +247,7 @@ Json Trainer::run() {
 }
 
 Json Trainer::report(int64_t total_epochs) {
+  if (!writes_) return Json::object();
   // Totals over every epoch of the run, resumed ones included.
   double train_seconds = 0.0, samples = 0.0;
   std::istringstream in(metrics_);

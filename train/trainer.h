@@ -10,6 +10,7 @@
 #include "core/device.h"
 #include "core/json_reader.h"
 #include "train/config.h"
+#include "train/metrics.h"
 #include "train/task.h"
 
 namespace mel::train {
@@ -51,6 +52,8 @@ class Trainer {
   struct EpochStats;
   struct PhaseState;
   void print_header(int64_t done_epochs) const;
+  void clip(PhaseState& ps);
+  void print_epoch(const StepMetrics& m, double secs, int64_t epoch, int64_t total_epochs) const;
   EpochStats run_epoch(PhaseState& ps, int phase, int64_t epoch, int64_t total_epochs);
   void finish_epoch(const EpochStats& stats, int phase, int64_t epoch, int64_t total_epochs,
                     int64_t step, const nn::Optimizer& optimizer);
@@ -62,6 +65,7 @@ class Trainer {
   std::string metrics_;  // metrics.jsonl's content
   Evaluation last_;
   int num_phases_ = 0;
+  bool writes_ = true;  // this rank prints and writes the run folder
 };
 
 // The checkpoint in `run_dir` must belong to a run with `config_json`: otherwise an error naming

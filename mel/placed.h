@@ -1,0 +1,75 @@
+// MEL placed on its servers for training: rank i < M trains upstream model i, rank M (the
+// combination server C) trains the heads. Per step each upstream sends its features (the tensor
+// that crosses the network at inference) and its exit's logits to C; C computes every head and
+// the whole fused joint loss and returns the gradients of each upstream's features and exit
+// logits; each upstream back-propagates them through its model and steps. The result equals
+// single-process training bit for bit on the CPU backends.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dist/communicator.h"
+#include "mel/task.h"
+
+namespace mel::method {
+
+// What a placed rank measured (seconds and bytes), for the report.
+struct PlacedStats {
+  double compute_seconds = 0, send_seconds = 0, wait_seconds = 0;
+  double bytes_sent = 0, samples = 0;
+};
+
+class PlacedMelTask : public train::Task {
+ public:
+  // Every rank builds the whole ensemble (the same initial weights from the same seed) and trains
+  // its part; `comm` has M + 1 ranks (an error otherwise). The model must be on spec.device;
+  // tensors on a GPU are staged through the host when `comm` moves CPU tensors.
+  PlacedMelTask(std::shared_ptr<Ensemble> model, MelSpec spec, data::BatchSource& train,
+                data::BatchSource& test, dist::Communicator& comm);
+
+  nn::Module& model() override { return *model_; }
+  std::vector<train::Phase> phases() override;
+  std::vector<std::string> predictor_names() const override { return model_->predictor_names(); }
+  data::BatchSource& train_data() override { return train_; }
+  void begin_epoch(int phase) override;
+  train::StepOutput train_step(const data::Batch& batch, int phase) override;
+  train::Evaluation evaluate() override;
+  std::string describe() const override;
+
+  bool spans_ranks() const override { return true; }
+  bool writes_run_folder() const override { return combiner(); }
+  double reduce_squared_norm(double local) override;
+  void gather_model() override;
+  nn::NamedTensors gather_optimizer_state(const nn::Optimizer& local) override;
+  nn::NamedTensors local_optimizer_state(const nn::Optimizer& local,
+                                         const nn::NamedTensors& stored) override;
+
+  // On C after the last evaluation: every rank's statistics, by rank.
+  const std::vector<PlacedStats>& rank_stats() const { return rank_stats_; }
+  // Bytes per sample that cross from upstream i to C at inference (its features).
+  int64_t feature_bytes_per_sample(int i) const;
+
+ private:
+  bool combiner() const { return comm_.rank() == model_->spec.M; }
+  Tensor coarse_of(const data::Batch& b) const;
+  void send(const Tensor& t, int dst);
+  Tensor recv(const Shape& shape, int src);
+  std::vector<Tensor> receive_outputs(int64_t batch, bool with_grad);
+  train::StepOutput upstream_step(const data::Batch& b, int phase);
+  train::StepOutput combiner_step(const data::Batch& b, int phase);
+  void exchange_stats();
+
+  std::shared_ptr<Ensemble> model_;
+  MelSpec spec_;
+  data::BatchSource& train_;
+  data::BatchSource& test_;
+  dist::Communicator& comm_;
+  std::vector<JointLossOptions> loss_;   // per phase, as one process computes it
+  std::shared_ptr<nn::Module> nothing_;  // what a frozen rank trains
+  PlacedStats stats_;
+  std::vector<PlacedStats> rank_stats_;
+};
+
+}  // namespace mel::method
