@@ -294,6 +294,14 @@ MelConfig parse_mel_config(Json json, const std::string& path, const RunOverride
       build_ensemble(ens, num_classes, num_classes);  // reports the model count
     }
     c.loss = read_loss(ens, M, num_classes, c.data);
+    const size_t n = c.train.failout.size();
+    if (n > 1 && n != static_cast<size_t>(M)) {
+      top.object("train").error(
+          "failout", fmt::format("has {} probabilities for {} upstream servers (give one for all, "
+                                 "or one per server)",
+                                 n, M));
+    }
+    if (n == 1) c.train.failout.assign(static_cast<size_t>(M), c.train.failout[0]);
   }
   c.exit_classes = c.loss.hierarchical ? coarse_classes(c.loss) : num_classes;
   build_ensemble(ens, num_classes, c.exit_classes);
@@ -329,6 +337,7 @@ method::MelSpec mel_spec(const MelConfig& c, Device device) {
   s.phase2 = c.phase2;
   s.batch_size = c.train.batch_size;
   s.device = device;
+  s.failout = {c.train.failout, c.train.seed};
   return s;
 }
 

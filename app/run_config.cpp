@@ -72,6 +72,16 @@ TrainConfig read_train_config(const JsonReader& r) {
   if (c.label_smoothing < 0.0 || c.label_smoothing > 1.0) {
     r.error("label_smoothing", fmt::format("must be in [0, 1], got {}", c.label_smoothing));
   }
+  if (r.has("failout")) {
+    c.failout = r.raw("failout").is_array() ? r.get_numbers("failout")
+                                            : std::vector<double>{r.get_number("failout")};
+    if (c.failout.empty()) r.error("failout", "expected a probability or one per server");
+    for (double p : c.failout) {
+      if (!(p >= 0.0 && p < 1.0)) {
+        r.error("failout", fmt::format("probabilities must be in [0, 1), got {}", p));
+      }
+    }
+  }
   if (r.has("optimizer")) {
     JsonReader o = r.object("optimizer");
     auto& oc = c.optimizer;

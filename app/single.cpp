@@ -26,6 +26,11 @@ SingleConfig parse_single_config(Json json, const std::string& path, const RunOv
     top.error("kind", fmt::format("expected \"single\" or \"mel\", got '{}'", kind));
   }
   read_common_sections(top, c);
+  if (!c.train.failout.empty()) {
+    top.object("train").error("failout",
+                              "simulates failing servers of a MEL ensemble; this config is a "
+                              "single model (kind \"single\")");
+  }
   build_classifier(top.object("model"), c.data.num_classes());  // validates the model
   top.finish();
   apply_overrides(ov, c.train, c.data, c.json);

@@ -82,35 +82,56 @@ Tensor PlacedMelTask::recv(const Shape& shape, int src) {
   return t.to(spec_.device);
 }
 
-// On C: every upstream's features, then its exit's logits, for a batch of `batch` samples.
-std::vector<Tensor> PlacedMelTask::receive_outputs(int64_t batch, bool with_grad) {
+// On C: the features and exit logits of the upstreams that are up (undefined for the others),
+// for a batch of `batch` samples.
+PlacedMelTask::Received PlacedMelTask::receive_outputs(int64_t batch, bool with_grad) {
   const int M = model_->spec.M;
-  std::vector<Tensor> features, exits;
+  Received r;
+  r.features.resize(static_cast<size_t>(M));
+  r.exits.resize(static_cast<size_t>(M));
   for (int i = 0; i < M; ++i) {
+    if (!is_up(i)) continue;
     Shape fs = model_->upstreams[static_cast<size_t>(i)]->feature_shape;
     fs.insert(fs.begin(), batch);
-    features.push_back(recv(fs, i));
-    exits.push_back(recv({batch, model_->spec.exit_classes}, i));
+    Tensor& f = r.features[static_cast<size_t>(i)];
+    Tensor& e = r.exits[static_cast<size_t>(i)];
+    f = recv(fs, i);
+    e = recv({batch, model_->spec.exit_classes}, i);
     if (with_grad) {
-      features.back().requires_grad_();
-      exits.back().requires_grad_();
+      f.requires_grad_();
+      e.requires_grad_();
     }
   }
-  features.insert(features.end(), exits.begin(), exits.end());
-  return features;
+  return r;
+}
+
+bool PlacedMelTask::is_up(int i) const {
+  return up_.empty() || up_[static_cast<size_t>(i)];
+}
+
+void PlacedMelTask::begin_step(int phase, int64_t step) {
+  if (spec_.failout.enabled()) up_ = servers_up(spec_.failout, phase, step);
 }
 
 train::StepOutput PlacedMelTask::upstream_step(const data::Batch& b, int phase) {
   const int i = comm_.rank(), M = model_->spec.M;
   Upstream& up = *model_->upstreams[static_cast<size_t>(i)];
+  train::StepOutput out;
+  out.loss = zeros({});
+  out.loss_value = 0.0;
+  out.correct = zeros({M + static_cast<int64_t>(model_->heads.size())}, DType::i64);
+  out.samples = b.y.numel();
+  if (!is_up(i)) {  // failed this step: computes, sends and trains nothing
+    out.untrained = {""};
+    return out;
+  }
   const Tensor x = b.x.to(spec_.device);
-  const Tensor zero_counts = zeros({M + static_cast<int64_t>(model_->heads.size())}, DType::i64);
   if (phase == 1) {  // frozen: the features only
     autograd::NoGradGuard ng;
     const Tensor f = up.backbone->forward(x);
     send(f, M);
     send(up.exit->forward(f), M);
-    return {zeros({}), 0.0, zero_counts, b.y.numel()};
+    return out;
   }
   const Tensor f = up.backbone->forward(x);
   const Tensor e = up.exit->forward(f);
@@ -122,34 +143,66 @@ train::StepOutput PlacedMelTask::upstream_step(const data::Batch& b, int phase) 
   // one backward gives the parameters the gradients of the joint loss. The exit's own
   // cross-entropy is in ge: C computes it with the diversity term, so that the two sum in the
   // fused kernel's order and the result is the one of a single process bit for bit.
-  const Tensor surrogate = add(sum(mul(f, gf)), sum(mul(e, ge)));
-  return {surrogate, 0.0, zero_counts, b.y.numel()};
+  out.loss = add(sum(mul(f, gf)), sum(mul(e, ge)));
+  return out;
 }
 
 train::StepOutput PlacedMelTask::combiner_step(const data::Batch& b, int phase) {
   const int M = model_->spec.M;
   const int64_t n = b.y.numel();
-  std::vector<Tensor> outs = receive_outputs(n, phase == 0);
-  const std::vector<Tensor> features(outs.begin(), outs.begin() + M);
-  std::vector<Tensor> logits(outs.begin() + M, outs.end());
-  for (Tensor& h : model_->heads_forward(features)) logits.push_back(h);
+  Received r = receive_outputs(n, phase == 0);
+  std::vector<bool> up(static_cast<size_t>(M), true);
+  if (!up_.empty()) up = up_;
+  const std::vector<bool> present = predictors_present(model_->spec, up);
+  std::vector<Tensor> logits;
+  for (int i = 0; i < M; ++i) {
+    if (up[static_cast<size_t>(i)]) logits.push_back(r.exits[static_cast<size_t>(i)]);
+  }
+  for (size_t k = 0; k < model_->heads.size(); ++k) {
+    if (!present[static_cast<size_t>(M) + k]) continue;
+    std::vector<Tensor> parts;
+    for (int i : model_->spec.head_subsets[k]) parts.push_back(r.features[static_cast<size_t>(i)]);
+    logits.push_back(model_->heads[k]->forward(concat(parts, 1)));
+  }
   const Tensor y = b.y.to(spec_.device);
   const Tensor yc = coarse_of(b);
   const Tensor ycd = yc.defined() ? yc.to(spec_.device) : yc;
-  const JointLossResult jl = joint_loss(logits, y, ycd, loss_[static_cast<size_t>(phase)]);
+  train::StepOutput out;
+  out.samples = n;
+  if (!up_.empty()) {
+    out.absent.resize(present.size());
+    for (size_t k = 0; k < present.size(); ++k) out.absent[k] = !present[k];
+    out.untrained = untrained_prefixes(*model_, present, "heads");
+  }
+  std::vector<Tensor> correct;
+  size_t next = 0;
+  for (size_t k = 0; k < present.size(); ++k) {
+    const bool coarse = static_cast<int>(k) < M && ycd.defined();
+    correct.push_back(present[k] ? train::correct_on_device(logits[next++], coarse ? ycd : y)
+                                 : zeros({}, DType::i64, spec_.device));
+  }
+  out.correct = stack(correct, 0);
+  if (logits.empty()) {  // every upstream down
+    out.loss = zeros({});
+    out.loss_value = 0.0;
+    return out;
+  }
+  const JointLossOptions& o = loss_[static_cast<size_t>(phase)];
+  const JointLossResult jl =
+      joint_loss(logits, y, ycd, up_.empty() ? o : present_terms(o, present));
   if (jl.total.requires_grad()) jl.total.backward();
   if (phase == 0) {
     for (int i = 0; i < M; ++i) {
-      for (const Tensor& t : {features[static_cast<size_t>(i)], logits[static_cast<size_t>(i)]}) {
+      if (!up[static_cast<size_t>(i)]) continue;
+      for (const Tensor& t :
+           {r.features[static_cast<size_t>(i)], r.exits[static_cast<size_t>(i)]}) {
         send(t.grad().defined() ? t.grad() : zeros_like(t), i);
       }
     }
   }
-  std::vector<Tensor> correct;
-  for (int k = 0; k < static_cast<int>(logits.size()); ++k) {
-    correct.push_back(train::correct_on_device(logits[k], k < M && ycd.defined() ? ycd : y));
-  }
-  return {jl.total.detach(), jl.total_value, stack(correct, 0), n};
+  out.loss = jl.total.detach();
+  out.loss_value = jl.total_value;
+  return out;
 }
 
 train::StepOutput PlacedMelTask::train_step(const data::Batch& b, int phase) {
@@ -164,6 +217,7 @@ train::StepOutput PlacedMelTask::train_step(const data::Batch& b, int phase) {
 
 train::Evaluation PlacedMelTask::evaluate() {
   autograd::NoGradGuard ng;
+  up_.clear();  // every server takes part in the evaluation
   const bool was = model_->is_training();
   model_->eval();
   const int M = model_->spec.M;
@@ -182,10 +236,9 @@ train::Evaluation PlacedMelTask::evaluate() {
       send(up.exit->forward(f), M);
       continue;
     }
-    std::vector<Tensor> outs = receive_outputs(b.y.numel(), false);
-    const std::vector<Tensor> features(outs.begin(), outs.begin() + M);
-    std::vector<Tensor> logits(outs.begin() + M, outs.end());
-    for (Tensor& h : model_->heads_forward(features)) logits.push_back(h);
+    const Received r = receive_outputs(b.y.numel(), false);
+    std::vector<Tensor> logits = r.exits;
+    for (Tensor& h : model_->heads_forward(r.features)) logits.push_back(h);
     const Tensor yc = coarse_of(b);
     loss_sum += joint_loss(logits, b.y.to(spec_.device), yc.defined() ? yc.to(spec_.device) : yc,
                            loss_options(spec_, *model_, LossPart::joint))

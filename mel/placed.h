@@ -34,6 +34,8 @@ class PlacedMelTask : public train::Task {
   std::vector<std::string> predictor_names() const override { return model_->predictor_names(); }
   data::BatchSource& train_data() override { return train_; }
   void begin_epoch(int phase) override;
+  void begin_step(int phase, int64_t step) override;
+  bool skips_parameters() const override { return spec_.failout.enabled(); }
   train::StepOutput train_step(const data::Batch& batch, int phase) override;
   train::Evaluation evaluate() override;
   std::string describe() const override;
@@ -56,7 +58,11 @@ class PlacedMelTask : public train::Task {
   Tensor coarse_of(const data::Batch& b) const;
   void send(const Tensor& t, int dst);
   Tensor recv(const Shape& shape, int src);
-  std::vector<Tensor> receive_outputs(int64_t batch, bool with_grad);
+  struct Received {
+    std::vector<Tensor> features, exits;  // per upstream; undefined for one that is down
+  };
+  Received receive_outputs(int64_t batch, bool with_grad);
+  bool is_up(int i) const;
   train::StepOutput upstream_step(const data::Batch& b, int phase);
   train::StepOutput combiner_step(const data::Batch& b, int phase);
   void exchange_stats();
@@ -68,6 +74,7 @@ class PlacedMelTask : public train::Task {
   dist::Communicator& comm_;
   std::vector<JointLossOptions> loss_;   // per phase, as one process computes it
   std::shared_ptr<nn::Module> nothing_;  // what a frozen rank trains
+  std::vector<bool> up_;                 // with failout: the upstreams up this step
   PlacedStats stats_;
   std::vector<PlacedStats> rank_stats_;
 };

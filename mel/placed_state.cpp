@@ -75,32 +75,39 @@ nn::NamedTensors PlacedMelTask::gather_optimizer_state(const nn::Optimizer& loca
   return global;
 }
 
-// This rank's slice of each flat state tensor: its offset is the sum of the lower ranks' sizes.
+// This rank's slice of each flat state tensor (per parameter element, or per parameter for the
+// step counts): its offset is the sum of the lower ranks' sizes of that tensor.
 nn::NamedTensors PlacedMelTask::local_optimizer_state(const nn::Optimizer& local,
                                                       const nn::NamedTensors& stored) {
   const nn::NamedTensors mine = local.state();
-  int64_t n = 0;
-  for (const auto& [name, t] : mine) {
-    if (t.dim() == 1) n = t.numel();
-  }
-  const Tensor sizes = comm_.all_gather(tensor_i64({n}, {1}));
-  int64_t offset = 0, total = 0;
-  for (int r = 0; r < comm_.size(); ++r) {
-    const int64_t s = sizes.data<int64_t>()[r];
-    if (r < comm_.rank()) offset += s;
-    total += s;
-  }
+  std::vector<int64_t> sizes;
+  for (const auto& [name, t] : mine) sizes.push_back(t.dim() == 1 ? t.numel() : 0);
+  const auto K = static_cast<int64_t>(sizes.size());
+  const Tensor all = comm_.all_gather(tensor_i64(sizes, {K}));  // [ranks * K]
+  const int64_t* a = all.data<int64_t>();
   nn::NamedTensors out;
   for (const auto& [name, t] : stored) {
     if (t.dim() != 1) {
       out.emplace_back(name, t);
       continue;
     }
+    int64_t k = 0;
+    while (k < K && mine[static_cast<size_t>(k)].first != name) ++k;
+    MEL_CHECK(k < K,
+              "resume: the checkpoint's optimizer state has '{}', which this run's {} "
+              "optimizer does not keep",
+              name, local.name());
+    int64_t offset = 0, total = 0;
+    for (int r = 0; r < comm_.size(); ++r) {
+      const int64_t s = a[r * K + k];
+      if (r < comm_.rank()) offset += s;
+      total += s;
+    }
     MEL_CHECK(t.numel() == total,
-              "resume: the checkpoint's optimizer state '{}' has {} values but the ranks' "
-              "parameters add up to {}",
+              "resume: the checkpoint's optimizer state '{}' has {} values but the ranks' parts "
+              "add up to {}",
               name, t.numel(), total);
-    out.emplace_back(name, t.narrow(0, offset, n).contiguous());
+    out.emplace_back(name, t.narrow(0, offset, sizes[static_cast<size_t>(k)]).contiguous());
   }
   return out;
 }

@@ -2,6 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <optional>
+
+#include "core/autograd.h"
+#include "core/factory.h"
 #include "core/ops_index.h"
 #include "train/metrics.h"
 
@@ -77,7 +81,12 @@ Tensor MelTask::coarse_of(const data::Batch& b) const {
   return out;
 }
 
+void MelTask::begin_step(int phase, int64_t step) {
+  if (spec_.failout.enabled()) up_ = servers_up(spec_.failout, phase, step);
+}
+
 train::StepOutput MelTask::train_step(const data::Batch& b, int phase) {
+  if (spec_.failout.enabled()) return failout_step(b, phase);
   const Device dev = spec_.device;
   const Tensor yc = coarse_of(b);
   const Tensor x = b.x.to(dev);
@@ -92,7 +101,59 @@ train::StepOutput MelTask::train_step(const data::Batch& b, int phase) {
     correct.push_back(train::correct_on_device(logits[k], coarse ? ycd : y));
   }
   // The loss came back with the terms (no extra synchronisation for it).
-  return {jl.total, jl.total_value, stack(correct, 0), b.y.numel()};
+  return {jl.total, jl.total_value, stack(correct, 0), b.y.numel(), {}, {}};
+}
+
+// The step with the servers of up_ only: the down ones compute nothing, and only the predictors
+// whose inputs arrived are in the loss and trained.
+train::StepOutput MelTask::failout_step(const data::Batch& b, int phase) {
+  const Device dev = spec_.device;
+  const int M = model_->spec.M;
+  const Tensor x = b.x.to(dev);
+  const Tensor y = b.y.to(dev);
+  const Tensor yc = coarse_of(b);
+  const Tensor ycd = yc.defined() ? yc.to(dev) : yc;
+  const std::vector<bool> present = predictors_present(model_->spec, up_);
+  std::vector<Tensor> features(static_cast<size_t>(M)), logits;
+  {
+    std::optional<autograd::NoGradGuard> frozen;
+    if (phase == 1) frozen.emplace();
+    for (int i = 0; i < M; ++i) {
+      if (!up_[static_cast<size_t>(i)]) continue;
+      Upstream& u = *model_->upstreams[static_cast<size_t>(i)];
+      features[static_cast<size_t>(i)] = u.backbone->forward(x);
+      logits.push_back(u.exit->forward(features[static_cast<size_t>(i)]));
+    }
+  }
+  for (size_t k = 0; k < model_->heads.size(); ++k) {
+    if (!present[static_cast<size_t>(M) + k]) continue;
+    std::vector<Tensor> parts;
+    for (int i : model_->spec.head_subsets[k]) parts.push_back(features[static_cast<size_t>(i)]);
+    logits.push_back(model_->heads[k]->forward(concat(parts, 1)));
+  }
+  train::StepOutput out;
+  out.samples = b.y.numel();
+  out.absent.resize(present.size());
+  for (size_t k = 0; k < present.size(); ++k) out.absent[k] = !present[k];
+  out.untrained = untrained_prefixes(*model_, present, phase == 0 ? "" : "heads");
+  std::vector<Tensor> correct;
+  size_t next = 0;
+  for (size_t k = 0; k < present.size(); ++k) {
+    const bool coarse = static_cast<int>(k) < M && ycd.defined();
+    correct.push_back(present[k] ? train::correct_on_device(logits[next++], coarse ? ycd : y)
+                                 : zeros({}, DType::i64, dev));
+  }
+  out.correct = stack(correct, 0);
+  if (logits.empty()) {  // every server down: nothing to learn from this batch
+    out.loss = zeros({}, DType::f32, dev);
+    out.loss_value = 0.0;
+    return out;
+  }
+  JointLossResult jl =
+      joint_loss(logits, y, ycd, present_terms(phase_loss_[static_cast<size_t>(phase)], present));
+  out.loss = jl.total;
+  out.loss_value = jl.total_value;
+  return out;
 }
 
 train::Evaluation MelTask::evaluate() {

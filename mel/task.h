@@ -9,6 +9,7 @@
 
 #include "data/batch.h"
 #include "mel/ensemble.h"
+#include "mel/failout.h"
 #include "mel/joint_loss.h"
 #include "train/task.h"
 
@@ -40,6 +41,7 @@ struct MelSpec {
   PhaseSpec phase2;  // the heads alone, upstream models frozen (epochs 0: none)
   int64_t batch_size = 0;
   Device device = Device::cpu();
+  FailoutSpec failout;  // upstream servers failing during training (off by default)
 };
 
 // What a training or evaluation step optimises.
@@ -56,18 +58,22 @@ class MelTask : public train::Task {
   std::vector<std::string> predictor_names() const override { return model_->predictor_names(); }
   data::BatchSource& train_data() override { return train_; }
   void begin_epoch(int phase) override;
+  void begin_step(int phase, int64_t step) override;
+  bool skips_parameters() const override { return spec_.failout.enabled(); }
   train::StepOutput train_step(const data::Batch& batch, int phase) override;
   train::Evaluation evaluate() override;
   std::string describe() const override;
 
  private:
   Tensor coarse_of(const data::Batch& b) const;
+  train::StepOutput failout_step(const data::Batch& b, int phase);
 
   std::shared_ptr<Ensemble> model_;
   MelSpec spec_;
   data::BatchSource& train_;
   data::BatchSource& test_;
   std::vector<JointLossOptions> phase_loss_;  // per phase
+  std::vector<bool> up_;                      // with failout: the servers up this step
 };
 
 }  // namespace mel::method

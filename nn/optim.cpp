@@ -50,12 +50,67 @@ Tensor find_state(const NamedTensors& state, const std::string& name, const Shap
   fail("{}: optimizer state has no entry '{}'", who, name);
 }
 
-int64_t load_steps(const NamedTensors& state, const char* who) {
-  Tensor s = find_state(state, "step", {}, who);
-  return static_cast<int64_t>(s.item());
+}  // namespace
+
+void Optimizer::track_entry_steps() {
+  if (entry_steps_.empty()) entry_steps_.assign(params_.entries().size(), steps_);
 }
 
-}  // namespace
+void Optimizer::step(double lr, double momentum) {
+  if (!entry_steps_.empty()) {
+    step(lr, momentum, std::vector<bool>(entry_steps_.size(), true));
+    return;
+  }
+  ++steps_;
+  update(lr, momentum, 0, params_.numel(), steps_);
+}
+
+void Optimizer::step(double lr, double momentum, const std::vector<bool>& trained) {
+  const auto& entries = params_.entries();
+  MEL_CHECK(!entry_steps_.empty() || entries.empty(),
+            "{}: a step of some parameters only needs track_entry_steps() first", name());
+  MEL_CHECK(trained.size() == entries.size(), "{}: the step mask has {} entries for {} parameters",
+            name(), trained.size(), entries.size());
+  ++steps_;
+  for (size_t e = 0; e < entries.size(); ++e) entry_steps_[e] += trained[e] ? 1 : 0;
+  // Runs of adjacent trained parameters at the same count: one fused update each (typically one
+  // per model of an ensemble).
+  size_t e = 0;
+  while (e < entries.size()) {
+    if (!trained[e]) {
+      ++e;
+      continue;
+    }
+    size_t f = e + 1;
+    while (f < entries.size() && trained[f] && entry_steps_[f] == entry_steps_[e]) ++f;
+    const int64_t begin = entries[e].offset;
+    const int64_t end = entries[f - 1].offset + entries[f - 1].numel;
+    update(lr, momentum, begin, end, entry_steps_[e]);
+    e = f;
+  }
+}
+
+NamedTensors Optimizer::with_steps(NamedTensors buffers) const {
+  buffers.insert(buffers.begin(), {"step", tensor_i64({steps_}, {})});
+  if (!entry_steps_.empty()) {
+    buffers.emplace_back("entry_steps",
+                         tensor_i64(entry_steps_, {static_cast<int64_t>(entry_steps_.size())}));
+  }
+  return buffers;
+}
+
+void Optimizer::load_steps(const NamedTensors& state, const char* who) {
+  steps_ = static_cast<int64_t>(find_state(state, "step", {}, who).item());
+  if (entry_steps_.empty()) return;
+  const auto n = static_cast<int64_t>(entry_steps_.size());
+  for (const auto& [k, t] : state) {
+    if (k != "entry_steps") continue;
+    const Tensor c = find_state(state, "entry_steps", {n}, who).to(DType::i64).contiguous();
+    entry_steps_.assign(c.data<int64_t>(), c.data<int64_t>() + n);
+    return;
+  }
+  entry_steps_.assign(static_cast<size_t>(n), steps_);  // a state from untracked steps
+}
 
 Sgd::Sgd(FlatParameters& params, SgdOptions options) : Optimizer(params), options_(options) {
   MEL_CHECK(options.momentum >= 0.0, "sgd: momentum must be >= 0, got {}", options.momentum);
@@ -66,27 +121,25 @@ Sgd::Sgd(FlatParameters& params, SgdOptions options) : Optimizer(params), option
   buf_ = zeros({params.numel()}, DType::f32, params.data().device());
 }
 
-void Sgd::step(double lr, double momentum) {
+void Sgd::update(double lr, double momentum, int64_t begin, int64_t end, int64_t count) {
   check_flat(params_, "sgd", {&buf_});
   const double mom = momentum >= 0.0 ? momentum : options_.momentum;
-  float* p = params_.data().data<float>();
-  const float* g = params_.grad().data<float>();
-  float* buf = buf_.data<float>();
-  const int64_t n = params_.numel();
+  float* p = params_.data().data<float>() + begin;
+  const float* g = params_.grad().data<float>() + begin;
+  float* buf = buf_.data<float>() + begin;
   const float f_lr = static_cast<float>(lr), f_mom = static_cast<float>(mom);
   const float f_damp = static_cast<float>(options_.dampening);
   const float f_wd = static_cast<float>(options_.weight_decay);
-  MEL_KERNEL(params_.data().device(), sgd_step, p, g, buf, n, f_lr, f_mom, f_damp, f_wd,
-             options_.nesterov, steps_ == 0);
-  ++steps_;
+  MEL_KERNEL(params_.data().device(), sgd_step, p, g, buf, end - begin, f_lr, f_mom, f_damp, f_wd,
+             options_.nesterov, count == 1);
 }
 
 NamedTensors Sgd::state() const {
-  return {{"step", tensor_i64({steps_}, {})}, {"momentum_buffer", buf_}};
+  return with_steps({{"momentum_buffer", buf_}});
 }
 
 void Sgd::load_state(const NamedTensors& state) {
-  steps_ = load_steps(state, "sgd");
+  load_steps(state, "sgd");
   buf_.copy_(find_state(state, "momentum_buffer", buf_.shape(), "sgd"));
 }
 
@@ -102,30 +155,29 @@ Adam::Adam(FlatParameters& params, AdamOptions options) : Optimizer(params), opt
   v_ = zeros({params.numel()}, DType::f32, params.data().device());
 }
 
-void Adam::step(double lr, double beta1) {
+void Adam::update(double lr, double beta1, int64_t begin, int64_t end, int64_t count) {
   check_flat(params_, name().c_str(), {&m_, &v_});
   const double b1 = beta1 >= 0.0 ? beta1 : options_.beta1;
-  ++steps_;
   // As PyTorch: the bias correction uses the current beta1 (one-cycle changes it every step).
-  const double bc1 = 1.0 - std::pow(b1, static_cast<double>(steps_));
-  const double bc2 = 1.0 - std::pow(options_.beta2, static_cast<double>(steps_));
-  float* p = params_.data().data<float>();
-  const float* g = params_.grad().data<float>();
-  const int64_t n = params_.numel();
+  const double bc1 = 1.0 - std::pow(b1, static_cast<double>(count));
+  const double bc2 = 1.0 - std::pow(options_.beta2, static_cast<double>(count));
+  float* p = params_.data().data<float>() + begin;
+  const float* g = params_.grad().data<float>() + begin;
   const float f_lr = static_cast<float>(lr), f_b1 = static_cast<float>(b1);
   const float f_b2 = static_cast<float>(options_.beta2), f_eps = static_cast<float>(options_.eps);
   const float f_wd = static_cast<float>(options_.weight_decay);
-  MEL_KERNEL(params_.data().device(), adam_step, p, g, m_.data<float>(), v_.data<float>(), n, f_lr,
-             f_b1, f_b2, f_eps, f_wd, options_.decoupled, bc1, bc2);
+  MEL_KERNEL(params_.data().device(), adam_step, p, g, m_.data<float>() + begin,
+             v_.data<float>() + begin, end - begin, f_lr, f_b1, f_b2, f_eps, f_wd,
+             options_.decoupled, bc1, bc2);
 }
 
 NamedTensors Adam::state() const {
-  return {{"step", tensor_i64({steps_}, {})}, {"exp_avg", m_}, {"exp_avg_sq", v_}};
+  return with_steps({{"exp_avg", m_}, {"exp_avg_sq", v_}});
 }
 
 void Adam::load_state(const NamedTensors& state) {
   const char* who = options_.decoupled ? "adamw" : "adam";
-  steps_ = load_steps(state, who);
+  load_steps(state, who);
   m_.copy_(find_state(state, "exp_avg", m_.shape(), who));
   v_.copy_(find_state(state, "exp_avg_sq", v_.shape(), who));
 }
@@ -143,10 +195,6 @@ double clip_grad_norm(FlatParameters& params, double max_norm) {
   MEL_KERNEL(dev, clip_scale, g, params.numel(), sq_ptr, max_norm);
   return std::sqrt(sq.narrow(0, 0, 1).item());
 }
-
-}  // namespace mel::nn
-
-namespace mel::nn {
 
 double clip_grad_norm(FlatParameters& params, double max_norm,
                       const std::function<double(double)>& reduce) {

@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "nn/module.h"
 
@@ -14,19 +15,34 @@ class Optimizer {
  public:
   explicit Optimizer(FlatParameters& params) : params_(params) {}
   virtual ~Optimizer() = default;
-  // One update with learning rate `lr`; `momentum` overrides SGD's momentum or Adam's beta1 for
-  // this step when >= 0 (one-cycle schedules cycle it).
-  virtual void step(double lr, double momentum = -1.0) = 0;
+  // One update of every parameter with learning rate `lr`; `momentum` overrides SGD's momentum or
+  // Adam's beta1 for this step when >= 0 (one-cycle schedules cycle it).
+  void step(double lr, double momentum = -1.0);
+  // One update of the parameters whose entry of `trained` (one per FlatParameters entry, in
+  // order) is true. The others keep their values and state, and their own step count (Adam's
+  // bias correction, SGD's first momentum step) stays: PyTorch's handling of a parameter without
+  // a gradient. Needs track_entry_steps().
+  void step(double lr, double momentum, const std::vector<bool>& trained);
+  // Keeps one step count per parameter from now on (saved as the state "entry_steps").
+  void track_entry_steps();
   void zero_grad() { params_.zero_grad(); }
   int64_t steps() const { return steps_; }
   virtual std::string name() const = 0;
-  // Step count and per-element buffers, for checkpoints ("step", "exp_avg", ...).
+  // Step count and per-element buffers, for checkpoints ("step", "exp_avg", ...; "entry_steps"
+  // when tracked).
   virtual NamedTensors state() const = 0;
   virtual void load_state(const NamedTensors& state) = 0;
 
  protected:
+  // Updates elements [begin, end) of the flat buffer as the `count`-th step of their parameters.
+  virtual void update(double lr, double momentum, int64_t begin, int64_t end, int64_t count) = 0;
+  // `buffers` with the step counts around them, and the counts back from a state.
+  NamedTensors with_steps(NamedTensors buffers) const;
+  void load_steps(const NamedTensors& state, const char* who);
+
   FlatParameters& params_;
-  int64_t steps_ = 0;
+  int64_t steps_ = 0;                 // calls of step()
+  std::vector<int64_t> entry_steps_;  // per parameter, when tracked
 };
 
 struct SgdOptions {
@@ -37,12 +53,12 @@ struct SgdOptions {
 class Sgd final : public Optimizer {
  public:
   Sgd(FlatParameters& params, SgdOptions options);
-  void step(double lr, double momentum = -1.0) override;
   std::string name() const override { return "sgd"; }
   NamedTensors state() const override;
   void load_state(const NamedTensors& state) override;
 
  private:
+  void update(double lr, double momentum, int64_t begin, int64_t end, int64_t count) override;
   SgdOptions options_;
   Tensor buf_;
 };
@@ -55,12 +71,12 @@ struct AdamOptions {
 class Adam final : public Optimizer {
  public:
   Adam(FlatParameters& params, AdamOptions options);
-  void step(double lr, double beta1 = -1.0) override;
   std::string name() const override { return options_.decoupled ? "adamw" : "adam"; }
   NamedTensors state() const override;
   void load_state(const NamedTensors& state) override;
 
  private:
+  void update(double lr, double beta1, int64_t begin, int64_t end, int64_t count) override;
   AdamOptions options_;
   Tensor m_, v_;
 };

@@ -31,7 +31,7 @@ StepOutput ClassificationTask::train_step(const data::Batch& b, int) {
   const Tensor y = b.y.to(spec_.device);
   Tensor logits = model_->forward(b.x.to(spec_.device));
   Tensor loss = cross_entropy(logits, y, ce);
-  return {loss, std::nullopt, correct_on_device(logits, y).reshape({1}), b.y.numel()};
+  return {loss, std::nullopt, correct_on_device(logits, y).reshape({1}), b.y.numel(), {}, {}};
 }
 
 Evaluation ClassificationTask::evaluate() {

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "nn/optim.h"
 #include "nn/schedule.h"
@@ -39,6 +40,9 @@ struct TrainConfig {
   double clip_grad_norm = 0.0;              // 0: off
   double label_smoothing = 0.0;
   int64_t log_every = 20;  // steps between read-backs of the training metrics from the device
+  // MEL only: the probability that each upstream server is down in a step (one value for all, or
+  // one per server); empty: no failures in training.
+  std::vector<double> failout;
   OptimizerConfig optimizer;
   ScheduleConfig schedule;
 };

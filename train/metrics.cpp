@@ -12,7 +12,7 @@
 namespace mel::train {
 
 StepMetrics::StepMetrics(size_t predictors, int64_t epoch, int64_t read_every)
-    : correct_(predictors, 0), epoch_(epoch), read_every_(read_every) {}
+    : correct_(predictors, 0), seen_(predictors, 0), epoch_(epoch), read_every_(read_every) {}
 
 bool StepMetrics::add(StepOutput out, int64_t step, double lr) {
   out.loss = out.loss.detach();
@@ -45,7 +45,10 @@ void StepMetrics::flush() {
               "or enable clip_grad_norm (the last checkpoint written is kept)",
               l, epoch_ + 1, p.step, p.lr);
     loss_sum_ += l * static_cast<double>(p.out.samples);
-    for (size_t k = 0; k < P; ++k) correct_[k] += static_cast<int64_t>(correct[i * P + k]);
+    for (size_t k = 0; k < P; ++k) {
+      correct_[k] += static_cast<int64_t>(correct[i * P + k]);
+      if (p.out.absent.empty() || !p.out.absent[k]) seen_[k] += p.out.samples;
+    }
     samples_ += p.out.samples;
     ++steps_;
   }
@@ -53,7 +56,8 @@ void StepMetrics::flush() {
 }
 
 double StepMetrics::accuracy(size_t predictor) const {
-  return samples_ ? static_cast<double>(correct_[predictor]) / static_cast<double>(samples_) : 0.0;
+  const int64_t n = seen_[predictor];
+  return n ? static_cast<double>(correct_[predictor]) / static_cast<double>(n) : 0.0;
 }
 
 Tensor correct_on_device(const Tensor& logits, const Tensor& labels) {

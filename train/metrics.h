@@ -35,7 +35,7 @@ class StepMetrics {
     double lr = 0.0;
   };
   std::vector<Pending> pending_;
-  std::vector<int64_t> correct_;
+  std::vector<int64_t> correct_, seen_;  // per predictor
   int64_t epoch_ = 0, read_every_ = 1, steps_ = 0, samples_ = 0;
   double loss_sum_ = 0.0, last_lr_ = 0.0;
 };

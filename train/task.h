@@ -31,6 +31,12 @@ struct StepOutput {
   std::optional<double> loss_value;  // the loss on the host, when the step already has it
   Tensor correct;                    // i64 [P]: correct predictions per predictor in this batch
   int64_t samples = 0;               // the batch size
+  // Server failures simulated in training (MEL's failout): the predictors that had no input this
+  // step (left out of their training accuracy; empty: none), and the parameters not trained (name
+  // prefixes relative to the phase's trainable module; "" is all of them) whose values,
+  // optimizer state and step counts stay as they are.
+  std::vector<bool> absent;
+  std::vector<std::string> untrained;
 };
 
 // Test-split results: one accuracy per predictor (names in predictor_names() order).
@@ -57,6 +63,15 @@ class Task {
     (void)phase;
     model().train();
   }
+  // Called before each train_step with the step's index within its phase (counted from the start
+  // of the phase, the same after a resume).
+  virtual void begin_step(int phase, int64_t step) {
+    (void)phase;
+    (void)step;
+  }
+  // Whether train_step may leave parameters untrained (StepOutput::untrained): the optimizers
+  // then keep a step count per parameter.
+  virtual bool skips_parameters() const { return false; }
   // Forward and loss for one batch; the trainer does backward (unless the returned loss needs no
   // gradient: a task that ran backward itself, or has nothing to train on this rank), clipping
   // and the update. Gradients were zeroed before the call.

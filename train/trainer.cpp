@@ -62,6 +62,22 @@ int64_t check_resumable(const std::string& run_dir, const std::string& config_js
       run_dir, describe_differences(stored, here, "in the run", "here"), run_dir);
 }
 
+namespace {
+
+// Per parameter of `flat`: false when its name starts with one of `untrained`.
+std::vector<bool> trained_mask(const nn::FlatParameters& flat,
+                               const std::vector<std::string>& untrained) {
+  std::vector<bool> mask;
+  for (const auto& e : flat.entries()) {
+    bool trained = true;
+    for (const std::string& prefix : untrained) trained = trained && !e.name.starts_with(prefix);
+    mask.push_back(trained);
+  }
+  return mask;
+}
+
+}  // namespace
+
 struct Trainer::PhaseState {
   const Phase* phase = nullptr;
   std::unique_ptr<nn::FlatParameters> flat;
@@ -127,10 +143,15 @@ Trainer::EpochStats Trainer::run_epoch(PhaseState& ps, int phase, int64_t epoch,
     const nn::LrMomentum lm = ps.schedule->at(ps.step);
     ps.lr = lm.lr;
     ps.optimizer->zero_grad();
+    task_.begin_step(phase, ps.step);
     StepOutput out = task_.train_step(b, phase);
     if (out.loss.requires_grad()) out.loss.backward();
     clip(ps);
-    ps.optimizer->step(lm.lr, lm.momentum);
+    if (out.untrained.empty()) {
+      ps.optimizer->step(lm.lr, lm.momentum);
+    } else {
+      ps.optimizer->step(lm.lr, lm.momentum, trained_mask(*ps.flat, out.untrained));
+    }
     if (stats.metrics.add(std::move(out), ps.step, lm.lr)) show();
     ++ps.step;
   }
@@ -222,6 +243,7 @@ Json Trainer::run() {
     // The phase's optimizer updates only its trainable parameters: one flat buffer of them.
     ps.flat = std::make_unique<nn::FlatParameters>(*phase.trainable);
     ps.optimizer = make_optimizer(phase.optimizer, *ps.flat);
+    if (task_.skips_parameters()) ps.optimizer->track_entry_steps();
     ps.schedule = make_schedule(phase.schedule, phase.optimizer, steps_per_epoch, phase.epochs);
     const int64_t start = std::max(begin, done_epochs);
     if (start > begin) {

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Placed training as real processes: `mpirun -np 3 mel train ... --placement servers` (one
 # process per server) must end with the weights and optimizer state of a one-process run, byte
-# for byte; a world of the wrong size and ranks started with different configs are clear errors.
+# for byte, also resumed and with failout; a world of the wrong size and ranks started with
+# different configs are clear errors.
 # Usage: placed_servers.sh MEL MPIEXEC. Exit 77 (skipped) without Fashion-MNIST.
 set -euo pipefail
 mel=$1
@@ -32,6 +33,16 @@ grep -q '"backend": "mpi"' "$tmp/servers/report.json" || { echo "FAIL: no mpi pl
 cmp "$tmp/single/model.safetensors" "$tmp/resumed/model.safetensors" ||
   { echo "FAIL: resumed run differs from one process"; exit 1; }
 
+# with failout: the processes draw the same failures as one process
+sed 's/"train": {/"train": {"failout": 0.3, /' "$cfg" >"$tmp/failout.json"
+"$mel" train "$tmp/failout.json" --out "$tmp/failout_single" --no-progress >/dev/null
+"$mpiexec" -np 3 --oversubscribe "$mel" train "$tmp/failout.json" --out "$tmp/failout_servers" \
+  --no-progress --placement servers >/dev/null 2>&1
+for f in model.safetensors optimizer.safetensors; do
+  cmp "$tmp/failout_single/$f" "$tmp/failout_servers/$f" ||
+    { echo "FAIL: $f with failout differs from one process"; exit 1; }
+done
+
 expect_error() {  # expect_error TEXT COMMAND...: fails unless COMMAND fails and prints TEXT
   local text=$1
   shift
@@ -45,4 +56,4 @@ expect_error "rank(s) 2 run another config" \
   "$mpiexec" -np 2 --oversubscribe "$mel" train "$cfg" --out "$tmp/x" --placement servers : \
   -np 1 "$mel" train "$tmp/other.json" --out "$tmp/x" --placement servers
 [[ ! -e $tmp/x ]] || { echo "FAIL: a failed placed run left a run folder"; exit 1; }
-echo "placed servers: 3 processes equal one process byte for byte (fresh and resumed)"
+echo "placed servers: 3 processes equal one process byte for byte (fresh, resumed, failout)"

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
+#include <string>
 
 #include "nn/layers.h"
 #include "nn/optim.h"
@@ -89,6 +91,67 @@ TEST(Optim, StateRoundTripContinuesIdentically) {
   ob.step(0.1);
   EXPECT_EQ(a.w.to_vector(), b.w.to_vector());
   EXPECT_MEL_ERROR(ob.load_state({{"step", tensor_i64({1}, {})}}), "no entry 'exp_avg'");
+}
+
+// Two parameter vectors in one flat buffer.
+class Two : public Module {
+ public:
+  Two() : Module("Two") {
+    a = register_parameter("a", tensor({1.0, -1.0}, {2}));
+    b = register_parameter("b", tensor({0.5, 2.0, -0.5}, {3}));
+  }
+  Tensor a, b;
+};
+
+// A parameter left out of a step keeps its value and state, and its own step count: stepped
+// later, it moves exactly as if those steps had never been (PyTorch skips a parameter without a
+// gradient). The counts survive state() and load_state().
+TEST(Optim, MaskedStepsKeepAStepCountPerParameter) {
+  const std::vector<double> ga = {0.2, -0.4}, gb = {0.1, 0.3, -0.2};
+  for (const char* kind : {"adam", "sgd"}) {
+    SCOPED_TRACE(kind);
+    auto make = [&](FlatParameters& f) -> std::unique_ptr<Optimizer> {
+      if (std::string(kind) == "adam") return std::make_unique<Adam>(f, AdamOptions{});
+      return std::make_unique<Sgd>(f, SgdOptions{0.9, 0.0, 0.0, false});
+    };
+    Two m;
+    FlatParameters f(m);
+    auto opt = make(f);
+    EXPECT_MEL_ERROR(opt->step(0.1, -1.0, {true, false}), "track_entry_steps");
+    opt->track_entry_steps();
+    EXPECT_MEL_ERROR(opt->step(0.1, -1.0, {true}), "mask has 1 entries for 2 parameters");
+    set_grad(f, {ga[0], ga[1], gb[0], gb[1], gb[2]});
+    opt->step(0.1, -1.0, {true, false});  // b untrained
+    EXPECT_EQ(m.b.to_vector(), (std::vector<double>{0.5, 2.0, -0.5}));
+    // the reference: b alone, stepped once with the same gradient
+    Vec alone({0.5, 2.0, -0.5});
+    FlatParameters fb(alone);
+    auto ob = make(fb);
+    set_grad(fb, gb);
+    ob->step(0.1);
+    // a state round trip before b's first step
+    Two m2;
+    m2.load_state_dict(m.state_dict());
+    FlatParameters f2(m2);
+    auto opt2 = make(f2);
+    opt2->track_entry_steps();
+    opt2->load_state(opt->state());
+    set_grad(f2, {ga[0], ga[1], gb[0], gb[1], gb[2]});
+    opt2->step(0.1);  // both trained: b's first step, a's second
+    EXPECT_EQ(m2.b.to_vector(), alone.w.to_vector());
+    const NamedTensors st = opt2->state();
+    EXPECT_EQ(st.front().second.item(), 2);
+    EXPECT_EQ(st.back().first, "entry_steps");
+    EXPECT_EQ(st.back().second.to_vector(), (std::vector<double>{2, 1}));
+  }
+  // a state from untracked steps: every parameter at the step count
+  Two m;
+  FlatParameters f(m);
+  Adam plain(f, {}), tracked(f, {});
+  plain.step(0.1);
+  tracked.track_entry_steps();
+  tracked.load_state(plain.state());
+  EXPECT_EQ(tracked.state().back().second.to_vector(), (std::vector<double>{1, 1}));
 }
 
 TEST(Optim, ClipGradNorm) {

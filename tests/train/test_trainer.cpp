@@ -11,11 +11,11 @@
 #include "core/mel.h"
 #include "data/tensor_loader.h"
 #include "nn/layers.h"
+#include "tests/gradcheck.h"
 #include "train/checkpoint.h"
 #include "train/classification.h"
 #include "train/metrics.h"
 #include "train/trainer.h"
-#include "tests/gradcheck.h"
 
 namespace mel::train {
 namespace {
@@ -171,7 +171,7 @@ TEST(Trainer, DivergenceStopsWithTheEpochAndStepAndKeepsTheLastCheckpoint) {
 TEST(StepMetrics, ReadsBackEveryNStepsAndChecksTheLoss) {
   StepMetrics m(2, 0, 3);
   auto step = [](double loss, int64_t c0, int64_t c1) {
-    return StepOutput{full({}, loss), std::nullopt, tensor_i64({c0, c1}, {2}), 4};
+    return StepOutput{full({}, loss), std::nullopt, tensor_i64({c0, c1}, {2}), 4, {}, {}};
   };
   EXPECT_FALSE(m.add(step(1.0, 1, 2), 0, 0.1));
   EXPECT_FALSE(m.add(step(2.0, 3, 4), 1, 0.1));
@@ -181,7 +181,8 @@ TEST(StepMetrics, ReadsBackEveryNStepsAndChecksTheLoss) {
   EXPECT_DOUBLE_EQ(m.mean_loss(), 2.0);
   EXPECT_DOUBLE_EQ(m.accuracy(0), 4.0 / 12.0);
   EXPECT_DOUBLE_EQ(m.accuracy(1), 10.0 / 12.0);
-  m.add(StepOutput{full({}, 5.0), 7.0, tensor_i64({0, 0}, {2}), 4}, 3, 0.2);  // host value wins
+  m.add(StepOutput{full({}, 5.0), 7.0, tensor_i64({0, 0}, {2}), 4, {}, {}}, 3,
+        0.2);  // host value wins
   m.flush();
   EXPECT_DOUBLE_EQ(m.mean_loss(), 13.0 / 4.0);
   m.add(step(std::nan(""), 0, 0), 4, 0.5);
