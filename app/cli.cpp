@@ -7,6 +7,7 @@
 
 #include "app/commands.h"
 #include "core/error.h"
+#include "dist/mpi.h"
 
 namespace mel::app {
 
@@ -65,6 +66,8 @@ int run_cli(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::fflush(stdout);
     fmt::print(stderr, "mel: error: {}\n", e.what());
+    std::fflush(stderr);
+    dist::abort_job(1);  // a placed run under mpirun: end the other ranks too
     return 1;
   }
   return 0;

@@ -43,7 +43,7 @@ void resume_run(const CliOptions& o, const RunOverrides& ov) {
     if (o.placement == "single") {
       train_mel(c, ov, o.resume);
     } else {
-      train_mel_placed(c, ov, o.resume, o.placement);
+      train_mel_placed(c, ov, o.resume, {o.placement, o.replicas, o.comm_timeout});
     }
   } else {
     MEL_CHECK(o.placement == "single",
@@ -69,12 +69,26 @@ CLI::App* add_train(CLI::App& app, CliOptions& o) {
                    "ensembles: single (one process), threads (one thread per server) or servers "
                    "(one MPI process per server: mpirun -np M+1 mel train ...)")
       ->check(CLI::IsMember({"single", "threads", "servers"}));
+  train
+      ->add_option("--replicas", o.replicas,
+                   "placed ensembles: data parallelism, R copies of every server, each on 1/R of "
+                   "every batch (threads or servers: (M+1)*R ranks)")
+      ->check(CLI::PositiveNumber);
+  train
+      ->add_option("--comm-timeout", o.comm_timeout,
+                   "placed runs: seconds a rank waits for another before it stops the run with "
+                   "an error naming that rank (default 300)")
+      ->check(CLI::PositiveNumber);
   add_run_options(train, o);
   return train;
 }
 
 void run_train(const CliOptions& o) {
   const RunOverrides ov = overrides_of(o);
+  MEL_CHECK(o.replicas == 1 || o.placement != "single",
+            "mel train --replicas {}: data parallelism replicates the servers of a placed run; "
+            "add --placement threads or servers",
+            o.replicas);
   if (!o.resume.empty()) return resume_run(o, ov);
   MEL_CHECK(!o.config.empty(), "mel train: give a config file (or --resume RUN_DIR)");
   Json cfg = read_json_file(o.config);
@@ -83,7 +97,7 @@ void run_train(const CliOptions& o) {
     if (o.placement == "single") {
       train_mel(c, ov, "");
     } else {
-      train_mel_placed(c, ov, "", o.placement);
+      train_mel_placed(c, ov, "", {o.placement, o.replicas, o.comm_timeout});
     }
   } else {
     MEL_CHECK(o.placement == "single",

@@ -17,6 +17,8 @@ struct CliOptions {
   std::string resume;  // train --resume RUN_DIR
   std::string out;     // export --out
   std::string placement = "single";  // train --placement
+  int replicas = 1;                  // train --replicas
+  double comm_timeout = 300;         // train --comm-timeout (seconds)
 };
 
 // --device, --epochs, --batch, --train-limit, --test-limit, --seed, --data, --out, --no-progress.

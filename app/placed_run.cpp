@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
+#include <cmath>
 #include <cstdlib>
 
 #include "app/ensemble_run.h"
@@ -37,21 +39,31 @@ void check_same_run(dist::Communicator& comm, const MelConfig& c) {
             fmt::join(differ, ", "));
 }
 
-// The GPU of this rank: threads share the one asked for; processes on one node take their local
-// rank's (modulo the GPUs present).
+// The GPU of this rank: threads share the one asked for; each process on a node takes the GPU of
+// its local rank, and a node with fewer GPUs than processes is an error.
 Device rank_device(const RunOverrides& ov, const std::string& placement) {
   Device d = train::run_device(ov.device, "mel train");
   if (d.is_cuda() && placement == "servers") {
-    const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
-    if (!local) local = std::getenv("SLURM_LOCALID");
-    if (local) d = Device::cuda(std::atoi(local) % std::max(1, cuda_device_count()));
+    auto env = [](const char* a, const char* b) {
+      const char* v = std::getenv(a);
+      if (!v) v = std::getenv(b);
+      return v ? std::atoi(v) : -1;
+    };
+    const int local = env("OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID");
+    const int local_size = env("OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE");
+    const int gpus = cuda_device_count();
+    MEL_CHECK(local_size <= gpus,
+              "mel train --placement servers --device cuda: {} processes on this node but {} "
+              "GPU(s); start at most one process per GPU",
+              local_size, gpus);
+    if (local >= 0) d = Device::cuda(local);
     check_device_available(d);
   }
   return d;
 }
 
 Json placement_json(const method::PlacedMelTask& task, const method::Ensemble& m,
-                    const dist::Communicator& comm, const std::string& placement) {
+                    const dist::Communicator& comm, const Placement& placement) {
   Json features = Json::object();
   for (int i = 0; i < m.spec.M; ++i)
     features[std::to_string(i + 1)] = task.feature_bytes_per_sample(i);
@@ -65,19 +77,35 @@ Json placement_json(const method::PlacedMelTask& task, const method::Ensemble& m
                      {"compute_seconds", s.compute_seconds},
                      {"send_seconds", s.send_seconds},
                      {"wait_seconds", s.wait_seconds},
+                     {"reduce_seconds", s.reduce_seconds},
                      {"bytes_sent", s.bytes_sent}});
   }
-  return {{"placement", placement},
+  return {{"placement", placement.kind},
           {"backend", comm.backend()},
-          {"ranks", comm.size()},
+          {"ranks", comm.size() * placement.replicas},
+          {"replicas", placement.replicas},
           {"feature_bytes_per_sample", features},
           {"per_rank", ranks}};
 }
 
+// World rank w is server w % (M + 1) of replica w / (M + 1): a replica's servers are neighbours
+// (on one node, when a node holds a replica), the replicas of a server are M + 1 apart.
 Json run_rank(const MelConfig& c, const RunOverrides& ov, const std::string& resume_dir,
-              const std::string& placement, dist::Communicator& comm) {
-  check_same_run(comm, c);
-  const Device device = rank_device(ov, placement);
+              const Placement& placement, dist::Communicator& world,
+              std::chrono::milliseconds timeout) {
+  check_same_run(world, c);
+  const int servers = build_ensemble_model(c)->spec.M + 1;
+  MEL_CHECK(world.size() == servers * placement.replicas,
+            "placed training of {} servers x {} replicas needs {} ranks, but the {} world has {}",
+            servers, placement.replicas, servers * placement.replicas, world.backend(),
+            world.size());
+  const int replica = world.rank() / servers, server = world.rank() % servers;
+  std::unique_ptr<dist::Communicator> own_replica = world.split(replica, server);
+  // An upstream's wait for C includes C's wait for the other upstreams: twice as long, so that
+  // when a rank hangs, the rank waiting for it directly reports it first.
+  if (server < servers - 1) own_replica->set_timeout(2 * timeout);
+  std::unique_ptr<dist::Communicator> same_server = world.split(server, replica);
+  const Device device = rank_device(ov, placement.kind);
   const TrainConfig& tc = c.train;
   const RunData ds = load_run_data(c.data);
   auto model = build_ensemble_model(c);
@@ -85,9 +113,10 @@ Json run_rank(const MelConfig& c, const RunOverrides& ov, const std::string& res
   model->reset_parameters(gen);
   model->to(device);
   const RunLoaders loaders = make_loaders(ds, c.data, tc);
-  method::PlacedMelTask task(model, mel_spec(c, device), *loaders.train, *loaders.test, comm);
+  method::PlacedMelTask task(model, mel_spec(c, device), *loaders.train, *loaders.test,
+                             *own_replica, same_server.get());
   const train::TrainerHooks hooks = ensemble_hooks(model, c, [&](Json& report) {
-    report["placement"] = placement_json(task, *model, comm, placement);
+    report["placement"] = placement_json(task, *model, *own_replica, placement);
   });
   return train::Trainer(task, run_options(c.name, c.json, device, tc, ov, resume_dir), hooks).run();
 }
@@ -95,9 +124,15 @@ Json run_rank(const MelConfig& c, const RunOverrides& ov, const std::string& res
 }  // namespace
 
 Json train_mel_placed(const MelConfig& c, const RunOverrides& ov, const std::string& resume_dir,
-                      const std::string& placement) {
-  const int ranks = build_ensemble_model(c)->spec.M + 1;
-  if (placement == "servers") {
+                      const Placement& placement) {
+  MEL_CHECK(placement.replicas >= 1, "mel train: --replicas must be >= 1, got {}",
+            placement.replicas);
+  MEL_CHECK(placement.timeout_seconds > 0, "mel train: --comm-timeout must be positive, got {}",
+            placement.timeout_seconds);
+  const int ranks = (build_ensemble_model(c)->spec.M + 1) * placement.replicas;
+  const auto timeout = std::chrono::milliseconds(
+      static_cast<int64_t>(std::ceil(placement.timeout_seconds * 1000.0)));
+  if (placement.kind == "servers") {
     MEL_CHECK(dist::mpi_built(),
               "mel train --placement servers: this build has no MPI backend "
               "(install libopenmpi-dev and rebuild)");
@@ -105,18 +140,19 @@ Json train_mel_placed(const MelConfig& c, const RunOverrides& ov, const std::str
               "mel train --placement servers: start one process per server with mpirun -np {} mel "
               "train ... (or srun), or use --placement threads",
               ranks);
-    auto world = dist::mpi_world();
-    return run_rank(c, ov, resume_dir, placement, *world);
+    auto world = dist::mpi_world(timeout);
+    return run_rank(c, ov, resume_dir, placement, *world, timeout);
   }
-  MEL_CHECK(placement == "threads",
-            "mel train: --placement must be single, threads or servers, "
-            "got '{}'",
-            placement);
+  MEL_CHECK(placement.kind == "threads",
+            "mel train: --placement must be single, threads or servers, got '{}'", placement.kind);
   Json report;
-  dist::run_ranks(ranks, [&](dist::Communicator& comm) {
-    Json r = run_rank(c, ov, resume_dir, placement, comm);
-    if (comm.rank() == ranks - 1) report = std::move(r);
-  });
+  dist::run_ranks(
+      ranks,
+      [&](dist::Communicator& comm) {
+        Json r = run_rank(c, ov, resume_dir, placement, comm, timeout);
+        if (!r.is_null() && !r.empty()) report = std::move(r);
+      },
+      timeout);
   return report;
 }
 

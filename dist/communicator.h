@@ -2,6 +2,7 @@
 // (send/recv of tensors, all-reduce, all-gather, broadcast, barrier, sub-groups), with one
 // interface over three backends: in-process threads, MPI processes and NCCL on GPUs.
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -39,6 +40,9 @@ class Communicator {
   // Collective: ranks passing the same color form a new communicator, ordered by key, then by
   // their rank here (MPI_Comm_split). Every rank gets its group's communicator.
   virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
+  // How long this rank's receives wait for a silent peer before failing (MPI; the in-process
+  // backend keeps its world's timeout, NCCL its bootstrap's).
+  virtual void set_timeout(std::chrono::milliseconds timeout) { (void)timeout; }
 };
 
 // Checks that `t` can be communicated by `comm` (defined, on the communicator's device); `op` and

@@ -40,6 +40,8 @@ std::unique_ptr<Communicator> mpi_world(std::chrono::milliseconds) {
   fail("mpi: this build has no MPI backend (install libopenmpi-dev and reconfigure)");
 }
 
+void abort_job(int) {}
+
 #else
 
 namespace {
@@ -98,14 +100,17 @@ class MpiCommunicator : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string backend() const override { return "mpi"; }
+  void set_timeout(std::chrono::milliseconds timeout) override { timeout_ = timeout; }
 
   void send(const Tensor& t, int dst) override {
     check_tensor(*this, t, "send");
     check_peer(dst, "send");
     const Bytes b = to_bytes(t);
-    check_mpi(MPI_Send(b.data(), checked_count(b.size(), "send"), MPI_BYTE, dst,
-                       tag_of(t.dtype(), t.shape()), comm_),
-              "MPI_Send");
+    MPI_Request req;
+    check_mpi(MPI_Isend(b.data(), checked_count(b.size(), "send"), MPI_BYTE, dst,
+                        tag_of(t.dtype(), t.shape()), comm_, &req),
+              "MPI_Isend");
+    wait(req, [&] { return fmt::format("send: rank {} took no message", dst); });
   }
 
   void recv(Tensor& t, int src) override {
@@ -146,7 +151,11 @@ class MpiCommunicator : public Communicator {
     return stack_gathered(gather_bytes(t, "all_gather"), t);
   }
 
-  void barrier() override { check_mpi(MPI_Barrier(comm_), "MPI_Barrier"); }
+  void barrier() override {
+    MPI_Request req;
+    check_mpi(MPI_Ibarrier(comm_, &req), "MPI_Ibarrier");
+    wait(req, [] { return std::string("barrier: not every rank arrived"); });
+  }
 
   std::unique_ptr<Communicator> split(int color, int key) override {
     MPI_Comm sub;
@@ -159,6 +168,25 @@ class MpiCommunicator : public Communicator {
     MEL_CHECK(peer >= 0 && peer < size_ && peer != rank_,
               "{}: rank {} cannot talk to rank {} (ranks 0..{}, not itself)", op, rank_, peer,
               size_ - 1);
+  }
+
+  // Completes `req` without blocking inside MPI, so that a peer that stopped answering becomes an
+  // error (what() says what was waited for) after the timeout instead of a hang.
+  template <class What>
+  void wait(MPI_Request& req, What&& what) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout_;
+    auto pause = std::chrono::microseconds(1);
+    for (;;) {
+      int done = 0;
+      check_mpi(MPI_Test(&req, &done, MPI_STATUS_IGNORE), "MPI_Test");
+      if (done) return;
+      if (std::chrono::steady_clock::now() > deadline) {
+        fail("rank {}: {} within {} s (did it fail or hang?)", rank_, what(),
+             std::chrono::duration_cast<std::chrono::seconds>(timeout_).count());
+      }
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::microseconds(1000));
+    }
   }
 
   // Waits for a message from `src` without blocking inside MPI, so that a silent peer becomes an
@@ -184,8 +212,10 @@ class MpiCommunicator : public Communicator {
   std::vector<Bytes> exchange(const Bytes& mine) {
     std::vector<int64_t> sizes(static_cast<size_t>(size_));
     const int64_t n = static_cast<int64_t>(mine.size());
-    check_mpi(MPI_Allgather(&n, 1, MPI_INT64_T, sizes.data(), 1, MPI_INT64_T, comm_),
-              "MPI_Allgather");
+    MPI_Request req;
+    check_mpi(MPI_Iallgather(&n, 1, MPI_INT64_T, sizes.data(), 1, MPI_INT64_T, comm_, &req),
+              "MPI_Iallgather");
+    wait(req, [] { return std::string("collective: not every rank took part"); });
     std::vector<int> counts(static_cast<size_t>(size_)), displs(static_cast<size_t>(size_));
     size_t total = 0;
     for (int r = 0; r < size_; ++r) {
@@ -194,9 +224,10 @@ class MpiCommunicator : public Communicator {
       total += static_cast<size_t>(sizes[r]);
     }
     Bytes flat(total);
-    check_mpi(MPI_Allgatherv(mine.data(), static_cast<int>(mine.size()), MPI_BYTE, flat.data(),
-                             counts.data(), displs.data(), MPI_BYTE, comm_),
-              "MPI_Allgatherv");
+    check_mpi(MPI_Iallgatherv(mine.data(), static_cast<int>(mine.size()), MPI_BYTE, flat.data(),
+                              counts.data(), displs.data(), MPI_BYTE, comm_, &req),
+              "MPI_Iallgatherv");
+    wait(req, [] { return std::string("collective: not every rank took part"); });
     std::vector<Bytes> all;
     for (int r = 0; r < size_; ++r) {
       const auto* p = flat.data() + displs[static_cast<size_t>(r)];
@@ -222,6 +253,13 @@ class MpiCommunicator : public Communicator {
 std::unique_ptr<Communicator> mpi_world(std::chrono::milliseconds timeout) {
   ensure_init();
   return std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, false, timeout);
+}
+
+void abort_job(int code) {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, code);
 }
 
 #endif  // MEL_HAVE_MPI

@@ -25,12 +25,13 @@ double since(Clock::time_point t) {
 
 PlacedMelTask::PlacedMelTask(std::shared_ptr<Ensemble> model, MelSpec spec,
                              data::BatchSource& train, data::BatchSource& test,
-                             dist::Communicator& comm)
+                             dist::Communicator& comm, dist::Communicator* replicas)
     : model_(std::move(model)),
       spec_(std::move(spec)),
       train_(train),
       test_(test),
       comm_(comm),
+      replicas_(replicas && replicas->size() > 1 ? replicas : nullptr),
       nothing_(std::make_shared<nn::Sequential>()) {
   const int M = model_->spec.M;
   MEL_CHECK(comm_.size() == M + 1,
@@ -40,6 +41,64 @@ PlacedMelTask::PlacedMelTask(std::shared_ptr<Ensemble> model, MelSpec spec,
   const LossPart first =
       spec_.baseline == Baseline::independent ? LossPart::exits_only : LossPart::joint;
   loss_ = {loss_options(spec_, *model_, first), loss_options(spec_, *model_, LossPart::heads_only)};
+  const int R = num_replicas();
+  const int64_t B = spec_.batch_size, rest = train_.num_samples() % B;
+  MEL_CHECK(B >= R && (rest == 0 || rest >= R),
+            "{} replicas split every batch of {} samples (and the last, of {}) into shares of at "
+            "least one sample each: use fewer replicas or another batch size",
+            R, B, rest == 0 ? B : rest);
+}
+
+// Replica r's rows of the global batch.
+data::Batch PlacedMelTask::shard_of(const data::Batch& b) {
+  batch_rows_ = b.y.numel();
+  if (!replicas_) {
+    shard_rows_ = batch_rows_;
+    return b;
+  }
+  const int64_t R = num_replicas(), r = replica();
+  const int64_t lo = batch_rows_ * r / R, hi = batch_rows_ * (r + 1) / R;
+  shard_rows_ = hi - lo;
+  data::Batch s;
+  s.x = b.x.narrow(0, lo, shard_rows_);
+  s.y = b.y.narrow(0, lo, shard_rows_).contiguous();
+  if (b.y_coarse.defined()) s.y_coarse = b.y_coarse.narrow(0, lo, shard_rows_).contiguous();
+  s.index = b.index;
+  return s;
+}
+
+// The gradient of the mean loss over the whole batch: each replica's (of its rows' mean) weighted
+// by its share of the rows, summed over the replicas.
+void PlacedMelTask::reduce_gradients(nn::FlatParameters& flat) {
+  if (!replicas_ || flat.numel() == 0) return;
+  const double share = static_cast<double>(shard_rows_) / static_cast<double>(batch_rows_);
+  const auto t0 = Clock::now();
+  Tensor g = flat.grad();
+  Tensor part = mul(g, share).to(replicas_->device()).contiguous();
+  replicas_->all_reduce_sum(part);
+  {
+    autograd::NoGradGuard ng;
+    g.copy_(part.to(g.device()));
+  }
+  stats_.reduce_seconds += since(t0);
+}
+
+// On C with replicas: the loss and correct counts of the whole batch, from every replica's rows.
+void PlacedMelTask::reduce_metrics(train::StepOutput& out) {
+  if (!replicas_) return;
+  const auto t0 = Clock::now();
+  const Tensor correct = out.correct.to(Device::cpu()).to(DType::f64);
+  std::vector<double> v = {out.loss_value.value_or(0.0) * static_cast<double>(shard_rows_)};
+  for (double c : correct.to_vector()) v.push_back(c);
+  Tensor t = tensor(v, {static_cast<int64_t>(v.size())}, DType::f64).to(replicas_->device());
+  replicas_->all_reduce_sum(t);
+  const std::vector<double> all = t.to(Device::cpu()).to_vector();
+  out.loss_value = all[0] / static_cast<double>(batch_rows_);
+  std::vector<int64_t> counts;
+  for (size_t k = 1; k < all.size(); ++k) counts.push_back(static_cast<int64_t>(all[k]));
+  out.correct = tensor_i64(counts, {static_cast<int64_t>(counts.size())});
+  out.samples = batch_rows_;
+  stats_.reduce_seconds += since(t0);
 }
 
 std::vector<train::Phase> PlacedMelTask::phases() {
@@ -207,17 +266,20 @@ train::StepOutput PlacedMelTask::combiner_step(const data::Batch& b, int phase) 
 
 train::StepOutput PlacedMelTask::train_step(const data::Batch& b, int phase) {
   const auto t0 = Clock::now();
-  const double comm_before = stats_.send_seconds + stats_.wait_seconds;
-  train::StepOutput out = combiner() ? combiner_step(b, phase) : upstream_step(b, phase);
+  const double comm_before = stats_.communication();
+  const data::Batch shard = shard_of(b);
+  train::StepOutput out = combiner() ? combiner_step(shard, phase) : upstream_step(shard, phase);
+  if (combiner()) reduce_metrics(out);
   // The backward the trainer runs next is compute as well; it is counted with the next step's.
-  stats_.compute_seconds += since(t0) - (stats_.send_seconds + stats_.wait_seconds - comm_before);
-  stats_.samples += static_cast<double>(b.y.numel());
+  stats_.compute_seconds += since(t0) - (stats_.communication() - comm_before);
+  stats_.samples += static_cast<double>(shard.y.numel());
   return out;
 }
 
 train::Evaluation PlacedMelTask::evaluate() {
   autograd::NoGradGuard ng;
-  up_.clear();  // every server takes part in the evaluation
+  up_.clear();                   // every server takes part in the evaluation
+  if (replica() > 0) return {};  // replica 0 evaluates (the weights are the same everywhere)
   const bool was = model_->is_training();
   model_->eval();
   const int M = model_->spec.M;
@@ -261,14 +323,15 @@ train::Evaluation PlacedMelTask::evaluate() {
 
 void PlacedMelTask::exchange_stats() {
   auto pack = [](const PlacedStats& s) {
-    return tensor({s.compute_seconds, s.send_seconds, s.wait_seconds, s.bytes_sent, s.samples}, {5},
-                  DType::f64);
+    return tensor({s.compute_seconds, s.send_seconds, s.wait_seconds, s.reduce_seconds,
+                   s.bytes_sent, s.samples},
+                  {6}, DType::f64);
   };
   Tensor all = comm_.all_gather(pack(stats_));
   rank_stats_.clear();
   for (int r = 0; r < comm_.size(); ++r) {
     const std::vector<double> v = all.select(0, r).to_vector();
-    rank_stats_.push_back({v[0], v[1], v[2], v[3], v[4]});
+    rank_stats_.push_back({v[0], v[1], v[2], v[3], v[4], v[5]});
   }
 }
 

@@ -18,7 +18,9 @@ namespace mel::method {
 // What a placed rank measured (seconds and bytes), for the report.
 struct PlacedStats {
   double compute_seconds = 0, send_seconds = 0, wait_seconds = 0;
+  double reduce_seconds = 0;  // all-reduces among replicas (gradients, metrics)
   double bytes_sent = 0, samples = 0;
+  double communication() const { return send_seconds + wait_seconds + reduce_seconds; }
 };
 
 class PlacedMelTask : public train::Task {
@@ -26,8 +28,14 @@ class PlacedMelTask : public train::Task {
   // Every rank builds the whole ensemble (the same initial weights from the same seed) and trains
   // its part; `comm` has M + 1 ranks (an error otherwise). The model must be on spec.device;
   // tensors on a GPU are staged through the host when `comm` moves CPU tensors.
+  //
+  // Data parallelism: with `replicas` (the communicator of this server's R replicas, one per
+  // copy of the whole placement), replica r trains on its share of every batch (rows r*B/R to
+  // (r+1)*B/R) and the replicas' gradients are averaged, weighted by their rows, before each
+  // step; replica 0 evaluates, gathers and writes the run folder.
   PlacedMelTask(std::shared_ptr<Ensemble> model, MelSpec spec, data::BatchSource& train,
-                data::BatchSource& test, dist::Communicator& comm);
+                data::BatchSource& test, dist::Communicator& comm,
+                dist::Communicator* replicas = nullptr);
 
   nn::Module& model() override { return *model_; }
   std::vector<train::Phase> phases() override;
@@ -41,20 +49,25 @@ class PlacedMelTask : public train::Task {
   std::string describe() const override;
 
   bool spans_ranks() const override { return true; }
-  bool writes_run_folder() const override { return combiner(); }
+  bool writes_run_folder() const override { return combiner() && replica() == 0; }
+  void reduce_gradients(nn::FlatParameters& flat) override;
   double reduce_squared_norm(double local) override;
   void gather_model() override;
   nn::NamedTensors gather_optimizer_state(const nn::Optimizer& local) override;
   nn::NamedTensors local_optimizer_state(const nn::Optimizer& local,
                                          const nn::NamedTensors& stored) override;
 
-  // On C after the last evaluation: every rank's statistics, by rank.
+  // On C after the last evaluation: every rank's statistics, by rank (of replica 0).
   const std::vector<PlacedStats>& rank_stats() const { return rank_stats_; }
   // Bytes per sample that cross from upstream i to C at inference (its features).
   int64_t feature_bytes_per_sample(int i) const;
 
  private:
   bool combiner() const { return comm_.rank() == model_->spec.M; }
+  int replica() const { return replicas_ ? replicas_->rank() : 0; }
+  int num_replicas() const { return replicas_ ? replicas_->size() : 1; }
+  data::Batch shard_of(const data::Batch& b);
+  void reduce_metrics(train::StepOutput& out);
   Tensor coarse_of(const data::Batch& b) const;
   void send(const Tensor& t, int dst);
   Tensor recv(const Shape& shape, int src);
@@ -72,9 +85,11 @@ class PlacedMelTask : public train::Task {
   data::BatchSource& train_;
   data::BatchSource& test_;
   dist::Communicator& comm_;
-  std::vector<JointLossOptions> loss_;   // per phase, as one process computes it
-  std::shared_ptr<nn::Module> nothing_;  // what a frozen rank trains
-  std::vector<bool> up_;                 // with failout: the upstreams up this step
+  dist::Communicator* replicas_;
+  int64_t shard_rows_ = 0, batch_rows_ = 0;  // of the last step
+  std::vector<JointLossOptions> loss_;       // per phase, as one process computes it
+  std::shared_ptr<nn::Module> nothing_;      // what a frozen rank trains
+  std::vector<bool> up_;                     // with failout: the upstreams up this step
   PlacedStats stats_;
   std::vector<PlacedStats> rank_stats_;
 };

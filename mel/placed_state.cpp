@@ -18,6 +18,7 @@ double PlacedMelTask::reduce_squared_norm(double local) {
 // replica of the whole ensemble, so that C's model() is what one process would checkpoint.
 void PlacedMelTask::gather_model() {
   const int M = model_->spec.M;
+  if (replica() > 0) return;  // replica 0's weights are every replica's
   if (!combiner()) {
     for (const auto& [name, t] :
          model_->upstreams[static_cast<size_t>(comm_.rank())]->state_dict()) {
@@ -42,6 +43,7 @@ void PlacedMelTask::gather_model() {
 nn::NamedTensors PlacedMelTask::gather_optimizer_state(const nn::Optimizer& local) {
   const int M = model_->spec.M;
   const nn::NamedTensors mine = local.state();
+  if (replica() > 0) return {};
   if (!combiner()) {
     std::vector<int64_t> sizes;
     for (const auto& [name, t] : mine) sizes.push_back(t.numel());

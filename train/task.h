@@ -85,6 +85,9 @@ class Task {
   virtual bool spans_ranks() const { return false; }
   // Whether this rank prints and writes the run folder (exactly one rank of a run does).
   virtual bool writes_run_folder() const { return true; }
+  // Collective, after backward and before clipping: combines the gradients of data-parallel
+  // replicas (an all-reduce).
+  virtual void reduce_gradients(nn::FlatParameters& flat) { (void)flat; }
   // Collective: the squared gradient norm over every rank, from this rank's part (for global
   // clipping).
   virtual double reduce_squared_norm(double local) { return local; }

@@ -146,6 +146,7 @@ Trainer::EpochStats Trainer::run_epoch(PhaseState& ps, int phase, int64_t epoch,
     task_.begin_step(phase, ps.step);
     StepOutput out = task_.train_step(b, phase);
     if (out.loss.requires_grad()) out.loss.backward();
+    task_.reduce_gradients(*ps.flat);
     clip(ps);
     if (out.untrained.empty()) {
       ps.optimizer->step(lm.lr, lm.momentum);

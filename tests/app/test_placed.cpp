@@ -34,15 +34,15 @@ std::vector<std::vector<double>> tensors_of(const std::string& file) {
   return out;
 }
 
-// Trains `cfg` in one process and placed on threads; returns both run folders.
+// Trains `cfg` in one process and placed on threads (with `placed_extra` options); returns both
+// run folders.
 std::pair<std::string, std::string> train_both(const TempDir& dir, const Json& cfg,
-                                               const std::vector<std::string>& extra = {}) {
+                                               const std::vector<std::string>& placed_extra = {}) {
   const std::string path = write_json(dir, cfg);
   std::vector<std::string> single = {"train", path, "--out", dir / "single", "--no-progress"};
   std::vector<std::string> placed = {"train",         path,          "--out",  dir / "placed",
                                      "--no-progress", "--placement", "threads"};
-  single.insert(single.end(), extra.begin(), extra.end());
-  placed.insert(placed.end(), extra.begin(), extra.end());
+  placed.insert(placed.end(), placed_extra.begin(), placed_extra.end());
   std::string err;
   EXPECT_EQ(run_mel(single, &err), 0) << err;
   EXPECT_EQ(run_mel(placed, &err), 0) << err;
@@ -142,6 +142,56 @@ TEST(Placed, GlobalClippingMatchesOneProcessClosely) {
   }
 }
 
+// Data parallelism: 2 replicas of the placement, each on half of every batch, gradients averaged:
+// the weights of one process at the same global batch up to the order of the sums (no batch norm
+// here: with it each replica normalises its half of the batch, which is a different model).
+TEST(Placed, ReplicasMatchOneProcessAtTheSameGlobalBatch) {
+  if (!have_fmnist()) GTEST_SKIP() << "Fashion-MNIST not installed (package dataset-fashion-mnist)";
+  TempDir dir;
+  Json c = small_mel();
+  c["ensemble"]["upstream"][0]["backbone"] = Json::parse(
+      R"([{"type": "conv2d", "out": 8, "kernel": 3, "padding": 1}, {"type": "relu"},
+          {"type": "maxpool2d", "kernel": 4}, {"type": "flatten"}])");
+  c["train"]["train_limit"] = 600;  // the last batch (24) splits unevenly too
+  const auto [single, placed] = train_both(dir, c, {"--replicas", "2"});
+  const auto a = tensors_of(single + "/model.safetensors");
+  const auto b = tensors_of(placed + "/model.safetensors");
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    for (size_t j = 0; j < a[i].size(); ++j) {
+      ASSERT_NEAR(a[i][j], b[i][j], 1e-5) << "tensor " << i;
+    }
+  }
+  const Json rb = Json::parse(read_file(placed + "/report.json"));
+  EXPECT_EQ(rb["placement"]["replicas"], 2);
+  EXPECT_EQ(rb["placement"]["ranks"], 6);
+  // the training metrics cover the whole batch, not one replica's half
+  auto first_epoch = [](const std::string& run) {
+    const std::string lines = read_file(run + "/metrics.jsonl");
+    return Json::parse(lines.substr(0, lines.find('\n')));
+  };
+  const Json ma = first_epoch(single), mb = first_epoch(placed);
+  EXPECT_NEAR(ma["train_loss"].get<double>(), mb["train_loss"].get<double>(), 1e-4);
+  EXPECT_NEAR(ma["train_accuracy"]["1+2"].get<double>(), mb["train_accuracy"]["1+2"].get<double>(),
+              0.01);
+  // with failout and batch norm it trains, and resumes
+  c = small_mel();
+  c["train"]["failout"] = 0.2;
+  const std::string p = write_json(dir, c, "bn.json");
+  std::string err;
+  ASSERT_EQ(run_mel({"train", p, "--out", dir / "bn", "--no-progress", "--placement", "threads",
+                     "--replicas", "3", "--stop-after", "1"},
+                    &err),
+            0)
+      << err;
+  ASSERT_EQ(run_mel({"train", "--resume", dir / "bn", "--no-progress", "--placement", "threads",
+                     "--replicas", "3"},
+                    &err),
+            0)
+      << err;
+  EXPECT_EQ(train::read_checkpoint_info(dir / "bn").epoch, 2);
+}
+
 TEST(Placed, BadPlacementsAreClearErrors) {
   TempDir dir;
   std::string err;
@@ -157,6 +207,15 @@ TEST(Placed, BadPlacementsAreClearErrors) {
                 err.find("no MPI backend") != std::string::npos)
         << err;
   }
+  EXPECT_NE(run_mel({"train", mel2, "--replicas", "2", "--out", dir / "x"}, &err), 0);
+  EXPECT_NE(err.find("add --placement threads or servers"), std::string::npos) << err;
+  Json big = small_mel();
+  big["train"]["batch_size"] = 2;
+  EXPECT_NE(run_mel({"train", write_json(dir, big), "--placement", "threads", "--replicas", "3",
+                     "--out", dir / "x"},
+                    &err),
+            0);
+  EXPECT_NE(err.find("3 replicas split every batch of 2 samples"), std::string::npos) << err;
   EXPECT_FALSE(fs::exists(dir / "x"));
   // a world of the wrong size
   MelConfig c = parse_mel_config(small_mel(), "placed.json", RunOverrides{});
