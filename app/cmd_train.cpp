@@ -43,7 +43,7 @@ void resume_run(const CliOptions& o, const RunOverrides& ov) {
     if (o.placement == "single") {
       train_mel(c, ov, o.resume);
     } else {
-      train_mel_placed(c, ov, o.resume, {o.placement, o.replicas, o.comm_timeout});
+      train_mel_placed(c, ov, o.resume, {o.placement, o.replicas, o.comm_timeout, o.gpu_comm});
     }
   } else {
     MEL_CHECK(o.placement == "single",
@@ -79,6 +79,11 @@ CLI::App* add_train(CLI::App& app, CliOptions& o) {
                    "placed runs: seconds a rank waits for another before it stops the run with "
                    "an error naming that rank (default 300)")
       ->check(CLI::PositiveNumber);
+  train
+      ->add_option("--gpu-comm", o.gpu_comm,
+                   "placed runs on GPUs in separate processes: nccl (device to device, the "
+                   "default) or host (staged through the host over MPI)")
+      ->check(CLI::IsMember({"nccl", "host"}));
   add_run_options(train, o);
   return train;
 }
@@ -97,7 +102,7 @@ void run_train(const CliOptions& o) {
     if (o.placement == "single") {
       train_mel(c, ov, "");
     } else {
-      train_mel_placed(c, ov, "", {o.placement, o.replicas, o.comm_timeout});
+      train_mel_placed(c, ov, "", {o.placement, o.replicas, o.comm_timeout, o.gpu_comm});
     }
   } else {
     MEL_CHECK(o.placement == "single",

@@ -19,6 +19,7 @@ struct CliOptions {
   std::string placement = "single";  // train --placement
   int replicas = 1;                  // train --replicas
   double comm_timeout = 300;         // train --comm-timeout (seconds)
+  std::string gpu_comm = "nccl";     // train --gpu-comm
 };
 
 // --device, --epochs, --batch, --train-limit, --test-limit, --seed, --data, --out, --no-progress.

@@ -11,6 +11,7 @@
 #include "core/random.h"
 #include "dist/inprocess.h"
 #include "dist/mpi.h"
+#include "dist/nccl.h"
 #include "mel/placed.h"
 #include "train/device.h"
 #include "train/trainer.h"
@@ -82,6 +83,7 @@ Json placement_json(const method::PlacedMelTask& task, const method::Ensemble& m
   }
   return {{"placement", placement.kind},
           {"backend", comm.backend()},
+          {"step_backend", task.step_backend()},
           {"ranks", comm.size() * placement.replicas},
           {"replicas", placement.replicas},
           {"feature_bytes_per_sample", features},
@@ -113,8 +115,17 @@ Json run_rank(const MelConfig& c, const RunOverrides& ov, const std::string& res
   model->reset_parameters(gen);
   model->to(device);
   const RunLoaders loaders = make_loaders(ds, c.data, tc);
+  // On GPUs of separate processes the step's tensors and gradients go device to device.
+  std::unique_ptr<dist::Communicator> gpu, replicas_gpu;
+  if (device.is_cuda() && placement.kind == "servers" && placement.gpu_comm == "nccl") {
+    MEL_CHECK(dist::nccl_built(),
+              "mel train --device cuda --placement servers: this build has no "
+              "NCCL; use --gpu-comm host");
+    gpu = dist::nccl_communicator(*own_replica, device);
+    if (placement.replicas > 1) replicas_gpu = dist::nccl_communicator(*same_server, device);
+  }
   method::PlacedMelTask task(model, mel_spec(c, device), *loaders.train, *loaders.test,
-                             *own_replica, same_server.get());
+                             *own_replica, same_server.get(), gpu.get(), replicas_gpu.get());
   const train::TrainerHooks hooks = ensemble_hooks(model, c, [&](Json& report) {
     report["placement"] = placement_json(task, *model, *own_replica, placement);
   });
@@ -127,6 +138,8 @@ Json train_mel_placed(const MelConfig& c, const RunOverrides& ov, const std::str
                       const Placement& placement) {
   MEL_CHECK(placement.replicas >= 1, "mel train: --replicas must be >= 1, got {}",
             placement.replicas);
+  MEL_CHECK(placement.gpu_comm == "nccl" || placement.gpu_comm == "host",
+            "mel train: --gpu-comm must be nccl or host, got '{}'", placement.gpu_comm);
   MEL_CHECK(placement.timeout_seconds > 0, "mel train: --comm-timeout must be positive, got {}",
             placement.timeout_seconds);
   const int ranks = (build_ensemble_model(c)->spec.M + 1) * placement.replicas;

@@ -13,6 +13,9 @@ struct Placement {
   std::string kind = "threads";  // "threads" or "servers"
   int replicas = 1;              // data-parallel copies of the whole placement
   double timeout_seconds = 300;  // a rank waiting longer for another fails naming it
+  // Between GPUs of a `servers` run: "nccl" (device to device) or "host" (staged through the
+  // host over MPI). Threads always use the host.
+  std::string gpu_comm = "nccl";
 };
 
 // Returns the report.json of replica 0's combination server (every rank trains; only that one

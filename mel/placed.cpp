@@ -25,13 +25,16 @@ double since(Clock::time_point t) {
 
 PlacedMelTask::PlacedMelTask(std::shared_ptr<Ensemble> model, MelSpec spec,
                              data::BatchSource& train, data::BatchSource& test,
-                             dist::Communicator& comm, dist::Communicator* replicas)
+                             dist::Communicator& comm, dist::Communicator* replicas,
+                             dist::Communicator* gpu, dist::Communicator* replicas_gpu)
     : model_(std::move(model)),
       spec_(std::move(spec)),
       train_(train),
       test_(test),
       comm_(comm),
       replicas_(replicas && replicas->size() > 1 ? replicas : nullptr),
+      data_(gpu ? *gpu : comm),
+      replicas_data_(replicas_ && replicas_gpu ? replicas_gpu : replicas_),
       nothing_(std::make_shared<nn::Sequential>()) {
   const int M = model_->spec.M;
   MEL_CHECK(comm_.size() == M + 1,
@@ -74,8 +77,8 @@ void PlacedMelTask::reduce_gradients(nn::FlatParameters& flat) {
   const double share = static_cast<double>(shard_rows_) / static_cast<double>(batch_rows_);
   const auto t0 = Clock::now();
   Tensor g = flat.grad();
-  Tensor part = mul(g, share).to(replicas_->device()).contiguous();
-  replicas_->all_reduce_sum(part);
+  Tensor part = mul(g, share).to(replicas_data_->device()).contiguous();
+  replicas_data_->all_reduce_sum(part);
   {
     autograd::NoGradGuard ng;
     g.copy_(part.to(g.device()));
@@ -127,16 +130,16 @@ Tensor PlacedMelTask::coarse_of(const data::Batch& b) const {
 
 void PlacedMelTask::send(const Tensor& t, int dst) {
   const auto t0 = Clock::now();
-  const Tensor c = t.detach().to(comm_.device()).contiguous();
-  comm_.send(c, dst);
+  const Tensor c = t.detach().to(data_.device()).contiguous();
+  data_.send(c, dst);
   stats_.bytes_sent += static_cast<double>(c.nbytes());
   stats_.send_seconds += since(t0);
 }
 
 Tensor PlacedMelTask::recv(const Shape& shape, int src) {
   const auto t0 = Clock::now();
-  Tensor t = empty(shape, DType::f32, comm_.device());
-  comm_.recv(t, src);
+  Tensor t = empty(shape, DType::f32, data_.device());
+  data_.recv(t, src);
   stats_.wait_seconds += since(t0);
   return t.to(spec_.device);
 }

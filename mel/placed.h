@@ -33,9 +33,14 @@ class PlacedMelTask : public train::Task {
   // copy of the whole placement), replica r trains on its share of every batch (rows r*B/R to
   // (r+1)*B/R) and the replicas' gradients are averaged, weighted by their rows, before each
   // step; replica 0 evaluates, gathers and writes the run folder.
+  //
+  // On GPUs, `gpu` and `replicas_gpu` (NCCL communicators over the same ranks as `comm` and
+  // `replicas`) carry the step's tensors and the gradients on the device; `comm` and `replicas`
+  // keep the small host-side exchanges (statistics, checkpoint gathering).
   PlacedMelTask(std::shared_ptr<Ensemble> model, MelSpec spec, data::BatchSource& train,
                 data::BatchSource& test, dist::Communicator& comm,
-                dist::Communicator* replicas = nullptr);
+                dist::Communicator* replicas = nullptr, dist::Communicator* gpu = nullptr,
+                dist::Communicator* replicas_gpu = nullptr);
 
   nn::Module& model() override { return *model_; }
   std::vector<train::Phase> phases() override;
@@ -57,6 +62,10 @@ class PlacedMelTask : public train::Task {
   nn::NamedTensors local_optimizer_state(const nn::Optimizer& local,
                                          const nn::NamedTensors& stored) override;
 
+  // The backend that carries the step's tensors ("nccl", or the host communicator's).
+  std::string step_backend() const { return data_.backend(); }
+  // This rank's statistics so far.
+  const PlacedStats& stats() const { return stats_; }
   // On C after the last evaluation: every rank's statistics, by rank (of replica 0).
   const std::vector<PlacedStats>& rank_stats() const { return rank_stats_; }
   // Bytes per sample that cross from upstream i to C at inference (its features).
@@ -86,6 +95,8 @@ class PlacedMelTask : public train::Task {
   data::BatchSource& test_;
   dist::Communicator& comm_;
   dist::Communicator* replicas_;
+  dist::Communicator& data_;                 // features and their gradients
+  dist::Communicator* replicas_data_;        // gradient all-reduce
   int64_t shard_rows_ = 0, batch_rows_ = 0;  // of the last step
   std::vector<JointLossOptions> loss_;       // per phase, as one process computes it
   std::shared_ptr<nn::Module> nothing_;      // what a frozen rank trains
