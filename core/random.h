@@ -5,6 +5,15 @@
 
 namespace mel {
 
+// SplitMix64's finaliser: a well-mixed 64-bit hash of x, for keyed, stateless random streams (data
+// order, augmentation, failout draws) that are pure functions of their key.
+inline uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
 class Generator {
  public:
   explicit Generator(uint64_t seed = 0) : seed_(seed) {}

@@ -4,17 +4,11 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "core/random.h"
 
 namespace mel::data {
 
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 // Distinct streams for the permutation and for augmentation of the same (seed, epoch).
 constexpr uint64_t kShuffleStream = 0x53485546464c45ull;  // "SHUFFLE"

@@ -2,18 +2,9 @@
 
 #include <fmt/format.h>
 
+#include "core/random.h"
+
 namespace mel::method {
-
-namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
 
 std::vector<bool> servers_up(const FailoutSpec& f, int phase, int64_t step) {
   std::vector<bool> up;

@@ -113,19 +113,7 @@ std::vector<train::Phase> PlacedMelTask::phases() {
 }
 
 void PlacedMelTask::begin_epoch(int phase) {
-  model_->train();
-  if (phase == 1) model_->child("upstream")->eval();  // frozen: running statistics fixed
-}
-
-Tensor PlacedMelTask::coarse_of(const data::Batch& b) const {
-  const LossSpec& l = spec_.loss;
-  if (!l.hierarchical) return Tensor();
-  if (l.coarse_map.empty()) return b.y_coarse;
-  Tensor out = empty({b.y.numel()}, DType::i64);
-  const int64_t* y = b.y.data<int64_t>();
-  int64_t* o = out.data<int64_t>();
-  for (int64_t i = 0; i < b.y.numel(); ++i) o[i] = l.coarse_map[static_cast<size_t>(y[i])];
-  return out;
+  set_phase_mode(*model_, phase);
 }
 
 void PlacedMelTask::send(const Tensor& t, int dst) {

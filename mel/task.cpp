@@ -64,14 +64,16 @@ std::vector<train::Phase> MelTask::phases() {
            spec_.phase2.schedule}};
 }
 
-void MelTask::begin_epoch(int phase) {
-  model_->train();
-  if (phase == 1) model_->child("upstream")->eval();  // frozen: running statistics fixed
+void set_phase_mode(Ensemble& m, int phase) {
+  m.train();
+  if (phase == 1) m.child("upstream")->eval();  // frozen: running statistics fixed
 }
 
-// Coarse labels for a batch: the dataset's own, or the fine labels mapped.
-Tensor MelTask::coarse_of(const data::Batch& b) const {
-  const LossSpec& l = spec_.loss;
+void MelTask::begin_epoch(int phase) {
+  set_phase_mode(*model_, phase);
+}
+
+Tensor coarse_labels(const LossSpec& l, const data::Batch& b) {
   if (!l.hierarchical) return Tensor();
   if (l.coarse_map.empty()) return b.y_coarse;
   Tensor out = empty({b.y.numel()}, DType::i64);

@@ -44,6 +44,13 @@ struct MelSpec {
   FailoutSpec failout;  // upstream servers failing during training (off by default)
 };
 
+// Coarse labels for a batch: the dataset's own, or the fine labels mapped by l.coarse_map;
+// undefined when the loss is not hierarchical.
+Tensor coarse_labels(const LossSpec& l, const data::Batch& b);
+// Training mode for `phase` of a MEL task: everything, or (phase 2) the heads with the upstream
+// models frozen in eval mode (their running statistics fixed).
+void set_phase_mode(Ensemble& m, int phase);
+
 // What a training or evaluation step optimises.
 enum class LossPart { joint, exits_only, heads_only };
 JointLossOptions loss_options(const MelSpec& spec, const Ensemble& m, LossPart part);
@@ -65,7 +72,7 @@ class MelTask : public train::Task {
   std::string describe() const override;
 
  private:
-  Tensor coarse_of(const data::Batch& b) const;
+  Tensor coarse_of(const data::Batch& b) const { return coarse_labels(spec_.loss, b); }
   train::StepOutput failout_step(const data::Batch& b, int phase);
 
   std::shared_ptr<Ensemble> model_;

@@ -182,33 +182,38 @@ void Adam::load_state(const NamedTensors& state) {
   v_.copy_(find_state(state, "exp_avg_sq", v_.shape(), who));
 }
 
-double clip_grad_norm(FlatParameters& params, double max_norm) {
+namespace {
+
+// The squared norm and the scaling stay on the device (the scale kernel reads the norm there);
+// without `reduce` the one synchronisation is the read-back of the norm returned, queued last.
+// With it, this part's squared norm is read back and turned into the total's first.
+double clip(FlatParameters& params, double max_norm, const std::function<double(double)>* reduce) {
   check_flat(params, "clip_grad_norm", {});
   MEL_CHECK(max_norm > 0.0, "clip_grad_norm: max_norm must be positive, got {}", max_norm);
   float* g = params.grad().data<float>();
-  // The norm and the scaling stay on the device (the scale kernel reads the norm there); the one
-  // synchronisation is the read-back of the norm this function returns, queued last.
   const Device dev = params.grad().device();
   Tensor sq = empty({1 + kernels::cpu::kSquaredNormPartials}, DType::f64, dev);
   double* sq_ptr = sq.data<double>();
   MEL_KERNEL(dev, squared_norm, g, params.numel(), sq_ptr, sq_ptr + 1);
-  MEL_KERNEL(dev, clip_scale, g, params.numel(), sq_ptr, max_norm);
-  return std::sqrt(sq.narrow(0, 0, 1).item());
+  if (!reduce) {
+    MEL_KERNEL(dev, clip_scale, g, params.numel(), sq_ptr, max_norm);
+    return std::sqrt(sq.narrow(0, 0, 1).item());
+  }
+  const double total = (*reduce)(sq.narrow(0, 0, 1).item());
+  Tensor total_t = full({1}, total, DType::f64, dev);
+  MEL_KERNEL(dev, clip_scale, g, params.numel(), total_t.data<double>(), max_norm);
+  return std::sqrt(total);
+}
+
+}  // namespace
+
+double clip_grad_norm(FlatParameters& params, double max_norm) {
+  return clip(params, max_norm, nullptr);
 }
 
 double clip_grad_norm(FlatParameters& params, double max_norm,
                       const std::function<double(double)>& reduce) {
-  check_flat(params, "clip_grad_norm", {});
-  MEL_CHECK(max_norm > 0.0, "clip_grad_norm: max_norm must be positive, got {}", max_norm);
-  float* g = params.grad().data<float>();
-  const Device dev = params.grad().device();
-  Tensor sq = empty({1 + kernels::cpu::kSquaredNormPartials}, DType::f64, dev);
-  double* sq_ptr = sq.data<double>();
-  MEL_KERNEL(dev, squared_norm, g, params.numel(), sq_ptr, sq_ptr + 1);
-  const double total = reduce(sq.narrow(0, 0, 1).item());
-  Tensor total_t = full({1}, total, DType::f64, dev);
-  MEL_KERNEL(dev, clip_scale, g, params.numel(), total_t.data<double>(), max_norm);
-  return std::sqrt(total);
+  return clip(params, max_norm, &reduce);
 }
 
 }  // namespace mel::nn
