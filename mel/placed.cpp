@@ -27,10 +27,7 @@ PlacedMelTask::PlacedMelTask(std::shared_ptr<Ensemble> model, MelSpec spec,
                              data::BatchSource& train, data::BatchSource& test,
                              dist::Communicator& comm, dist::Communicator* replicas,
                              dist::Communicator* gpu, dist::Communicator* replicas_gpu)
-    : model_(std::move(model)),
-      spec_(std::move(spec)),
-      train_(train),
-      test_(test),
+    : EnsembleTask(std::move(model), std::move(spec), train, test),
       comm_(comm),
       replicas_(replicas && replicas->size() > 1 ? replicas : nullptr),
       data_(gpu ? *gpu : comm),
@@ -274,11 +271,7 @@ train::Evaluation PlacedMelTask::evaluate() {
   const bool was = model_->is_training();
   model_->eval();
   const int M = model_->spec.M;
-  train::Evaluation e;
-  e.names = model_->predictor_names();
-  std::vector<int64_t> correct(e.names.size(), 0);
-  double loss_sum = 0.0;
-  int64_t batches = 0;
+  Tally tally(*this);
   test_.start_epoch(0);
   data::Batch b;
   while (test_.next(b)) {
@@ -292,24 +285,11 @@ train::Evaluation PlacedMelTask::evaluate() {
     const Received r = receive_outputs(b.y.numel(), false);
     std::vector<Tensor> logits = r.exits;
     for (Tensor& h : model_->heads_forward(r.features)) logits.push_back(h);
-    const Tensor yc = coarse_of(b);
-    loss_sum += joint_loss(logits, b.y.to(spec_.device), yc.defined() ? yc.to(spec_.device) : yc,
-                           loss_options(spec_, *model_, LossPart::joint))
-                    .total_value;
-    ++batches;
-    for (size_t k = 0; k < logits.size(); ++k) {
-      const bool coarse = static_cast<int>(k) < M && yc.defined();
-      correct[k] += train::count_correct(logits[k], coarse ? yc : b.y);
-    }
-    e.samples += b.y.numel();
+    tally.add(logits, b);
   }
   model_->train(was);
-  for (int64_t v : correct) {
-    e.accuracy.push_back(e.samples ? static_cast<double>(v) / static_cast<double>(e.samples) : 0);
-  }
-  e.loss = batches ? loss_sum / static_cast<double>(batches) : 0.0;
   exchange_stats();
-  return e;
+  return tally.finish();
 }
 
 void PlacedMelTask::exchange_stats() {

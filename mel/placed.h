@@ -23,7 +23,7 @@ struct PlacedStats {
   double communication() const { return send_seconds + wait_seconds + reduce_seconds; }
 };
 
-class PlacedMelTask : public train::Task {
+class PlacedMelTask : public EnsembleTask {
  public:
   // Every rank builds the whole ensemble (the same initial weights from the same seed) and trains
   // its part; `comm` has M + 1 ranks (an error otherwise). The model must be on spec.device;
@@ -42,13 +42,9 @@ class PlacedMelTask : public train::Task {
                 dist::Communicator* replicas = nullptr, dist::Communicator* gpu = nullptr,
                 dist::Communicator* replicas_gpu = nullptr);
 
-  nn::Module& model() override { return *model_; }
   std::vector<train::Phase> phases() override;
-  std::vector<std::string> predictor_names() const override { return model_->predictor_names(); }
-  data::BatchSource& train_data() override { return train_; }
   void begin_epoch(int phase) override;
   void begin_step(int phase, int64_t step) override;
-  bool skips_parameters() const override { return spec_.failout.enabled(); }
   train::StepOutput train_step(const data::Batch& batch, int phase) override;
   train::Evaluation evaluate() override;
   std::string describe() const override;
@@ -77,7 +73,6 @@ class PlacedMelTask : public train::Task {
   int num_replicas() const { return replicas_ ? replicas_->size() : 1; }
   data::Batch shard_of(const data::Batch& b);
   void reduce_metrics(train::StepOutput& out);
-  Tensor coarse_of(const data::Batch& b) const { return coarse_labels(spec_.loss, b); }
   void send(const Tensor& t, int dst);
   Tensor recv(const Shape& shape, int src);
   struct Received {
@@ -89,10 +84,6 @@ class PlacedMelTask : public train::Task {
   train::StepOutput combiner_step(const data::Batch& b, int phase);
   void exchange_stats();
 
-  std::shared_ptr<Ensemble> model_;
-  MelSpec spec_;
-  data::BatchSource& train_;
-  data::BatchSource& test_;
   dist::Communicator& comm_;
   dist::Communicator* replicas_;
   dist::Communicator& data_;                 // features and their gradients

@@ -48,9 +48,49 @@ JointLossOptions loss_options(const MelSpec& spec, const Ensemble& m, LossPart p
   return o;
 }
 
+EnsembleTask::EnsembleTask(std::shared_ptr<Ensemble> model, MelSpec spec, data::BatchSource& train,
+                           data::BatchSource& test)
+    : model_(std::move(model)), spec_(std::move(spec)), train_(train), test_(test) {}
+
+std::string EnsembleTask::describe() const {
+  return fmt::format(
+      " ({} models, {} heads, baseline {}): {} parameters, {} train samples, batch {}, {} + {} "
+      "epochs",
+      model_->spec.M, model_->heads.size(), baseline_name(spec_.baseline), model_->num_parameters(),
+      train_.num_samples(), spec_.batch_size, spec_.phase1.epochs, spec_.phase2.epochs);
+}
+
+EnsembleTask::Tally::Tally(const EnsembleTask& task)
+    : task_(task),
+      loss_(loss_options(task.spec_, *task.model_, LossPart::joint)),
+      correct_(task.model_->predictor_names().size(), 0) {
+  e_.names = task.model_->predictor_names();
+}
+
+void EnsembleTask::Tally::add(const std::vector<Tensor>& logits, const data::Batch& b) {
+  const Device dev = task_.spec_.device;
+  const Tensor yc = task_.coarse_of(b);
+  loss_sum_ += joint_loss(logits, b.y.to(dev), yc.defined() ? yc.to(dev) : yc, loss_).total_value;
+  ++batches_;
+  for (size_t k = 0; k < logits.size(); ++k) {
+    const bool coarse = static_cast<int>(k) < task_.model_->spec.M && yc.defined();
+    correct_[k] += train::count_correct(logits[k], coarse ? yc : b.y);
+  }
+  e_.samples += b.y.numel();
+}
+
+train::Evaluation EnsembleTask::Tally::finish() {
+  for (int64_t v : correct_) {
+    e_.accuracy.push_back(e_.samples ? static_cast<double>(v) / static_cast<double>(e_.samples)
+                                     : 0);
+  }
+  e_.loss = batches_ ? loss_sum_ / static_cast<double>(batches_) : 0.0;
+  return e_;
+}
+
 MelTask::MelTask(std::shared_ptr<Ensemble> model, MelSpec spec, data::BatchSource& train,
                  data::BatchSource& test)
-    : model_(std::move(model)), spec_(std::move(spec)), train_(train), test_(test) {
+    : EnsembleTask(std::move(model), std::move(spec), train, test) {
   const LossPart first =
       spec_.baseline == Baseline::independent ? LossPart::exits_only : LossPart::joint;
   phase_loss_ = {loss_options(spec_, *model_, first),
@@ -163,39 +203,11 @@ train::Evaluation MelTask::evaluate() {
   const bool was = model_->is_training();
   model_->eval();
   test_.start_epoch(0);
-  train::Evaluation e;
-  e.names = model_->predictor_names();
-  std::vector<int64_t> correct(e.names.size(), 0);
-  const JointLossOptions lo = loss_options(spec_, *model_, LossPart::joint);
-  double loss_sum = 0.0;
-  int64_t batches = 0;
-  const Device dev = spec_.device;
+  Tally tally(*this);
   data::Batch b;
-  while (test_.next(b)) {
-    const Tensor yc = coarse_of(b);
-    std::vector<Tensor> logits = model_->forward_all(b.x.to(dev));
-    loss_sum += joint_loss(logits, b.y.to(dev), yc.defined() ? yc.to(dev) : yc, lo).total_value;
-    ++batches;
-    for (size_t k = 0; k < logits.size(); ++k) {
-      const bool coarse = static_cast<int>(k) < model_->spec.M && yc.defined();
-      correct[k] += train::count_correct(logits[k], coarse ? yc : b.y);
-    }
-    e.samples += b.y.numel();
-  }
+  while (test_.next(b)) tally.add(model_->forward_all(b.x.to(spec_.device)), b);
   model_->train(was);
-  for (int64_t v : correct) {
-    e.accuracy.push_back(e.samples ? static_cast<double>(v) / static_cast<double>(e.samples) : 0);
-  }
-  e.loss = batches ? loss_sum / static_cast<double>(batches) : 0.0;
-  return e;
-}
-
-std::string MelTask::describe() const {
-  return fmt::format(
-      " ({} models, {} heads, baseline {}): {} parameters, {} train samples, batch {}, {} + {} "
-      "epochs",
-      model_->spec.M, model_->heads.size(), baseline_name(spec_.baseline), model_->num_parameters(),
-      train_.num_samples(), spec_.batch_size, spec_.phase1.epochs, spec_.phase2.epochs);
+  return tally.finish();
 }
 
 }  // namespace mel::method

@@ -55,30 +55,56 @@ void set_phase_mode(Ensemble& m, int phase);
 enum class LossPart { joint, exits_only, heads_only };
 JointLossOptions loss_options(const MelSpec& spec, const Ensemble& m, LossPart part);
 
-class MelTask : public train::Task {
+// What every MEL task shares: the ensemble, its spec and data, and evaluation's tally.
+class EnsembleTask : public train::Task {
  public:
   // The model must already be on spec.device; `train` and `test` outlive the task.
-  MelTask(std::shared_ptr<Ensemble> model, MelSpec spec, data::BatchSource& train,
-          data::BatchSource& test);
+  EnsembleTask(std::shared_ptr<Ensemble> model, MelSpec spec, data::BatchSource& train,
+               data::BatchSource& test);
   nn::Module& model() override { return *model_; }
-  std::vector<train::Phase> phases() override;
   std::vector<std::string> predictor_names() const override { return model_->predictor_names(); }
   data::BatchSource& train_data() override { return train_; }
-  void begin_epoch(int phase) override;
-  void begin_step(int phase, int64_t step) override;
   bool skips_parameters() const override { return spec_.failout.enabled(); }
-  train::StepOutput train_step(const data::Batch& batch, int phase) override;
-  train::Evaluation evaluate() override;
   std::string describe() const override;
 
- private:
+ protected:
   Tensor coarse_of(const data::Batch& b) const { return coarse_labels(spec_.loss, b); }
-  train::StepOutput failout_step(const data::Batch& b, int phase);
+  // Evaluation: each test batch's every exit and head logits (in predictor order) go to add(),
+  // finish() gives the mean joint loss and the accuracies.
+  class Tally {
+   public:
+    explicit Tally(const EnsembleTask& task);
+    void add(const std::vector<Tensor>& logits, const data::Batch& b);
+    train::Evaluation finish();
+
+   private:
+    const EnsembleTask& task_;
+    JointLossOptions loss_;
+    train::Evaluation e_;
+    std::vector<int64_t> correct_;
+    double loss_sum_ = 0.0;
+    int64_t batches_ = 0;
+  };
 
   std::shared_ptr<Ensemble> model_;
   MelSpec spec_;
   data::BatchSource& train_;
   data::BatchSource& test_;
+};
+
+class MelTask : public EnsembleTask {
+ public:
+  MelTask(std::shared_ptr<Ensemble> model, MelSpec spec, data::BatchSource& train,
+          data::BatchSource& test);
+  std::vector<train::Phase> phases() override;
+  void begin_epoch(int phase) override;
+  void begin_step(int phase, int64_t step) override;
+  train::StepOutput train_step(const data::Batch& batch, int phase) override;
+  train::Evaluation evaluate() override;
+
+ private:
+  train::StepOutput failout_step(const data::Batch& b, int phase);
+
   std::vector<JointLossOptions> phase_loss_;  // per phase
   std::vector<bool> up_;                      // with failout: the servers up this step
 };
