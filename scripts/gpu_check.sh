@@ -3,14 +3,15 @@
 # CUDA on, the local GPU's architecture, all cores), run every test including the `gpu` label,
 # build and run examples/custom_layer against the installed package (its own CUDA kernels against
 # its CPU kernels), run compute-sanitizer memcheck over the `gpu` tests, run the GPU kernel
-# benchmarks, train the reference CNN on Fashion-MNIST with the full recipe on the GPU, and print
-# one summary.
+# benchmarks, train the reference CNN on Fashion-MNIST with the full recipe on the GPU, run placed
+# MEL training on the GPU(s) (servers as threads on one GPU; as processes over NCCL with 3 GPUs;
+# NCCL bandwidth with 2 or more), and print one summary.
 #
 # Usage: scripts/gpu_check.sh [DATA_DIR] [OUT_DIR]
 #   DATA_DIR  Fashion-MNIST's IDX files (default /usr/share/datasets/fashion-mnist)
 #   OUT_DIR   logs, benchmark JSON, the training run and summary.txt (default gpu-check)
 # Environment: MEL_GPU_BUILD (build folder, default build-gpu); MEL_GPU_CHECK_EPOCHS (default: the
-# recipe's 10). Without a GPU the script still builds and tests (the gpu tests skip) and trains a
+# recipe's 10); MEL_GPU_CHECK_PLACED_DEVICE (the placed runs' device, default cuda). Without a GPU the script still builds and tests (the gpu tests skip) and trains a
 # one-epoch subset on the CPU, so that its own steps can be checked anywhere.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -136,6 +137,60 @@ else
     ! awk -v a="$acc" 'BEGIN { exit !(a >= 0.934) }'; then
     note "FAIL: accuracy $acc is below 0.934"
     status=1
+  fi
+fi
+
+# ---- placed training on the GPU(s) -------------------------------------------------------------
+# One GPU: every server as a thread on that device, against the one-process run. Three or more
+# GPUs and mpirun: one process per server, the step's tensors over NCCL and staged through MPI.
+# Several GPUs: NCCL bandwidth (bench_comm --nccl). What could not run is said in the summary.
+if [ $have_gpu -eq 1 ]; then
+  gpus=$(nvidia-smi -L | grep -c '^GPU')
+  pdev=${MEL_GPU_CHECK_PLACED_DEVICE:-cuda}
+  # placed NAME OPTIONS...: a placed_small run launched by ${launch[@]}; prints its head accuracy
+  placed() {
+    local name=$1
+    shift
+    rm -rf "$out/placed_$name"
+    if "${launch[@]}" train tests/app/placed_small.json --device "$pdev" --data "$data" \
+      --out "$out/placed_$name" --no-progress "$@" > "$out/placed_$name.log" 2>&1; then
+      tr -d ' \n' < "$out/placed_$name/report.json" | sed 's/.*"accuracy":{[^}]*"1+2":\([0-9.]*\).*/\1/'
+    else
+      echo "FAIL"
+    fi
+  }
+  launch=("$build/mel")
+  one=$(placed single)
+  threads=$(placed threads --placement threads)
+  same=differ
+  cmp -s "$out/placed_single/model.safetensors" "$out/placed_threads/model.safetensors" && same=identical
+  note "placed on one GPU: one process head accuracy $one, 3 threads $threads (weights $same) at $(stamp)"
+  [ "$one" = FAIL ] || [ "$threads" = FAIL ] && status=1
+  # the reference MEL configuration, one epoch, one process against 3 threads on the GPU
+  for p in single threads; do
+    "$build/mel" train configs/fmnist_mel2.json --device "$pdev" --data "$data" --epochs 1 \
+      --placement "$p" --out "$out/mel2_$p" --no-progress > "$out/mel2_$p.log" 2>&1 ||
+      { note "FAIL: fmnist_mel2 --placement $p (see $out/mel2_$p.log)"; status=1; }
+    note "fmnist_mel2, 1 epoch, --placement $p: $(sed -n 's/.*"samples_per_second": *\([0-9.]*\).*/\1/p' "$out/mel2_$p/report.json" | tail -1) samples/s"
+  done
+  mpirun=$(command -v mpirun || true)
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  if [ -n "$mpirun" ] && [ "$gpus" -ge 3 ]; then
+    for gc in nccl host; do
+      launch=("$mpirun" -np 3 "$build/mel")
+      r=$(placed "servers_$gc" --placement servers --gpu-comm "$gc")
+      note "placed as 3 processes on 3 GPUs (--gpu-comm $gc): head accuracy $r at $(stamp)"
+      [ "$r" = FAIL ] && status=1
+    done
+  else
+    note "placed servers on GPUs not run: $gpus GPU(s), mpirun ${mpirun:-missing} (needs 3 GPUs)"
+  fi
+  if [ -n "$mpirun" ] && [ "$gpus" -ge 2 ]; then
+    "$mpirun" -np "$gpus" "$build/benchmarks/bench_comm" --nccl > "$out/bench_comm_nccl.txt" 2>&1 ||
+      { note "FAIL: bench_comm --nccl"; status=1; }
+    note "bench_comm --nccl on $gpus GPUs: $(tail -1 "$out/bench_comm_nccl.txt")"
+  else
+    note "bench_comm --nccl not run: $gpus GPU(s) (needs 2)"
   fi
 fi
 
