@@ -97,6 +97,22 @@ inline void all_reduce_sum(Communicator& comm) {
   Tensor ints = on(comm, full({4}, comm.rank() + 1, DType::i64));
   comm.all_reduce_sum(ints);
   EXPECT_EQ(ints.to_vector()[0], n * (n + 1) / 2);
+  // every summed dtype, a tensor large enough for the parallel loop, and an empty one
+  for (DType dt : {DType::f64, DType::bf16, DType::f16}) {
+    Tensor x = on(comm, values_of(comm.rank(), {3, 4}, dt));
+    comm.all_reduce_sum(x);
+    Tensor want_x = values_of(0, {3, 4}, dt);
+    for (int r = 1; r < n; ++r) want_x = add(want_x, values_of(r, {3, 4}, dt));
+    EXPECT_EQ(x.to(Device::cpu()).to_vector(), want_x.to_vector()) << dtype_name(dt);
+  }
+  Tensor big = on(comm, values_of(comm.rank(), {3, 50000}, DType::f32));
+  comm.all_reduce_sum(big);
+  Tensor want_big = values_of(0, {3, 50000}, DType::f32);
+  for (int r = 1; r < n; ++r) want_big = add(want_big, values_of(r, {3, 50000}, DType::f32));
+  EXPECT_EQ(big.to(Device::cpu()).to_vector(), want_big.to_vector());
+  Tensor none = on(comm, empty({0, 3}, DType::f32));
+  comm.all_reduce_sum(none);
+  EXPECT_EQ(none.numel(), 0);
 }
 
 inline void broadcast_from_every_root(Communicator& comm) {
