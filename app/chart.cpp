@@ -14,12 +14,12 @@ namespace {
 
 constexpr const char* kFont = "DejaVu Sans, Helvetica, Arial, sans-serif";
 
-enum class Kind { kHead, kExit, kMean, kNone };
+enum class Kind { kHead, kExit, kAveraged, kMean, kNone };
 
-Kind kind_of(const std::string& answer) {
-  if (answer == "none" || answer.empty()) return Kind::kNone;
-  if (answer.find('+') != std::string::npos) return Kind::kHead;
-  if (answer.find(',') != std::string::npos) return Kind::kMean;
+Kind kind_of(const FailurePattern& p) {
+  if (p.answer == "none" || p.answer.empty()) return Kind::kNone;
+  if (p.answer.find('+') != std::string::npos) return Kind::kHead;
+  if (p.answer.find(',') != std::string::npos) return p.averaged ? Kind::kAveraged : Kind::kMean;
   return Kind::kExit;
 }
 
@@ -29,8 +29,10 @@ const char* color(Kind k) {
       return "#4c72b0";
     case Kind::kExit:
       return "#dd8452";
-    case Kind::kMean:
+    case Kind::kAveraged:
       return "#55a868";
+    case Kind::kMean:
+      return "#8172b3";
     case Kind::kNone:
       return "#999999";
   }
@@ -43,6 +45,8 @@ const char* legend_text(Kind k) {
       return "combination head h S on C";
     case Kind::kExit:
       return "one upstream's exit";
+    case Kind::kAveraged:
+      return "alive exits, probabilities averaged";
     case Kind::kMean:
       return "exits answering independently (mean)";
     case Kind::kNone:
@@ -52,18 +56,20 @@ const char* legend_text(Kind k) {
 }
 
 // Short enough to sit above a bar; the colour says which kind of predictor it is.
-std::string bar_label(const std::string& answer) {
-  switch (kind_of(answer)) {
+std::string bar_label(const FailurePattern& p) {
+  switch (kind_of(p)) {
     case Kind::kHead:
-      return "h " + answer;
+      return "h " + p.answer;
     case Kind::kExit:
-      return "exit " + answer;
+      return "exit " + p.answer;
+    case Kind::kAveraged:
+      return "avg " + p.answer;
     case Kind::kMean:
-      return "mean " + answer;
+      return "mean " + p.answer;
     case Kind::kNone:
       return "none";
   }
-  return answer;
+  return p.answer;
 }
 
 // Layout needs text widths without a font engine: per-character advances of DejaVu Sans (the
@@ -154,9 +160,9 @@ Layout layout(const FailureReport& r) {
     if (i > 0 && p.failed.size() != r.patterns[i - 1].failed.size()) x += kGroupGap;
     Bar b;
     b.xlabel = p.failed.empty() ? "none failed" : join(p.failed, ",");
-    b.label = bar_label(p.answer);
+    b.label = bar_label(p);
     b.value = fmt::format("{:.1f}", 100 * p.accuracy);
-    b.kind = kind_of(p.answer);
+    b.kind = kind_of(p);
     b.w = std::max({kMinSlot, text_width(b.xlabel, kLabelPx) + 10,
                     1.1 * text_width(b.label, kSmallPx) + 16, text_width(b.value, kSmallPx) + 8});
     b.x = x;
@@ -196,7 +202,7 @@ std::string svg_title(const Layout& l, const std::string& title) {
 std::string svg_legend(const Layout& l) {
   std::string s;
   double lx = kMarginLeft;
-  for (Kind k : {Kind::kHead, Kind::kExit, Kind::kMean}) {
+  for (Kind k : {Kind::kHead, Kind::kExit, Kind::kAveraged, Kind::kMean}) {
     if (std::none_of(l.bars.begin(), l.bars.end(), [&](const Bar& b) { return b.kind == k; })) {
       continue;
     }
@@ -258,7 +264,7 @@ std::string svg_bars(const Layout& l, const FailureReport& r) {
         R"(<rect class="bar" x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}" fill="{}"><title>failed: {}; answered by {}; accuracy {:.2f}%, preserved {:.2f}%</title></rect>)"
         "\n",
         cx - kBarW / 2, top, kBarW, kBase - top, color(b.kind),
-        escape(p.failed.empty() ? "none" : join(p.failed, ", ")), escape(describe_answer(p.answer)),
+        escape(p.failed.empty() ? "none" : join(p.failed, ", ")), escape(describe_answer(p)),
         100 * p.accuracy, 100 * p.preserved);
     s += fmt::format(R"(<text x="{:.1f}" y="{:.1f}" font-size="{}" text-anchor="middle">{}</text>)"
                      "\n",

@@ -53,6 +53,7 @@ int run_cli(int argc, char** argv) {
   CLI::App* info = add_info(app, o);
   CLI::App* eval = add_eval(app, o);
   CLI::App* exp = add_export(app, o);
+  CLI::App* predict = add_predict(app, o);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -62,6 +63,7 @@ int run_cli(int argc, char** argv) {
     if (*train) run_train(o);
     if (*eval) run_eval(o);
     if (*exp) run_export(o);
+    if (*predict) run_predict(o);
     if (*info) run_info(o);
   } catch (const std::exception& e) {
     std::fflush(stdout);

@@ -1,5 +1,6 @@
 // The subcommands of `mel`, one file each (cmd_train.cpp, cmd_eval.cpp, cmd_export.cpp,
-// cmd_info.cpp): each adds its options to the parser and runs once parsing succeeded.
+// cmd_info.cpp, cmd_predict.cpp): each adds its options to the parser and runs once parsing
+// succeeded.
 #pragma once
 #include <CLI/CLI.hpp>
 #include <cstdint>
@@ -15,7 +16,7 @@ struct CliOptions {
   int64_t epochs = -1, batch = -1, train_limit = -1, test_limit = -1, seed = -1, stop_after = -1;
   std::string config;  // a config file, or the run folder / checkpoint of eval and export
   std::string resume;  // train --resume RUN_DIR
-  std::string out;     // export --out
+  std::string out;     // export and predict --out
   std::string placement = "single";  // train --placement
   int replicas = 1;                  // train --replicas
   double comm_timeout = 300;         // train --comm-timeout (seconds)
@@ -37,5 +38,7 @@ CLI::App* add_export(CLI::App& app, CliOptions& o);
 void run_export(const CliOptions& o);
 CLI::App* add_info(CLI::App& app, CliOptions& o);
 void run_info(const CliOptions& o);
+CLI::App* add_predict(CLI::App& app, CliOptions& o);
+void run_predict(const CliOptions& o);
 
 }  // namespace mel::app

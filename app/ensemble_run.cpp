@@ -76,7 +76,7 @@ method::FailureReport failures_of(const method::Ensemble& m, const train::Evalua
   const int M = m.spec.M;
   std::vector<double> exits(e.accuracy.begin(), e.accuracy.begin() + M);
   std::vector<double> heads(e.accuracy.begin() + M, e.accuracy.end());
-  return method::evaluate_failures(M, exits, m.spec.head_subsets, heads);
+  return method::evaluate_failures(M, exits, m.spec.head_subsets, heads, e.combined);
 }
 
 train::Evaluation evaluate_ensemble(method::Ensemble& model, const MelConfig& c,

@@ -27,8 +27,14 @@ Json failure_report_json(const FailureReport& r) {
     Json j;
     j["failed"] = p.failed;
     j["answer"] = p.answer;
+    j["answered_by"] = describe_answer(p);
     j["accuracy"] = p.accuracy;
     j["preserved"] = p.preserved;
+    if (!p.best_exit.empty()) {
+      j["best_exit"] = p.best_exit;
+      j["best_exit_accuracy"] = p.best_exit_accuracy;
+      j["mean_exit_accuracy"] = p.mean_exit_accuracy;
+    }
     failures.push_back(std::move(j));
   }
   Json out;
@@ -38,20 +44,25 @@ Json failure_report_json(const FailureReport& r) {
   return out;
 }
 
-std::string describe_answer(const std::string& answer) {
-  if (answer == "none" || answer.empty()) return "none";
-  if (answer.find('+') != std::string::npos) return "head " + answer;
-  if (answer.find(',') != std::string::npos) return "exits " + answer + " (mean)";
-  return "exit " + answer;
+std::string describe_answer(const FailurePattern& p) {
+  if (p.answer == "none" || p.answer.empty()) return "none";
+  if (p.answer.find('+') != std::string::npos) return "head " + p.answer;
+  if (p.answer.find(',') != std::string::npos) {
+    return "exits " + p.answer + (p.averaged ? " (averaged)" : " (mean)");
+  }
+  return "exit " + p.answer;
 }
 
 std::string failure_table(const FailureReport& r) {
-  const std::vector<std::string> header = {"failed", "answered by", "accuracy %", "preserved %"};
+  const std::vector<std::string> header = {"failed", "answered by", "accuracy %", "preserved %",
+                                           "best alive exit %"};
   std::vector<std::vector<std::string>> rows;
   for (const FailurePattern& p : r.patterns) {
-    rows.push_back({failed_name(p), describe_answer(p.answer),
-                    fmt::format("{:.2f}", 100 * p.accuracy),
-                    fmt::format("{:.2f}", 100 * p.preserved)});
+    rows.push_back({failed_name(p), describe_answer(p), fmt::format("{:.2f}", 100 * p.accuracy),
+                    fmt::format("{:.2f}", 100 * p.preserved),
+                    p.best_exit.empty()
+                        ? "-"
+                        : fmt::format("exit {}: {:.2f}", p.best_exit, 100 * p.best_exit_accuracy)});
   }
   std::vector<size_t> w(header.size());
   for (size_t c = 0; c < header.size(); ++c) {

@@ -14,11 +14,12 @@ using method::FailureReport;
 //  "preserved_mean": x, "preserved_worst": x}
 Json failure_report_json(const FailureReport& r);
 
-// A fixed-width terminal table (failed servers | answered by | accuracy % | preserved %) and a
-// final line with the mean and worst preserved accuracy over single failures.
+// A fixed-width terminal table (failed servers | answered by | accuracy % | preserved % | best
+// alive exit) and a final line with the mean and worst preserved accuracy over single failures.
 std::string failure_table(const FailureReport& r);
 
-// "head 1+2", "exit 1", "exits 1,3 (mean)", "none": the answer spelled out for people.
-std::string describe_answer(const std::string& answer);
+// "head 1+2", "exit 1", "exits 1,3 (averaged)", "exits 1,3 (mean)", "none": the answer spelled
+// out for people.
+std::string describe_answer(const FailurePattern& p);
 
 }  // namespace mel::app

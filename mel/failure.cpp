@@ -84,13 +84,23 @@ std::string indices_name(uint32_t mask, const std::string& sep) {
 
 // The predictor answering when the upstreams in `alive` and (if `c_up`) C are running.
 void answer(FailurePattern& p, int M, uint32_t alive, bool c_up, const std::vector<double>& exits,
-            const std::vector<Head>& heads) {
+            const std::vector<Head>& heads, const std::map<std::string, double>& averaged) {
   const int n_alive = std::popcount(alive);
   if (n_alive == 0) {
     p.answer = "none";
     p.accuracy = 0.0;
     return;
   }
+  double sum = 0.0;
+  for (int i = 0; i < M; ++i) {
+    if (!(alive & (1u << i))) continue;
+    sum += exits[i];
+    if (p.best_exit.empty() || exits[i] > p.best_exit_accuracy) {
+      p.best_exit = std::to_string(i + 1);
+      p.best_exit_accuracy = exits[i];
+    }
+  }
+  p.mean_exit_accuracy = sum / n_alive;
   if (c_up && n_alive >= 2) {
     const Head* best = nullptr;
     for (const Head& h : heads) {
@@ -102,14 +112,15 @@ void answer(FailurePattern& p, int M, uint32_t alive, bool c_up, const std::vect
       return;
     }
   }
-  // Every alive upstream answers its own clients with its exit; a client of the system is served
-  // by any of them with equal chance, hence the mean.
-  double sum = 0.0;
-  for (int i = 0; i < M; ++i) {
-    if (alive & (1u << i)) sum += exits[i];
-  }
   p.answer = indices_name(alive, ",");
-  p.accuracy = sum / n_alive;
+  p.accuracy = p.mean_exit_accuracy;
+  if (n_alive >= 2) {
+    const auto it = averaged.find(p.answer);
+    if (it != averaged.end()) {
+      p.averaged = true;
+      p.accuracy = it->second;
+    }
+  }
 }
 
 }  // namespace
@@ -118,6 +129,12 @@ std::string subset_name(const std::vector<int>& s) {
   std::vector<std::string> parts;
   for (int i : s) parts.push_back(std::to_string(i + 1));
   return join(parts, "+");
+}
+
+std::string exits_name(const std::vector<int>& s) {
+  std::vector<std::string> parts;
+  for (int i : s) parts.push_back(std::to_string(i + 1));
+  return join(parts, ",");
 }
 
 std::vector<std::vector<int>> all_subsets(int M, int min_size) {
@@ -141,7 +158,8 @@ std::vector<std::vector<int>> all_subsets(int M, int min_size) {
 
 FailureReport evaluate_failures(int M, const std::vector<double>& exit_accuracy,
                                 const std::vector<std::vector<int>>& head_subsets,
-                                const std::vector<double>& head_accuracy) {
+                                const std::vector<double>& head_accuracy,
+                                const std::map<std::string, double>& averaged_exits) {
   MEL_CHECK(M >= 2 && M <= kMaxModels,
             "evaluate_failures: M = {} upstream models, expected 2..{} (MEL combines at least 2)",
             M, kMaxModels);
@@ -150,6 +168,7 @@ FailureReport evaluate_failures(int M, const std::vector<double>& exit_accuracy,
             exit_accuracy.size(), M);
   for (int i = 0; i < M; ++i) check_accuracy(exit_accuracy[i], fmt::format("exit {}", i + 1));
   const std::vector<Head> heads = check_heads(M, head_subsets, head_accuracy);
+  for (const auto& [name, a] : averaged_exits) check_accuracy(a, "averaged exits " + name);
 
   FailureReport r;
   // Servers 0..M-1 are the upstreams, server M is C.
@@ -166,7 +185,7 @@ FailureReport evaluate_failures(int M, const std::vector<double>& exit_accuracy,
         p.failed.push_back(std::to_string(s + 1));
       }
     }
-    answer(p, M, alive, c_up, exit_accuracy, heads);
+    answer(p, M, alive, c_up, exit_accuracy, heads, averaged_exits);
     r.patterns.push_back(std::move(p));
   }
   r.no_failure_accuracy = r.patterns[0].accuracy;

@@ -1,6 +1,7 @@
 // MEL failure evaluation: which predictor answers, and how accurately, for every pattern of failed
 // servers (upstream 1..M plus the combination server C), given per-exit and per-head accuracies.
 #pragma once
+#include <map>
 #include <string>
 #include <vector>
 
@@ -19,11 +20,17 @@ struct PredictorAccuracy {
 
 struct FailurePattern {
   std::vector<std::string> failed;  // e.g. {"1"}, {"C"}, {"2", "C"}; empty = no failure
-  // "1+2": head h_{1,2}; "1": exit 1 alone; "1,3": exits 1 and 3 answering independently (the
-  // accuracy is their mean); "none": every upstream failed.
+  // "1+2": head h_{1,2}; "1": exit 1 alone; "1,3": exits 1 and 3 together, the client averaging
+  // their probabilities (or, without per-sample accuracies, answering independently: the mean of
+  // their accuracies); "none": every upstream failed.
   std::string answer;
+  bool averaged = false;  // "1,3" is the per-sample average of probabilities
   double accuracy = 0.0;
   double preserved = 0.0;  // accuracy / no-failure accuracy (0 when that is 0)
+  // Beside the answer, over the alive upstreams' exits: the best one ("" when none is alive) and
+  // the mean of their accuracies.
+  std::string best_exit;
+  double best_exit_accuracy = 0.0, mean_exit_accuracy = 0.0;
 };
 
 struct FailureReport {
@@ -41,9 +48,17 @@ struct FailureReport {
 // With C up and alive upstreams A (|A| >= 2) the answer is h_A. When heads are only listed for some
 // subsets and A has none, C uses the head of the largest listed subset of A (ties: the one listed
 // first), since C can evaluate any head whose inputs all arrived; if no subset of A has a head,
-// A's exits answer independently, as when C is down. One alive upstream answers with its own exit.
+// A's exits answer, as when C is down. One alive upstream answers with its own exit.
+//
+// Several alive exits without a head: the client averages their probabilities, whose accuracy
+// `averaged_exits` gives per set of exits, named "1,3" (measured per sample on the test set);
+// for a set it does not name, the exits answer independently and the accuracy is their mean.
 FailureReport evaluate_failures(int M, const std::vector<double>& exit_accuracy,
                                 const std::vector<std::vector<int>>& head_subsets,
-                                const std::vector<double>& head_accuracy);
+                                const std::vector<double>& head_accuracy,
+                                const std::map<std::string, double>& averaged_exits = {});
+
+// The name of a set of exits in `averaged_exits`: 1-based indices joined by ',' ({0, 2} -> "1,3").
+std::string exits_name(const std::vector<int>& s);
 
 }  // namespace mel::method

@@ -2,11 +2,14 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <optional>
 
 #include "core/autograd.h"
 #include "core/factory.h"
 #include "core/ops_index.h"
+#include "core/ops_nn.h"
+#include "mel/failure.h"
 #include "train/metrics.h"
 
 namespace mel::method {
@@ -65,6 +68,8 @@ EnsembleTask::Tally::Tally(const EnsembleTask& task)
       loss_(loss_options(task.spec_, *task.model_, LossPart::joint)),
       correct_(task.model_->predictor_names().size(), 0) {
   e_.names = task.model_->predictor_names();
+  if (task.model_->spec.M <= 8) exit_sets_ = all_subsets(task.model_->spec.M, 2);
+  averaged_correct_.assign(exit_sets_.size(), 0);
 }
 
 void EnsembleTask::Tally::add(const std::vector<Tensor>& logits, const data::Batch& b) {
@@ -77,6 +82,30 @@ void EnsembleTask::Tally::add(const std::vector<Tensor>& logits, const data::Bat
     correct_[k] += train::count_correct(logits[k], coarse ? yc : b.y);
   }
   e_.samples += b.y.numel();
+  if (exit_sets_.empty()) return;
+  // The exits' probabilities, summed over each set (the average's argmax), against the labels the
+  // exits predict.
+  const int64_t n = b.y.numel();
+  std::vector<std::vector<double>> p;
+  int64_t classes = 0;
+  for (int i = 0; i < task_.model_->spec.M; ++i) {
+    const Tensor pi = softmax(logits[static_cast<size_t>(i)].detach(), 1).to(Device::cpu());
+    classes = pi.size(1);
+    p.push_back(pi.to(DType::f64).contiguous().to_vector());
+  }
+  const std::vector<double> labels = (yc.defined() ? yc : b.y).to(Device::cpu()).to_vector();
+  std::vector<double> sum(static_cast<size_t>(classes));
+  for (size_t s = 0; s < exit_sets_.size(); ++s) {
+    for (int64_t r = 0; r < n; ++r) {
+      std::fill(sum.begin(), sum.end(), 0.0);
+      for (int i : exit_sets_[s]) {
+        const double* row = p[static_cast<size_t>(i)].data() + r * classes;
+        for (int64_t c = 0; c < classes; ++c) sum[static_cast<size_t>(c)] += row[c];
+      }
+      const auto best = std::max_element(sum.begin(), sum.end()) - sum.begin();
+      if (static_cast<double>(best) == labels[static_cast<size_t>(r)]) ++averaged_correct_[s];
+    }
+  }
 }
 
 train::Evaluation EnsembleTask::Tally::finish() {
@@ -85,6 +114,10 @@ train::Evaluation EnsembleTask::Tally::finish() {
                                      : 0);
   }
   e_.loss = batches_ ? loss_sum_ / static_cast<double>(batches_) : 0.0;
+  for (size_t s = 0; s < exit_sets_.size() && e_.samples > 0; ++s) {
+    e_.combined[exits_name(exit_sets_[s])] =
+        static_cast<double>(averaged_correct_[s]) / static_cast<double>(e_.samples);
+  }
   return e_;
 }
 

@@ -70,7 +70,8 @@ class EnsembleTask : public train::Task {
  protected:
   Tensor coarse_of(const data::Batch& b) const { return coarse_labels(spec_.loss, b); }
   // Evaluation: each test batch's every exit and head logits (in predictor order) go to add(),
-  // finish() gives the mean joint loss and the accuracies.
+  // finish() gives the mean joint loss, the accuracies and (in `combined`, for M <= 8) the
+  // accuracy of every set of two or more exits whose probabilities a client averages.
   class Tally {
    public:
     explicit Tally(const EnsembleTask& task);
@@ -82,6 +83,8 @@ class EnsembleTask : public train::Task {
     JointLossOptions loss_;
     train::Evaluation e_;
     std::vector<int64_t> correct_;
+    std::vector<std::vector<int>> exit_sets_;
+    std::vector<int64_t> averaged_correct_;  // per exit set
     double loss_sum_ = 0.0;
     int64_t batches_ = 0;
   };

@@ -2,6 +2,7 @@
 // its data, its loss and metrics; the trainer owns the loop, optimizers, checkpoints and files.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -45,6 +46,9 @@ struct Evaluation {
   std::vector<double> accuracy;
   double loss = 0.0;
   int64_t samples = 0;
+  // Accuracies of answers combined from several predictors per sample, by name (a MEL task: the
+  // alive exits' averaged probabilities, "1,2"); empty when a task has none.
+  std::map<std::string, double> combined;
 };
 
 class Task {

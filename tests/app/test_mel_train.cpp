@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -11,11 +12,19 @@
 #include "app/cli.h"
 #include "app/ensemble_run.h"
 #include "app/single.h"
+#include "core/autograd.h"
+#include "core/factory.h"
+#include "core/ops_nn.h"
 #include "core/safetensors.h"
+#include "data/npy.h"
+#include "data/tensor_loader.h"
+#include "mel/failure.h"
 #include "mel/joint_loss.h"
+#include "mel/task.h"
 #include "tests/app/app_testing.h"
 #include "tests/gradcheck.h"
 #include "train/checkpoint.h"
+#include "train/files.h"
 
 namespace mel::app {
 namespace {
@@ -151,9 +160,16 @@ TEST(Mel, TrainsEvaluatesExportsAndReportsFailures) {
                                                      r["params"]["servers"]["C"].get<int64_t>());
   ASSERT_EQ(r["failures"].size(), 8u);
   EXPECT_EQ(r["failures"][0]["answer"], "1+2");
-  EXPECT_EQ(r["failures"][3]["failed"], Json::parse(R"(["C"])"));
-  EXPECT_NEAR(r["failures"][3]["accuracy"].get<double>(),
-              (r["accuracy"]["1"].get<double>() + r["accuracy"]["2"].get<double>()) / 2, 1e-12);
+  // C down: the client averages the two exits' probabilities; the best exit and the mean beside it
+  const Json& c_down = r["failures"][3];
+  EXPECT_EQ(c_down["failed"], Json::parse(R"(["C"])"));
+  EXPECT_EQ(c_down["answer"], "1,2");
+  EXPECT_EQ(c_down["answered_by"], "exits 1,2 (averaged)");
+  const double a1 = r["accuracy"]["1"].get<double>(), a2 = r["accuracy"]["2"].get<double>();
+  EXPECT_NEAR(c_down["mean_exit_accuracy"].get<double>(), (a1 + a2) / 2, 1e-12);
+  EXPECT_EQ(c_down["best_exit"], a2 > a1 ? "2" : "1");
+  EXPECT_DOUBLE_EQ(c_down["best_exit_accuracy"].get<double>(), std::max(a1, a2));
+  EXPECT_GT(c_down["accuracy"].get<double>(), 0.70);
   EXPECT_TRUE(r.contains("preserved_mean") && r.contains("preserved_worst"));
   EXPECT_TRUE(fs::exists(ov.out + "/failures.svg"));
   EXPECT_EQ(Json::parse(read_file(ov.out + "/report.json")), r);
@@ -174,12 +190,123 @@ TEST(Mel, TrainsEvaluatesExportsAndReportsFailures) {
                 load_safetensors(d / "export/upstream_2.safetensors").tensors.size() +
                 comb.tensors.size(),
             load_safetensors(ov.out + "/model.safetensors").tensors.size());
+  // predict: every predictor's classes give the report's accuracies, and the exits' averaged
+  // probabilities give its answer with C down
+  EXPECT_EQ(run_mel({"predict", ov.out, "--out", d / "pred", "--logits"}), 0);
+  const Tensor classes = data::load_npy(d / "pred/classes.npy");
+  const Tensor labels = data::load_npy(d / "pred/labels.npy");
+  const std::vector<double> lv = labels.to_vector();
+  ASSERT_EQ(classes.shape(), (Shape{1000, 3}));
+  const std::vector<std::string> names = {"exit_1", "exit_2", "head_1+2"};
+  const std::vector<std::string> keys = {"1", "2", "1+2"};
+  std::vector<std::vector<double>> probs;
+  for (size_t k = 0; k < names.size(); ++k) {
+    const Tensor pk = data::load_npy(d / ("pred/" + names[k] + ".probabilities.npy"));
+    ASSERT_EQ(pk.shape(), (Shape{1000, 10}));
+    probs.push_back(pk.to(DType::f64).to_vector());
+    EXPECT_TRUE(fs::exists(d / ("pred/" + names[k] + ".logits.npy")));
+    const std::vector<double> ck = classes.select(1, static_cast<int64_t>(k)).to_vector();
+    int64_t correct = 0;
+    for (size_t i = 0; i < ck.size(); ++i) correct += ck[i] == lv[i];
+    EXPECT_DOUBLE_EQ(static_cast<double>(correct) / 1000, r["accuracy"][keys[k]].get<double>())
+        << names[k];
+  }
+  int64_t averaged = 0;
+  for (int64_t i = 0; i < 1000; ++i) {
+    int64_t best = 0;
+    for (int64_t j = 1; j < 10; ++j) {
+      const auto at = [&](int64_t c) { return probs[0][i * 10 + c] + probs[1][i * 10 + c]; };
+      if (at(j) > at(best)) best = j;
+    }
+    averaged += best == static_cast<int64_t>(lv[static_cast<size_t>(i)]);
+  }
+  EXPECT_DOUBLE_EQ(static_cast<double>(averaged) / 1000, c_down["accuracy"].get<double>());
+  // CSV: a header and a row per sample; a .npy of images gives the test split's predictions
+  EXPECT_EQ(
+      run_mel({"predict", ov.out, "--out", d / "csv", "--format", "csv", "--test-limit", "7"}), 0);
+  const std::string csv = read_file(d / "csv/predictions.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 8);
+  EXPECT_EQ(csv.rfind("sample,label,exit_1.class,exit_1.p0,", 0), 0u) << csv.substr(0, 80);
+  const data::ImageDataset test_ds = data::load_dataset("fashion-mnist", "", data::Split::test);
+  train::write_file_atomic(d / "images.npy",
+                           data::npy_bytes(test_ds.images.narrow(0, 0, 5).squeeze(1).contiguous()));
+  EXPECT_EQ(run_mel({"predict", ov.out, "--input", d / "images.npy", "--out", d / "img"}), 0);
+  const std::vector<double> from_file =
+      data::load_npy(d / "img/head_1+2.probabilities.npy").to(DType::f64).to_vector();
+  ASSERT_EQ(from_file.size(), 50u);
+  for (size_t i = 0; i < 50; ++i) EXPECT_NEAR(from_file[i], probs[2][i], 1e-5) << i;
+  EXPECT_FALSE(fs::exists(d / "img/labels.npy"));
+  std::string err;
+  train::write_file_atomic(d / "floats.npy", data::npy_bytes(zeros({2, 1, 28, 28})));
+  EXPECT_EQ(run_mel({"predict", ov.out, "--input", d / "floats.npy", "--out", d / "x"}, &err), 1);
+  EXPECT_NE(err.find("floats.npy: the images are f32, expected u8"), std::string::npos) << err;
+  train::write_file_atomic(d / "small.npy", data::npy_bytes(zeros({2, 1, 14, 14}, DType::u8)));
+  EXPECT_EQ(run_mel({"predict", ov.out, "--input", d / "small.npy", "--out", d / "x"}, &err), 1);
+  EXPECT_NE(err.find("images of shape [2, 1, 14, 14], expected [N, 1, 28, 28]"), std::string::npos)
+      << err;
   // a checkpoint from another config does not load
   Json other = small_mel();
   other["ensemble"]["heads"]["hidden"] = 16;
   MelConfig oc = parse_mel_config(other, "other.json", ov);
   auto om = build_ensemble_model(oc);
   EXPECT_MEL_ERROR(load_model_checkpoint(ov.out, *om), "wrong shape: heads.1+2.layers.0.weight");
+}
+
+// The failure report's averaged answers are the argmax of the alive exits' mean probabilities,
+// sample by sample: the evaluation's counts equal ones computed here from forward_all on the
+// whole test set, for every set of exits of a 3-model ensemble (no data files needed).
+TEST(Mel, AveragedExitAnswersArePerSampleProbabilityMeans) {
+  Json cfg = small_mel();
+  Json up = cfg["ensemble"]["upstream"][1];
+  cfg["ensemble"]["upstream"].push_back(up);
+  cfg["ensemble"]["loss"] = Json::object();
+  RunOverrides ov;
+  MelConfig c = parse_mel_config(cfg, "three.json", ov);
+  auto model = build_ensemble_model(c);
+  Generator gen(3);
+  model->reset_parameters(gen);
+  const int64_t n = 90;
+  const Tensor x = randn({n, 1, 28, 28}, gen);
+  std::vector<int64_t> labels;
+  for (int64_t i = 0; i < n; ++i) labels.push_back((i * 7) % 10);
+  const Tensor y = tensor_i64(labels, {n});
+  data::TensorLoader test(x, y, n, false);  // one batch: the same bits as forward_all below
+  const train::Evaluation e =
+      method::MelTask(model, mel_spec(c, Device::cpu()), test, test).evaluate();
+  std::vector<Tensor> logits;
+  {
+    autograd::NoGradGuard ng;
+    model->eval();
+    logits = model->forward_all(x);
+  }
+  ASSERT_EQ(e.combined.size(), 4u);
+  for (const auto& set : method::all_subsets(3, 2)) {
+    int64_t correct = 0;
+    std::vector<std::vector<double>> p;
+    for (int i : set) p.push_back(softmax(logits[static_cast<size_t>(i)], 1).to_vector());
+    for (int64_t r = 0; r < n; ++r) {
+      int64_t best = 0;
+      double best_sum = -1;
+      for (int64_t k = 0; k < 10; ++k) {
+        double sum = 0;
+        for (const auto& pi : p) sum += pi[static_cast<size_t>(r * 10 + k)];
+        if (sum > best_sum) best_sum = sum, best = k;
+      }
+      correct += best == labels[static_cast<size_t>(r)];
+    }
+    const std::string name = method::exits_name(set);
+    ASSERT_TRUE(e.combined.count(name)) << name;
+    EXPECT_DOUBLE_EQ(e.combined.at(name), static_cast<double>(correct) / n) << name;
+  }
+  // and the failure report answers with them when C is down
+  const method::FailureReport fr = failures_of(*model, e);
+  for (const auto& p : fr.patterns) {
+    if (p.failed == std::vector<std::string>{"C"}) {
+      EXPECT_EQ(p.answer, "1,2,3");
+      EXPECT_TRUE(p.averaged);
+      EXPECT_DOUBLE_EQ(p.accuracy, e.combined.at("1,2,3"));
+    }
+  }
 }
 
 TEST(Mel, ResumedRunEndsWithTheSameWeights) {

@@ -61,7 +61,11 @@ TEST(Report, Json) {
   EXPECT_DOUBLE_EQ(two_c["accuracy"].get<double>(), 0.8);
   std::vector<std::string> pkeys;
   for (auto it = two_c.begin(); it != two_c.end(); ++it) pkeys.push_back(it.key());
-  EXPECT_EQ(pkeys, (std::vector<std::string>{"failed", "answer", "accuracy", "preserved"}));
+  EXPECT_EQ(pkeys,
+            (std::vector<std::string>{"failed", "answer", "answered_by", "accuracy", "preserved",
+                                      "best_exit", "best_exit_accuracy", "mean_exit_accuracy"}));
+  EXPECT_EQ(two_c["answered_by"], "exit 1");
+  EXPECT_EQ(j["failures"][7].count("best_exit"), 0u);  // nothing alive
   EXPECT_NEAR(j["preserved_worst"].get<double>(), 0.7 / 0.9, 1e-12);
 }
 
@@ -78,7 +82,7 @@ TEST(Report, Table) {
   };
   expect_row("none", {"head 1+2", "90.00", "100.00"});
   expect_row("1", {"exit 2", "70.00", "77.78"});
-  expect_row("C", {"exits 1,2 (mean)", "75.00", "83.33"});
+  expect_row("C", {"exits 1,2 (mean)", "75.00", "83.33", "exit 1: 80.00"});
   expect_row("1, 2", {"none", "0.00"});
   expect_row("1, C", {"exit 2", "70.00"});
   expect_row("1, 2, C", {"none", "0.00"});
@@ -87,6 +91,20 @@ TEST(Report, Table) {
   EXPECT_NE(t.find("preserved over single failures: mean 83.33%, worst 77.78% (server 1 failed)"),
             std::string::npos)
       << t;
+}
+
+TEST(Report, AveragedExitsInTableAndChart) {
+  const FailureReport r =
+      method::evaluate_failures(2, {0.8, 0.7}, {{0, 1}}, {0.9}, {{"1,2", 0.85}});
+  const std::string t = failure_table(r);
+  const std::string row = table_row(t, "C");
+  EXPECT_NE(row.find("exits 1,2 (averaged)"), std::string::npos) << t;
+  EXPECT_NE(row.find("85.00"), std::string::npos) << t;
+  EXPECT_NE(row.find("exit 1: 80.00"), std::string::npos) << t;
+  const std::string svg = failure_chart_svg(r, "averaged");
+  EXPECT_NE(svg.find("avg 1,2"), std::string::npos);
+  EXPECT_NE(svg.find("alive exits, probabilities averaged"), std::string::npos);
+  EXPECT_EQ(svg.find("answering independently"), std::string::npos);
 }
 
 TEST(Report, ChartSvg) {

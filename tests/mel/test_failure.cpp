@@ -153,6 +153,42 @@ TEST(Failure, NoHeadsAtAll) {
   EXPECT_NEAR(r.patterns[3].preserved, 1.0, 1e-12);  // C down changes nothing
 }
 
+// With per-sample accuracies of averaged exits, a set of alive exits without a head answers with
+// them; a set they do not name falls back to the mean. Beside every answer: the best alive exit.
+TEST(Failure, AveragedExitsAnswerWhereGiven) {
+  FailureReport r = evaluate_failures(3, {0.6, 0.7, 0.8}, {{0, 1, 2}}, {0.9},
+                                      {{"1,2,3", 0.84}, {"1,2", 0.72}, {"2,3", 0.83}});
+  auto find = [&](const std::vector<std::string>& failed) {
+    for (const FailurePattern& p : r.patterns) {
+      if (p.failed == failed) return p;
+    }
+    ADD_FAILURE() << "no pattern";
+    return FailurePattern{};
+  };
+  const FailurePattern c = find({"C"});
+  EXPECT_EQ(c.answer, "1,2,3");
+  EXPECT_TRUE(c.averaged);
+  EXPECT_DOUBLE_EQ(c.accuracy, 0.84);
+  EXPECT_EQ(c.best_exit, "3");
+  EXPECT_DOUBLE_EQ(c.best_exit_accuracy, 0.8);
+  EXPECT_NEAR(c.mean_exit_accuracy, 0.7, 1e-12);
+  EXPECT_DOUBLE_EQ(find({"3"}).accuracy, 0.72);  // no head 1+2: the averaged exits answer
+  EXPECT_DOUBLE_EQ(find({"1"}).accuracy, 0.83);
+  const FailurePattern no13 = find({"2"});  // "1,3" not given: the mean
+  EXPECT_EQ(no13.answer, "1,3");
+  EXPECT_FALSE(no13.averaged);
+  EXPECT_NEAR(no13.accuracy, 0.7, 1e-12);
+  const FailurePattern head = find({});
+  EXPECT_FALSE(head.averaged);
+  EXPECT_EQ(head.best_exit, "3");
+  EXPECT_EQ(find({"1", "2", "3"}).best_exit, "");
+  EXPECT_EQ(find({"1", "2"}).best_exit, "3");
+  EXPECT_NEAR(r.preserved_worst, 0.7 / 0.9, 1e-12);
+  EXPECT_MEL_ERROR(evaluate_failures(2, {0.5, 0.5}, {{0, 1}}, {0.5}, {{"1,2", 1.5}}),
+                   "averaged exits 1,2", "1.5");
+  EXPECT_EQ(exits_name({0, 2}), "1,3");
+}
+
 TEST(Failure, ZeroAccuracyDoesNotDivideByZero) {
   FailureReport r = evaluate_failures(2, {0.0, 0.0}, {{0, 1}}, {0.0});
   for (const FailurePattern& p : r.patterns) EXPECT_EQ(p.preserved, 0.0);
