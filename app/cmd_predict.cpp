@@ -24,32 +24,27 @@
 namespace mel::app {
 namespace {
 
-struct PredictOptions {
-  std::string input, format = "npy";
-  bool logits = false;
-};
-PredictOptions g_predict;
-
 // The images to predict: the test split, or the .npy file's u8 pixels [N, C, H, W] (or [N, H, W]
 // for one channel) as a dataset without labels.
-data::ImageDataset source_images(const DataConfig& dc, const Shape& input, bool* labelled) {
-  if (g_predict.input.empty()) {
+data::ImageDataset source_images(const CliOptions& o, const DataConfig& dc, const Shape& input,
+                                 bool* labelled) {
+  if (o.input.empty()) {
     *labelled = true;
     return data::load_dataset(dc.dataset, dc.dir, data::Split::test);
   }
   *labelled = false;
-  Tensor x = data::load_npy(g_predict.input);
+  Tensor x = data::load_npy(o.input);
   MEL_CHECK(x.dtype() == DType::u8,
             "{}: the images are {}, expected u8 pixels (0..255, as the dataset stores them; "
             "normalisation is the config's)",
-            g_predict.input, dtype_name(x.dtype()));
+            o.input, dtype_name(x.dtype()));
   if (x.dim() == 3 && input.size() == 3 && input[0] == 1) x = x.unsqueeze(1);
   Shape want = input;
   want.insert(want.begin(), x.dim() > 0 ? x.size(0) : 0);
-  MEL_CHECK(x.shape() == want, "{}: images of shape {}, expected [N, {}] for this model",
-            g_predict.input, shape_str(x.shape()), fmt::join(input, ", "));
+  MEL_CHECK(x.shape() == want, "{}: images of shape {}, expected [N, {}] for this model", o.input,
+            shape_str(x.shape()), fmt::join(input, ", "));
   data::ImageDataset ds;
-  ds.name = g_predict.input;
+  ds.name = o.input;
   ds.images = x.contiguous();
   ds.labels = zeros({x.size(0)}, DType::i64);
   ds.num_classes = dc.num_classes();
@@ -80,7 +75,7 @@ void write(const std::string& path, const Tensor& t) {
   train::write_file_atomic(path, data::npy_bytes(t));
 }
 
-void write_outputs(const Collected& c, bool labelled, const std::string& out,
+void write_outputs(const CliOptions& o, const Collected& c, bool labelled, const std::string& out,
                    const std::string& source) {
   std::filesystem::create_directories(out);
   const int64_t P = static_cast<int64_t>(c.names.size());
@@ -94,12 +89,12 @@ void write_outputs(const Collected& c, bool labelled, const std::string& out,
   const Tensor labels = labelled ? concat(c.labels, 0) : Tensor();
   const Tensor coarse = labelled && !c.coarse.empty() ? concat(c.coarse, 0) : Tensor();
   Json files = Json::array();
-  if (g_predict.format == "npy") {
+  if (o.format == "npy") {
     for (int64_t k = 0; k < P; ++k) {
       const std::string& name = c.names[static_cast<size_t>(k)];
       write(out + "/" + name + ".probabilities.npy", probs[static_cast<size_t>(k)]);
       files.push_back(name + ".probabilities.npy");
-      if (g_predict.logits) {
+      if (o.logits) {
         write(out + "/" + name + ".logits.npy", logits[static_cast<size_t>(k)]);
         files.push_back(name + ".logits.npy");
       }
@@ -124,7 +119,7 @@ void write_outputs(const Collected& c, bool labelled, const std::string& out,
       csv += fmt::format(",{}.class", name);
       for (int64_t j = 0; j < probs[static_cast<size_t>(k)].size(1); ++j)
         csv += fmt::format(",{}.p{}", name, j);
-      if (g_predict.logits) {
+      if (o.logits) {
         for (int64_t j = 0; j < probs[static_cast<size_t>(k)].size(1); ++j)
           csv += fmt::format(",{}.logit{}", name, j);
       }
@@ -144,7 +139,7 @@ void write_outputs(const Collected& c, bool labelled, const std::string& out,
         csv += fmt::format(",{}", cv[static_cast<size_t>(k)][static_cast<size_t>(i)]);
         for (int64_t j = 0; j < K; ++j)
           csv += fmt::format(",{:.9g}", pv[static_cast<size_t>(k)][static_cast<size_t>(i * K + j)]);
-        if (g_predict.logits) {
+        if (o.logits) {
           for (int64_t j = 0; j < K; ++j)
             csv +=
                 fmt::format(",{:.9g}", lv[static_cast<size_t>(k)][static_cast<size_t>(i * K + j)]);
@@ -165,12 +160,12 @@ void write_outputs(const Collected& c, bool labelled, const std::string& out,
 }
 
 // Runs `forward` over every batch of the images and writes the outputs.
-void predict_all(const DataConfig& dc, int64_t batch, int64_t limit, const Shape& input,
-                 std::vector<std::string> names,
+void predict_all(const CliOptions& o, const DataConfig& dc, int64_t batch, int64_t limit,
+                 const Shape& input, std::vector<std::string> names,
                  const std::function<std::vector<Tensor>(const Tensor&)>& forward,
                  const std::string& out) {
   bool labelled = false;
-  const data::ImageDataset ds = source_images(dc, input, &labelled);
+  const data::ImageDataset ds = source_images(o, dc, input, &labelled);
   data::DataLoader loader(ds, loader_options(dc, batch, 0, false, limit));
   Collected c;
   c.names = std::move(names);
@@ -179,9 +174,9 @@ void predict_all(const DataConfig& dc, int64_t batch, int64_t limit, const Shape
   data::Batch b;
   while (loader.next(b)) c.add(forward(b.x), b);
   const std::string source =
-      g_predict.input.empty() ? fmt::format("the {} test split", dc.dataset) : g_predict.input;
+      o.input.empty() ? fmt::format("the {} test split", dc.dataset) : o.input;
   MEL_CHECK(!c.logits.empty(), "mel predict: no samples to predict in {}", source);
-  write_outputs(c, labelled, out, source);
+  write_outputs(o, c, labelled, out, source);
 }
 
 }  // namespace
@@ -190,13 +185,12 @@ CLI::App* add_predict(CLI::App& app, CliOptions& o) {
   auto* p = app.add_subcommand(
       "predict", "every exit's and head's predictions for the test split or a .npy of images");
   p->add_option("run", o.config, "run folder or model .safetensors file")->required();
-  p->add_option("--input", g_predict.input,
-                "a .npy of u8 images [N, C, H, W] (default: the test split)");
+  p->add_option("--input", o.input, "a .npy of u8 images [N, C, H, W] (default: the test split)");
   p->add_option("--out", o.out, "folder for the predictions (default: predictions)");
-  p->add_option("--format", g_predict.format, "npy (one file per predictor) or csv (one file)")
+  p->add_option("--format", o.format, "npy (one file per predictor) or csv (one file)")
       ->check(CLI::IsMember({"npy", "csv"}))
       ->capture_default_str();
-  p->add_flag("--logits", g_predict.logits, "write the logits too");
+  p->add_flag("--logits", o.logits, "write the logits too");
   p->add_option("--device", o.overrides.device, "cpu or cuda[:N]")->capture_default_str();
   p->add_option("--data", o.overrides.data_dir, "dataset folder (overrides the stored config)");
   p->add_option("--test-limit", o.test_limit, "the first N samples only");
@@ -222,7 +216,7 @@ void run_predict(const CliOptions& o) {
       names.push_back((n.find('+') == std::string::npos ? "exit_" : "head_") + n);
     }
     predict_all(
-        c.data, c.train.eval_batch_size, c.train.test_limit,
+        o, c.data, c.train.eval_batch_size, c.train.test_limit,
         input_shape(c.json["ensemble"]["upstream"].is_array() ? c.json["ensemble"]["upstream"][0]
                                                               : c.json["ensemble"]["upstream"]),
         names, [&](const Tensor& x) { return model->forward_all(x.to(device)); }, out);
@@ -233,7 +227,7 @@ void run_predict(const CliOptions& o) {
     model->to(device);
     model->eval();
     predict_all(
-        c.data, c.train.eval_batch_size, c.train.test_limit, input_shape(c.json["model"]),
+        o, c.data, c.train.eval_batch_size, c.train.test_limit, input_shape(c.json["model"]),
         {"model"},
         [&](const Tensor& x) { return std::vector<Tensor>{model->forward(x.to(device))}; }, out);
   }

@@ -21,6 +21,9 @@ struct CliOptions {
   int replicas = 1;                  // train --replicas
   double comm_timeout = 300;         // train --comm-timeout (seconds)
   std::string gpu_comm = "nccl";     // train --gpu-comm
+  std::string input;                 // predict --input
+  std::string format = "npy";        // predict --format
+  bool logits = false;               // predict --logits
 };
 
 // --device, --epochs, --batch, --train-limit, --test-limit, --seed, --data, --out, --no-progress.

@@ -1,6 +1,7 @@
 #include "data/npy.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cstring>
 #include <fstream>
@@ -57,9 +58,9 @@ std::string npy_bytes(const Tensor& t) {
             dtype_name(t.dtype()));
   MEL_CHECK(t.device().is_cpu(), "npy: the tensor must be on the CPU");
   const Tensor c = t.contiguous();
-  std::string shape;
-  for (int64_t d : c.shape()) shape += fmt::format("{}, ", d);
-  if (c.dim() > 1) shape.resize(shape.size() - 2);  // "(3,)" keeps its comma, "(3, 4)" does not
+  // NumPy's tuples: "()", "(3,)", "(3, 4)"
+  std::string shape = fmt::format("{}", fmt::join(c.shape(), ", "));
+  if (c.dim() == 1) shape += ",";
   std::string header =
       fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': ({}), }}", descr, shape);
   // magic (6) + version (2) + length (2) + header + '\n', padded with spaces to 64 bytes

@@ -9,6 +9,7 @@
 #include "app/cli.h"
 #include "app/single.h"
 #include "core/safetensors.h"
+#include "data/npy.h"
 #include "tests/app/app_testing.h"
 #include "tests/gradcheck.h"
 #include "train/checkpoint.h"
@@ -95,6 +96,17 @@ TEST(Train, SmallCnnLearnsFashionMnistSubsetAndWritesTheRunFolder) {
   EXPECT_EQ(read_checkpoint_info(ov.out).epoch, 2);
   // `mel eval` on the run folder
   EXPECT_EQ(run_mel({"eval", ov.out}), 0);
+  // `mel predict`: the model's classes give the report's accuracy
+  EXPECT_EQ(run_mel({"predict", ov.out, "--out", dir / "pred"}), 0);
+  const std::vector<double> classes = data::load_npy(dir / "pred/classes.npy").to_vector();
+  const std::vector<double> labels = data::load_npy(dir / "pred/labels.npy").to_vector();
+  ASSERT_EQ(classes.size(), 2000u);
+  int64_t correct = 0;
+  for (size_t i = 0; i < classes.size(); ++i) correct += classes[i] == labels[i];
+  EXPECT_DOUBLE_EQ(static_cast<double>(correct) / 2000, acc);
+  EXPECT_EQ(data::load_npy(dir / "pred/model.probabilities.npy").shape(), (Shape{2000, 10}));
+  EXPECT_EQ(Json::parse(read_file(dir / "pred/predictions.json"))["predictors"],
+            Json::parse(R"(["model"])"));
 }
 
 TEST(Train, SameSeedGivesIdenticalLossesAndWeights) {
@@ -168,9 +180,9 @@ TEST(Train, ResumeOfAnotherKindOrConfigSaysWhich) {
   save_checkpoint(dir / "run", *model, nullptr, {c.json.dump(), 1, 10});
   std::string err;
   // a config of another kind
-  EXPECT_EQ(run_mel({"train", source_path("configs/fmnist_mel2.json"), "--resume", dir / "run"},
-                    &err),
-            1);
+  EXPECT_EQ(
+      run_mel({"train", source_path("configs/fmnist_mel2.json"), "--resume", dir / "run"}, &err),
+      1);
   EXPECT_NE(err.find("holds a run of kind 'single' but"), std::string::npos) << err;
   EXPECT_NE(err.find("fmnist_mel2.json has kind 'mel'"), std::string::npos) << err;
   // the same kind, another config: the keys that differ
