@@ -52,48 +52,8 @@ void check_bytes(size_t bytes, const Tensor& t, int rank, const char* op) {
             op, rank, bytes, describe(t.dtype(), t.shape()), t.nbytes());
 }
 
-namespace {
-
-// out = all[0] + all[1] + ... element by element, in rank order (the order the generic path adds
-// in, so both give the same bits).
-template <class T>
-void sum_in_rank_order(const std::vector<Bytes>& all, T* out, int64_t n) {
-  std::memcpy(out, all[0].data(), static_cast<size_t>(n) * sizeof(T));
-  for (size_t r = 1; r < all.size(); ++r) {
-    const T* part = reinterpret_cast<const T*>(all[r].data());
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-    for (int64_t i = 0; i < n; ++i) out[i] += part[i];
-  }
-}
-
-}  // namespace
-
 void reduce_gathered(const Communicator&, const std::vector<Bytes>& all, Tensor& t) {
   autograd::NoGradGuard ng;
-  MEL_CHECK(t.is_contiguous(), "dist: the tensor {} to reduce into must be contiguous",
-            describe(t.dtype(), t.shape()));
-  // f32, f64 and i64 are summed straight from the received bytes into t; the other dtypes (whose
-  // sums round through f32) go through the elementwise add.
-  const int64_t n = t.numel();
-  if (n == 0) return;
-  bool done = true;
-  switch (t.dtype()) {
-    case DType::f32:
-      sum_in_rank_order(all, static_cast<float*>(t.data_ptr()), n);
-      break;
-    case DType::f64:
-      sum_in_rank_order(all, static_cast<double*>(t.data_ptr()), n);
-      break;
-    case DType::i64:
-      sum_in_rank_order(all, static_cast<int64_t*>(t.data_ptr()), n);
-      break;
-    default:
-      done = false;
-  }
-  if (done) {
-    if (t.impl()->storage) t.impl()->storage->bump_version();
-    return;
-  }
   Tensor sum = empty(t.shape(), t.dtype());
   from_bytes(all[0], sum);
   for (size_t r = 1; r < all.size(); ++r) {
