@@ -8,8 +8,8 @@
 #include <deque>
 #include <exception>
 #include <map>
+#include <memory>
 #include <mutex>
-#include <optional>
 #include <thread>
 
 #include "core/autograd.h"
@@ -52,10 +52,11 @@ class InProcessWorld {
   // Every rank's `mine` for collective `round`, by rank.
   std::vector<std::vector<uint8_t>> exchange(int rank, uint64_t round, std::vector<uint8_t> mine,
                                              const char* op) {
+    auto own = std::make_shared<const std::vector<uint8_t>>(std::move(mine));
     std::unique_lock<std::mutex> lock(mu_);
     Round& r = rounds_[round];
     r.slots.resize(static_cast<size_t>(size_));
-    r.slots[static_cast<size_t>(rank)] = std::move(mine);
+    r.slots[static_cast<size_t>(rank)] = std::move(own);
     cv_.notify_all();
     auto missing = [&]() {
       for (int i = 0; i < size_; ++i) {
@@ -65,9 +66,13 @@ class InProcessWorld {
     };
     wait(
         lock, [&] { return missing() < 0; }, rank, -1, op, missing);
-    std::vector<std::vector<uint8_t>> all;
-    for (auto& s : r.slots) all.push_back(*s);
+    // Copy outside the lock: the ranks copy in parallel, and nobody waits on a large copy.
+    const std::vector<std::shared_ptr<const std::vector<uint8_t>>> slots = r.slots;
     if (++r.taken == size_) rounds_.erase(round);
+    lock.unlock();
+    std::vector<std::vector<uint8_t>> all;
+    all.reserve(slots.size());
+    for (const auto& s : slots) all.push_back(*s);
     return all;
   }
 
@@ -96,7 +101,7 @@ class InProcessWorld {
 
  private:
   struct Round {
-    std::vector<std::optional<std::vector<uint8_t>>> slots;
+    std::vector<std::shared_ptr<const std::vector<uint8_t>>> slots;  // null: not arrived yet
     int taken = 0;
   };
 
