@@ -150,11 +150,7 @@ void write_outputs(const CliOptions& o, const Collected& c, bool labelled, const
     train::write_file_atomic(out + "/predictions.csv", csv);
     files.push_back("predictions.csv");
   }
-  Json meta = {{"source", source},
-               {"samples", n},
-               {"predictors", c.names},
-               {"classes_columns", c.names},
-               {"files", files}};
+  Json meta = {{"source", source}, {"samples", n}, {"predictors", c.names}, {"files", files}};
   train::write_file_atomic(out + "/predictions.json", meta.dump(2) + "\n");
   fmt::print("{} predictions of {} predictor(s) from {} in {}\n", n, P, source, out);
 }

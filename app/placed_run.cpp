@@ -93,10 +93,9 @@ Json placement_json(const method::PlacedMelTask& task, const method::Ensemble& m
 // World rank w is server w % (M + 1) of replica w / (M + 1): a replica's servers are neighbours
 // (on one node, when a node holds a replica), the replicas of a server are M + 1 apart.
 Json run_rank(const MelConfig& c, const RunOverrides& ov, const std::string& resume_dir,
-              const Placement& placement, dist::Communicator& world,
+              const Placement& placement, int servers, dist::Communicator& world,
               std::chrono::milliseconds timeout) {
   check_same_run(world, c);
-  const int servers = build_ensemble_model(c)->spec.M + 1;
   MEL_CHECK(world.size() == servers * placement.replicas,
             "placed training of {} servers x {} replicas needs {} ranks, but the {} world has {}",
             servers, placement.replicas, servers * placement.replicas, world.backend(),
@@ -142,7 +141,8 @@ Json train_mel_placed(const MelConfig& c, const RunOverrides& ov, const std::str
             "mel train: --gpu-comm must be nccl or host, got '{}'", placement.gpu_comm);
   MEL_CHECK(placement.timeout_seconds > 0, "mel train: --comm-timeout must be positive, got {}",
             placement.timeout_seconds);
-  const int ranks = (build_ensemble_model(c)->spec.M + 1) * placement.replicas;
+  const int servers = build_ensemble_model(c)->spec.M + 1;
+  const int ranks = servers * placement.replicas;
   const auto timeout = std::chrono::milliseconds(
       static_cast<int64_t>(std::ceil(placement.timeout_seconds * 1000.0)));
   if (placement.kind == "servers") {
@@ -154,7 +154,7 @@ Json train_mel_placed(const MelConfig& c, const RunOverrides& ov, const std::str
               "train ... (or srun), or use --placement threads",
               ranks);
     auto world = dist::mpi_world(timeout);
-    return run_rank(c, ov, resume_dir, placement, *world, timeout);
+    return run_rank(c, ov, resume_dir, placement, servers, *world, timeout);
   }
   MEL_CHECK(placement.kind == "threads",
             "mel train: --placement must be single, threads or servers, got '{}'", placement.kind);
@@ -162,7 +162,7 @@ Json train_mel_placed(const MelConfig& c, const RunOverrides& ov, const std::str
   dist::run_ranks(
       ranks,
       [&](dist::Communicator& comm) {
-        Json r = run_rank(c, ov, resume_dir, placement, comm, timeout);
+        Json r = run_rank(c, ov, resume_dir, placement, servers, comm, timeout);
         if (!r.is_null() && !r.empty()) report = std::move(r);
       },
       timeout);
