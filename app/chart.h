@@ -9,6 +9,9 @@ namespace mel::app {
 
 using method::FailureReport;
 
+// Text for SVG/XML: & < > " ' escaped.
+std::string svg_escape(const std::string& s);
+
 std::string failure_chart_svg(const FailureReport& r, const std::string& title);
 // Written to `path` + ".tmp" and renamed into place.
 void write_failure_chart(const std::string& path, const FailureReport& r, const std::string& title);

@@ -54,6 +54,8 @@ int run_cli(int argc, char** argv) {
   CLI::App* eval = add_eval(app, o);
   CLI::App* exp = add_export(app, o);
   CLI::App* predict = add_predict(app, o);
+  CLI::App* serve = add_serve(app, o);
+  CLI::App* simulate = add_simulate(app, o);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -64,6 +66,8 @@ int run_cli(int argc, char** argv) {
     if (*eval) run_eval(o);
     if (*exp) run_export(o);
     if (*predict) run_predict(o);
+    if (*serve) run_serve(o);
+    if (*simulate) run_simulate(o);
     if (*info) run_info(o);
   } catch (const std::exception& e) {
     std::fflush(stdout);

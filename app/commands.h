@@ -1,12 +1,14 @@
 // The subcommands of `mel`, one file each (cmd_train.cpp, cmd_eval.cpp, cmd_export.cpp,
-// cmd_info.cpp, cmd_predict.cpp): each adds its options to the parser and runs once parsing
-// succeeded.
+// cmd_info.cpp, cmd_predict.cpp, cmd_serve.cpp, cmd_simulate.cpp): each adds its options to the
+// parser and runs once parsing succeeded.
 #pragma once
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <string>
 
 #include "app/run_config.h"
+#include "app/serving.h"
+#include "app/simulate.h"
 
 namespace mel::app {
 
@@ -17,13 +19,16 @@ struct CliOptions {
   std::string config;  // a config file, or the run folder / checkpoint of eval and export
   std::string resume;  // train --resume RUN_DIR
   std::string out;     // export and predict --out
-  std::string placement = "single";  // train --placement
-  int replicas = 1;                  // train --replicas
-  double comm_timeout = 300;         // train --comm-timeout (seconds)
-  std::string gpu_comm = "nccl";     // train --gpu-comm
-  std::string input;                 // predict --input
-  std::string format = "npy";        // predict --format
-  bool logits = false;               // predict --logits
+  std::string placement = "single";           // train --placement
+  int replicas = 1;                           // train --replicas
+  double comm_timeout = 300;                  // train --comm-timeout (seconds)
+  std::string gpu_comm = "nccl";              // train --gpu-comm
+  std::string input;                          // predict --input
+  std::string format = "npy";                 // predict --format
+  bool logits = false;                        // predict --logits
+  std::string export_format = "safetensors";  // export --format
+  serving::ServeOptions serve;                // serve
+  SimulateOptions simulate;                   // simulate
 };
 
 // --device, --epochs, --batch, --train-limit, --test-limit, --seed, --data, --out, --no-progress.
@@ -43,5 +48,9 @@ CLI::App* add_info(CLI::App& app, CliOptions& o);
 void run_info(const CliOptions& o);
 CLI::App* add_predict(CLI::App& app, CliOptions& o);
 void run_predict(const CliOptions& o);
+CLI::App* add_serve(CLI::App& app, CliOptions& o);
+void run_serve(const CliOptions& o);
+CLI::App* add_simulate(CLI::App& app, CliOptions& o);
+void run_simulate(const CliOptions& o);
 
 }  // namespace mel::app

@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 
 #include "app/chart.h"
+#include "app/onnx_export.h"
 #include "app/report.h"
+#include "app/serving.h"
 #include "core/random.h"
 #include "core/safetensors.h"
 #include "data/loader.h"
@@ -49,6 +51,48 @@ void add_report_fields(Json& report, const method::Ensemble& m, const MelConfig&
 
 data::LoaderOptions test_options(const MelConfig& c, int64_t limit) {
   return loader_options(c.data, c.train.eval_batch_size, 0, false, limit);
+}
+
+// upstream_<i>.onnx and combination.onnx (app/onnx_export.h): the metadata says how inputs
+// are normalised (mel's data loader: x = (pixel / 255 - mean[c]) / std[c]) and carries the run.
+void export_onnx(method::Ensemble& model, const MelConfig& c, const std::string& out_dir) {
+  const Json& ups = c.json.at("ensemble").at("upstream");
+  std::vector<std::string> subsets;
+  for (const auto& s : model.spec.head_subsets) subsets.push_back(method::subset_name(s));
+  const OnnxMetadata common = {{"format", "mel-onnx-1"},
+                               {"run_name", c.name},
+                               {"config", c.json.dump()},
+                               {"dataset", c.data.dataset}};
+  for (int i = 0; i < model.spec.M; ++i) {
+    const auto& up = model.upstreams[static_cast<size_t>(i)];
+    const Json& in = ups.is_object() ? ups.at("input") : ups.at(static_cast<size_t>(i)).at("input");
+    const Shape input(in.begin(), in.end());
+    // Per channel, as the loader's Normalizer reads them (none: 0 and 1).
+    const size_t channels = static_cast<size_t>(input[0]);
+    std::vector<float> mean = c.data.mean, std = c.data.std;
+    if (mean.empty()) mean.assign(channels, 0.0f);
+    if (std.empty()) std.assign(channels, 1.0f);
+    if (mean.size() == 1) mean.assign(channels, mean[0]);
+    if (std.size() == 1) std.assign(channels, std[0]);
+    OnnxMetadata meta = {{"server", std::to_string(i + 1)}};
+    meta.insert(meta.end(), common.begin(), common.end());
+    meta.insert(meta.end(),
+                {{"input_shape", fmt::format("[{}]", fmt::join(input, ", "))},
+                 {"input_mean", fmt::format("[{}]", fmt::join(mean, ", "))},
+                 {"input_std", fmt::format("[{}]", fmt::join(std, ", "))},
+                 {"input_normalisation",
+                  "x[n, c] = (pixel[n, c] / 255 - input_mean[c]) / input_std[c], pixels in "
+                  "0..255"},
+                 {"feature_shape", fmt::format("[{}]", fmt::join(up->feature_shape, ", "))},
+                 {"exit_classes", std::to_string(c.exit_classes)}});
+    write_upstream_onnx(*up, input, meta, fmt::format("{}/upstream_{}.onnx", out_dir, i + 1));
+  }
+  OnnxMetadata meta = {{"server", "C"}};
+  meta.insert(meta.end(), common.begin(), common.end());
+  meta.insert(meta.end(), {{"subsets", fmt::format("{}", fmt::join(subsets, ","))},
+                           {"num_classes", std::to_string(c.data.num_classes())}});
+  write_combination_onnx(model, meta, out_dir + "/combination.onnx");
+  fmt::print("wrote {} upstream files and combination.onnx to {}\n", model.spec.M, out_dir);
 }
 
 }  // namespace
@@ -129,7 +173,12 @@ Json eval_mel(const MelConfig& c, const std::string& checkpoint, const RunOverri
   return report;
 }
 
-void export_servers(const std::string& run_dir, const std::string& out_dir) {
+void export_servers(const std::string& run_dir, const std::string& out_dir,
+                    const std::string& format) {
+  MEL_CHECK(format == "safetensors" || format == "onnx",
+            "export: unknown format '{}' (expected safetensors or onnx)", format);
+  MEL_CHECK(format != "onnx" || onnx_export_available(),
+            "this mel was built without ONNX export (install libonnx-dev libprotobuf-dev)");
   const train::Checkpoint ckpt = train::read_checkpoint(run_dir);
   const std::string& file = ckpt.file;
   Json cfg = Json::parse(ckpt.info.config_json, nullptr, false);
@@ -142,13 +191,20 @@ void export_servers(const std::string& run_dir, const std::string& out_dir) {
   auto model = build_ensemble_model(c);
   train::load_model_checkpoint(ckpt, *model);
   train::ensure_dir(out_dir);
+  // Every file carries the run's fingerprint, so servers of different runs are told apart.
+  const std::string run = serving::run_fingerprint(c.json.dump(), *model);
+  if (format == "onnx") {
+    export_onnx(*model, c, out_dir);
+    return;
+  }
   for (int i = 0; i < model->spec.M; ++i) {
     const auto& up = model->upstreams[static_cast<size_t>(i)];
     std::map<std::string, std::string> meta = {{"format", "mel-server-1"},
                                                {"server", std::to_string(i + 1)},
                                                {"feature_shape", shape_str(up->feature_shape)},
                                                {"exit_classes", std::to_string(c.exit_classes)},
-                                               {"config", c.json.dump()}};
+                                               {"config", c.json.dump()},
+                                               {"run", run}};
     save_safetensors(fmt::format("{}/upstream_{}.safetensors", out_dir, i + 1), up->state_dict(),
                      meta);
   }
@@ -163,7 +219,8 @@ void export_servers(const std::string& run_dir, const std::string& out_dir) {
                     {"server", "C"},
                     {"subsets", fmt::format("{}", fmt::join(subsets, ","))},
                     {"num_classes", std::to_string(c.data.num_classes())},
-                    {"config", c.json.dump()}});
+                    {"config", c.json.dump()},
+                    {"run", run}});
   fmt::print("wrote {} upstream files and combination.safetensors to {}\n", model->spec.M, out_dir);
 }
 

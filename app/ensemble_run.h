@@ -29,8 +29,10 @@ train::TrainerHooks ensemble_hooks(const std::shared_ptr<method::Ensemble>& mode
 Json train_mel(const MelConfig& c, const RunOverrides& overrides, const std::string& resume_dir);
 // The failure report etc. recomputed from a checkpoint.
 Json eval_mel(const MelConfig& c, const std::string& checkpoint, const RunOverrides& overrides);
-// One safetensors file per server: upstream_<i>.safetensors (backbone.*, exit.*) and
-// combination.safetensors (heads.<subset>.*).
-void export_servers(const std::string& run_dir, const std::string& out_dir);
+// One file per server. "safetensors": upstream_<i>.safetensors (backbone.*, exit.*) and
+// combination.safetensors (heads.<subset>.*). "onnx": upstream_<i>.onnx and combination.onnx
+// (app/onnx_export.h), with the run's name, config and input normalisation in metadata_props.
+void export_servers(const std::string& run_dir, const std::string& out_dir,
+                    const std::string& format = "safetensors");
 
 }  // namespace mel::app

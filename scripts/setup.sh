@@ -11,6 +11,9 @@ PACKAGES=(
   libopenblas-openmp-dev           # CPU GEMM, OpenMP build (optional: a blocked GEMM is built in)
   zlib1g-dev                       # gzip-compressed IDX files
   libopenmpi-dev openmpi-bin       # the MPI backend of dist/ (processes, nodes)
+  libzmq3-dev                      # messaging between the servers of `mel serve` / `mel simulate`
+  libonnx-dev libprotobuf-dev      # `mel export --format onnx` (the ONNX protobuf classes)
+  python3-onnx                     # tests: the ONNX checker on exported models
   libgtest-dev libgmock-dev        # tests
   libbenchmark-dev                 # benchmarks
   dataset-fashion-mnist            # the data of the main job (/usr/share/datasets/fashion-mnist)
