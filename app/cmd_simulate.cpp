@@ -8,6 +8,8 @@ CLI::App* add_simulate(CLI::App& app, CliOptions& o) {
   SimulateOptions& s = o.simulate;
   auto* c = app.add_subcommand(
       "simulate", "serve an ensemble as M+1 processes, stream the test set, inject failures");
+  // An option given twice takes the last value (scripts append to a default command line).
+  c->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   c->add_option("source", s.source, "run folder, checkpoint, or folder written by mel export")
       ->required();
   c->add_option("--out", s.out, "output folder (default: simulation)");
