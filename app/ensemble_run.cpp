@@ -55,13 +55,15 @@ data::LoaderOptions test_options(const MelConfig& c, int64_t limit) {
 
 // upstream_<i>.onnx and combination.onnx (app/onnx_export.h): the metadata says how inputs
 // are normalised (mel's data loader: x = (pixel / 255 - mean[c]) / std[c]) and carries the run.
-void export_onnx(method::Ensemble& model, const MelConfig& c, const std::string& out_dir) {
+void export_onnx(method::Ensemble& model, const MelConfig& c, const std::string& run,
+                 const std::string& out_dir) {
   const Json& ups = c.json.at("ensemble").at("upstream");
   std::vector<std::string> subsets;
   for (const auto& s : model.spec.head_subsets) subsets.push_back(method::subset_name(s));
   const OnnxMetadata common = {{"format", "mel-onnx-1"},
                                {"run_name", c.name},
                                {"config", c.json.dump()},
+                               {"run", run},
                                {"dataset", c.data.dataset}};
   for (int i = 0; i < model.spec.M; ++i) {
     const auto& up = model.upstreams[static_cast<size_t>(i)];
@@ -194,7 +196,7 @@ void export_servers(const std::string& run_dir, const std::string& out_dir,
   // Every file carries the run's fingerprint, so servers of different runs are told apart.
   const std::string run = serving::run_fingerprint(c.json.dump(), *model);
   if (format == "onnx") {
-    export_onnx(*model, c, out_dir);
+    export_onnx(*model, c, run, out_dir);
     return;
   }
   for (int i = 0; i < model->spec.M; ++i) {

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <numbers>
 
+#include "mel/failure.h"
 #include "nn/layers.h"
 #include "train/files.h"
 #endif
@@ -168,6 +169,8 @@ class Converter {
     for (size_t i = 0; i < seq.size(); ++i) {
       const std::string path = prefix + "." + std::to_string(i);
       nn::Module& m = *seq[i];
+      // Before the shape probe runs it: a layer without a conversion may not run on it either.
+      if (const std::string why = why_not(m); !why.empty()) unsupported(m, path, i, why);
       const Shape in = probe.shape();
       probe = m.forward(probe);
       v = layer(m, path, i, v, in, probe.shape(), probe);
@@ -182,6 +185,29 @@ class Converter {
         "ONNX export: layer {} of the {} ('{}', type {}) {}; exportable layer types: {} (use "
         "--format safetensors for this model)",
         index, where_, path, m.type(), why, kExportable);
+  }
+
+  // Why `m` cannot be converted; empty when it can.
+  static std::string why_not(nn::Module& m) {
+    if (auto* b = dynamic_cast<nn::BatchNorm*>(&m)) {
+      return b->running_mean.defined() && b->running_var.defined()
+                 ? ""
+                 : "keeps no running statistics (it normalises with the batch's own in eval mode)";
+    }
+    if (auto* a = dynamic_cast<nn::ActivationLayer*>(&m)) {
+      for (const char* name : {"relu", "tanh", "sigmoid", "silu", "gelu", "gelu_tanh"}) {
+        if (a->fused_away || a->activation == name) return "";
+      }
+      return fmt::format("is the activation '{}', which has no ONNX conversion", a->activation);
+    }
+    const bool known =
+        dynamic_cast<nn::Sequential*>(&m) || dynamic_cast<nn::Identity*>(&m) ||
+        dynamic_cast<nn::Dropout*>(&m) || dynamic_cast<nn::Conv2d*>(&m) ||
+        dynamic_cast<nn::Conv1d*>(&m) || dynamic_cast<nn::LayerNorm*>(&m) ||
+        dynamic_cast<nn::MaxPool2d*>(&m) || dynamic_cast<nn::AvgPool2d*>(&m) ||
+        dynamic_cast<nn::AdaptiveAvgPool2d*>(&m) || dynamic_cast<nn::GlobalAvgPool*>(&m) ||
+        dynamic_cast<nn::Flatten*>(&m) || dynamic_cast<nn::Linear*>(&m);
+    return known ? "" : "has no ONNX conversion";
   }
 
   std::string layer(nn::Module& m, const std::string& path, size_t index, const std::string& v,
@@ -201,7 +227,7 @@ class Converter {
       return conv(path, v, c->weight, c->bias, {c->kernel}, {c->stride}, {c->padding},
                   {c->dilation}, c->groups);
     }
-    if (auto* b = dynamic_cast<nn::BatchNorm*>(&m)) return batch_norm(*b, path, index, v);
+    if (auto* b = dynamic_cast<nn::BatchNorm*>(&m)) return batch_norm(*b, path, v);
     if (auto* l = dynamic_cast<nn::LayerNorm*>(&m)) return layer_norm(*l, path, v, in);
     if (auto* a = dynamic_cast<nn::ActivationLayer*>(&m)) {
       if (a->fused_away) return v;  // the batch norm before it applies it
@@ -250,12 +276,7 @@ class Converter {
     return path;
   }
 
-  std::string batch_norm(nn::BatchNorm& b, const std::string& path, size_t index,
-                         const std::string& v) {
-    if (!b.running_mean.defined() || !b.running_var.defined()) {
-      unsupported(b, path, index,
-                  "keeps no running statistics (it normalises with the batch's own in eval mode)");
-    }
+  std::string batch_norm(nn::BatchNorm& b, const std::string& path, const std::string& v) {
     const int64_t c = b.num_features;
     const std::string scale = b.weight.defined() ? g_.tensor(path + ".weight", b.weight)
                                                  : g_.tensor(path + ".weight", ones({c}));
@@ -518,11 +539,10 @@ void write_combination_onnx(method::Ensemble& model, const OnnxMetadata& metadat
   const Device dev = device_of(model);
   for (size_t k = 0; k < model.heads.size(); ++k) {
     const auto& subset = model.spec.head_subsets[k];
-    std::string name;
+    const std::string name = method::subset_name(subset);  // "1+2"
     std::vector<std::string> parts;
     Shape cat;
     for (int i : subset) {
-      name += (name.empty() ? "" : "+") + std::to_string(i + 1);
       parts.push_back(fmt::format("features_{}", i + 1));
       const Shape& f = ups[static_cast<size_t>(i)]->feature_shape;
       if (cat.empty()) {

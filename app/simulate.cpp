@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -143,6 +144,8 @@ std::string start_server(const SimulateOptions& o, const std::string& bin, const
   const pid_t pid = fork();
   MEL_CHECK(pid >= 0, "mel simulate: fork: {}", std::strerror(errno));
   if (pid == 0) {
+    // A server never outlives the client that started it, even one killed with SIGKILL.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
     dup2(fds[1], 1);
     dup2(logfd, 2);
     close(fds[0]);
