@@ -200,13 +200,13 @@ class Converter {
       }
       return fmt::format("is the activation '{}', which has no ONNX conversion", a->activation);
     }
-    const bool known =
-        dynamic_cast<nn::Sequential*>(&m) || dynamic_cast<nn::Identity*>(&m) ||
-        dynamic_cast<nn::Dropout*>(&m) || dynamic_cast<nn::Conv2d*>(&m) ||
-        dynamic_cast<nn::Conv1d*>(&m) || dynamic_cast<nn::LayerNorm*>(&m) ||
-        dynamic_cast<nn::MaxPool2d*>(&m) || dynamic_cast<nn::AvgPool2d*>(&m) ||
-        dynamic_cast<nn::AdaptiveAvgPool2d*>(&m) || dynamic_cast<nn::GlobalAvgPool*>(&m) ||
-        dynamic_cast<nn::Flatten*>(&m) || dynamic_cast<nn::Linear*>(&m);
+    const bool known = dynamic_cast<nn::Sequential*>(&m) || dynamic_cast<nn::Identity*>(&m) ||
+                       dynamic_cast<nn::Dropout*>(&m) || dynamic_cast<nn::Conv2d*>(&m) ||
+                       dynamic_cast<nn::Conv1d*>(&m) || dynamic_cast<nn::LayerNorm*>(&m) ||
+                       dynamic_cast<nn::MaxPool2d*>(&m) || dynamic_cast<nn::AvgPool2d*>(&m) ||
+                       dynamic_cast<nn::AdaptiveAvgPool2d*>(&m) ||
+                       dynamic_cast<nn::GlobalAvgPool*>(&m) || dynamic_cast<nn::Flatten*>(&m) ||
+                       dynamic_cast<nn::Linear*>(&m);
     return known ? "" : "has no ONNX conversion";
   }
 
@@ -260,8 +260,8 @@ class Converter {
     unsupported(m, path, index, "has no ONNX conversion");
   }
 
-  std::string conv(const std::string& path, const std::string& v, const Tensor& w,
-                   const Tensor& b, std::vector<int64_t> kernel, std::vector<int64_t> stride,
+  std::string conv(const std::string& path, const std::string& v, const Tensor& w, const Tensor& b,
+                   std::vector<int64_t> kernel, std::vector<int64_t> stride,
                    std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t groups) {
     std::vector<std::string> inputs = {v, g_.tensor(path + ".weight", w)};
     if (b.defined()) inputs.push_back(g_.tensor(path + ".bias", b));
@@ -320,7 +320,8 @@ class Converter {
     }
     const std::string normed = g_.sub(path, "normalised"), scaled = g_.sub(path, "scaled");
     g_.node("Div", {d, sd}, normed);
-    g_.node("Mul", {normed, g_.tensor(path + ".weight", l.weight)}, l.bias.defined() ? scaled : path);
+    g_.node("Mul", {normed, g_.tensor(path + ".weight", l.weight)},
+            l.bias.defined() ? scaled : path);
     if (l.bias.defined()) g_.node("Add", {scaled, g_.tensor(path + ".bias", l.bias)}, path);
     return path;
   }
@@ -352,8 +353,7 @@ class Converter {
         g_.node("Mul", {x3, g_.scalar(g_.sub(path, "c"), 0.044715)}, cx3);
         g_.node("Add", {v, cx3}, sum);
         g_.node("Mul",
-                {sum, g_.scalar(g_.sub(path, "sqrt_2_over_pi"),
-                                std::sqrt(2.0 / std::numbers::pi))},
+                {sum, g_.scalar(g_.sub(path, "sqrt_2_over_pi"), std::sqrt(2.0 / std::numbers::pi))},
                 inner);
         g_.node("Tanh", {inner}, t);
       }
@@ -362,8 +362,8 @@ class Converter {
       g_.node("Mul", {half_x, one_plus}, path);
       return path;
     }
-    unsupported(m, path, index, fmt::format("is the activation '{}', which has no ONNX conversion",
-                                            name));
+    unsupported(m, path, index,
+                fmt::format("is the activation '{}', which has no ONNX conversion", name));
   }
 
   std::string pool(const char* op, const Pool2dOptions& o, const std::string& path,
@@ -410,7 +410,8 @@ class Converter {
     }
     const std::string flat = g_.sub(path, "flat"), pooled = g_.sub(path, "pooled");
     g_.node("Reshape", {v, g_.ints(g_.sub(path, "flat_shape"), {0, 0, H * W})}, flat);
-    g_.node("MatMul", {flat, g_.floats(g_.sub(path, "weights"), {H * W, oh * ow}, p.data(), p.size())},
+    g_.node("MatMul",
+            {flat, g_.floats(g_.sub(path, "weights"), {H * W, oh * ow}, p.data(), p.size())},
             pooled);
     g_.node("Reshape", {pooled, g_.ints(g_.sub(path, "shape"), {0, 0, oh, ow})}, path);
     return path;
@@ -488,8 +489,7 @@ void check_and_write(const onnx::ModelProto& m, const std::string& path) {
     fail("ONNX export: the ONNX checker rejects the model for {}: {}", path, e.what());
   }
   std::string bytes;
-  MEL_CHECK(m.SerializeToString(&bytes), "ONNX export: could not serialise the model for {}",
-            path);
+  MEL_CHECK(m.SerializeToString(&bytes), "ONNX export: could not serialise the model for {}", path);
   train::write_file_atomic(path, bytes);
 }
 
@@ -510,7 +510,8 @@ void write_upstream_onnx(method::Upstream& up, const Shape& input_shape,
   for (const auto& [k, v] : metadata) {
     if (k == "server") server = " of upstream " + v;
   }
-  std::string f = Converter(graph, "backbone" + server).sequential(*up.backbone, "backbone", "x", probe);
+  std::string f =
+      Converter(graph, "backbone" + server).sequential(*up.backbone, "backbone", "x", probe);
   MEL_CHECK(per_sample(probe) == up.feature_shape,
             "ONNX export: the backbone gives {} per sample, the model says {}",
             shape_str(per_sample(probe)), shape_str(up.feature_shape));
@@ -555,8 +556,8 @@ void write_combination_onnx(method::Ensemble& model, const OnnxMetadata& metadat
     const std::string concat = "heads." + name + "/concat";
     attr(graph.node("Concat", parts, concat), "axis", int64_t{1});
     Tensor probe = probe_of(cat, dev);
-    const std::string out = Converter(graph, "head " + name)
-                                .sequential(*model.heads[k]->layers, prefix, concat, probe);
+    const std::string out =
+        Converter(graph, "head " + name).sequential(*model.heads[k]->layers, prefix, concat, probe);
     graph.rename(out, "head_" + name);
     value_info(*g->add_output(), "head_" + name, per_sample(probe));
   }

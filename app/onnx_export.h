@@ -2,8 +2,9 @@
 // upstream model (input x, outputs exit_logits and features) and one for the combination server
 // (inputs features_1..features_M, one output per head). Built with the ONNX protobuf classes of
 // libonnx-dev and checked with onnx::checker before it is written; opset 13, the batch dimension
-// symbolic ("N"), eval-mode semantics (batch norm with its running statistics, dropout as identity).
-// Without libonnx-dev at build time (MEL_WITH_ONNX off) every writer is an error saying so.
+// symbolic ("N"), eval-mode semantics (batch norm with its running statistics, dropout as
+// identity). Without libonnx-dev at build time (MEL_WITH_ONNX off) every writer is an error saying
+// so.
 #pragma once
 #include <string>
 #include <utility>

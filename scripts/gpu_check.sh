@@ -5,7 +5,8 @@
 # its CPU kernels), run compute-sanitizer memcheck over the `gpu` tests, run the GPU kernel
 # benchmarks, train the reference CNN on Fashion-MNIST with the full recipe on the GPU, run placed
 # MEL training on the GPU(s) (servers as threads on one GPU; as processes over NCCL with 3 GPUs;
-# NCCL bandwidth with 2 or more), and print one summary.
+# NCCL bandwidth with 2 or more), serve the trained ensemble as 3 processes on the GPU with an
+# upstream killed and restarted (mel simulate), and print one summary.
 #
 # Usage: scripts/gpu_check.sh [DATA_DIR] [OUT_DIR]
 #   DATA_DIR  Fashion-MNIST's IDX files (default /usr/share/datasets/fashion-mnist)
@@ -172,6 +173,18 @@ if [ $have_gpu -eq 1 ]; then
       --placement "$p" --out "$out/mel2_$p" --no-progress > "$out/mel2_$p.log" 2>&1 ||
       { note "FAIL: fmnist_mel2 --placement $p (see $out/mel2_$p.log)"; status=1; }
     note "fmnist_mel2, 1 epoch, --placement $p: $(sed -n 's/.*"samples_per_second": *\([0-9.]*\).*/\1/p' "$out/mel2_$p/report.json" | tail -1) samples/s"
+  done
+  # serving: the one-epoch fmnist_mel2 run as 3 server processes on the GPU (and on the CPU, for
+  # comparison), upstream 2 killed at request 20 and restarted at 40
+  for sd in "$pdev" cpu; do
+    if "$build/mel" simulate "$out/mel2_single" --device "$sd" --data "$data" --batch 64 \
+      --requests 60 --schedule kill:2@20,restart:2@40 --out "$out/simulate_$sd" \
+      > "$out/simulate_$sd.log" 2>&1; then
+      note "mel simulate, servers on $sd: $(tail -1 "$out/simulate_$sd/simulation.txt")"
+    else
+      note "FAIL: mel simulate with servers on $sd (see $out/simulate_$sd.log)"
+      status=1
+    fi
   done
   mpirun=$(command -v mpirun || true)
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

@@ -108,8 +108,8 @@ void export_case(const std::string& name, const Json& ensemble, const Shape& inp
   Shape xs = input;
   xs.insert(xs.begin(), 5);
   write_reference(*model, randn(xs, gen), dir);
-  const OnnxMetadata common = {{"format", "mel-onnx-1"}, {"run_name", name},
-                               {"config", ensemble.dump()}};
+  const OnnxMetadata common = {
+      {"format", "mel-onnx-1"}, {"run_name", name}, {"config", ensemble.dump()}};
   for (size_t i = 0; i < model->upstreams.size(); ++i) {
     OnnxMetadata meta = common;
     meta.emplace_back("server", std::to_string(i + 1));
@@ -230,8 +230,8 @@ TEST_F(OnnxExport, UnsupportedLayerIsAClearError) {
   auto exit2 = std::make_shared<nn::Sequential>(std::vector<std::shared_ptr<nn::Module>>{
       std::make_shared<nn::Linear>(4, 3),
       std::make_shared<nn::BatchNorm>(1, 3, 1e-5, 0.1, true, false)});
-  method::Upstream up2(std::make_shared<nn::Sequential>(
-                           std::vector<std::shared_ptr<nn::Module>>{std::make_shared<nn::Identity>()}),
+  method::Upstream up2(std::make_shared<nn::Sequential>(std::vector<std::shared_ptr<nn::Module>>{
+                           std::make_shared<nn::Identity>()}),
                        exit2, {4});
   EXPECT_MEL_ERROR(write_upstream_onnx(up2, {4}, {{"server", "1"}}, d / "u.onnx"),
                    "layer 1 of the exit of upstream 1", "type BatchNorm1d",
@@ -267,9 +267,9 @@ TEST_F(OnnxExport, TrainedRunThroughTheCommand) {
   })");
   const std::string run = d / "run";
   std::string err;
-  ASSERT_EQ(testing::run_mel({"train", testing::write_json(d, cfg), "--out", run, "--no-progress"},
-                             &err),
-            0)
+  ASSERT_EQ(
+      testing::run_mel({"train", testing::write_json(d, cfg), "--out", run, "--no-progress"}, &err),
+      0)
       << err;
   OutDir out;
   const std::string dir = out.fresh("trained_fmnist");
