@@ -195,8 +195,9 @@ class Converter {
                  : "keeps no running statistics (it normalises with the batch's own in eval mode)";
     }
     if (auto* a = dynamic_cast<nn::ActivationLayer*>(&m)) {
+      if (a->fused_away) return "";
       for (const char* name : {"relu", "tanh", "sigmoid", "silu", "gelu", "gelu_tanh"}) {
-        if (a->fused_away || a->activation == name) return "";
+        if (a->activation == name) return "";
       }
       return fmt::format("is the activation '{}', which has no ONNX conversion", a->activation);
     }
@@ -244,13 +245,17 @@ class Converter {
       attr(g_.node("Flatten", {pooled}, path), "axis", int64_t{1});
       return path;
     }
-    if (dynamic_cast<nn::Flatten*>(&m)) {
-      if (out.size() == 2 && in.size() >= 2) {
+    if (auto* f = dynamic_cast<nn::Flatten*>(&m)) {
+      const int64_t rank = static_cast<int64_t>(in.size());
+      const int64_t start = f->start_dim < 0 ? f->start_dim + rank : f->start_dim;
+      const int64_t end = f->end_dim < 0 ? f->end_dim + rank : f->end_dim;
+      if (start == 0 && end > 0) {
+        unsupported(m, path, index, "flattens the batch dimension into the features");
+      }
+      if (start == 1 && end == rank - 1) {
         attr(g_.node("Flatten", {v}, path), "axis", int64_t{1});
         return path;
       }
-      MEL_CHECK(!out.empty() && out[0] == in[0], "ONNX export: {} flattens the batch dimension",
-                path);
       std::vector<int64_t> target(out.begin(), out.end());
       target[0] = 0;  // keep N
       g_.node("Reshape", {v, g_.ints(g_.sub(path, "shape"), target)}, path);

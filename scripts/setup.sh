@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages mel needs to build, test and train. Idempotent: packages already
 # present are left alone and apt is not touched when nothing is missing. Run as root.
+# Usage: scripts/setup.sh [--tests]   (--tests: also what only the tests use, e.g. an ONNX runtime)
 set -euo pipefail
 
 PACKAGES=(
@@ -13,11 +14,20 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin       # the MPI backend of dist/ (processes, nodes)
   libzmq3-dev                      # messaging between the servers of `mel serve` / `mel simulate`
   libonnx-dev libprotobuf-dev      # `mel export --format onnx` (the ONNX protobuf classes)
-  python3-onnx                     # tests: the ONNX checker on exported models
   libgtest-dev libgmock-dev        # tests
   libbenchmark-dev                 # benchmarks
   dataset-fashion-mnist            # the data of the main job (/usr/share/datasets/fashion-mnist)
 )
+
+# Only for the tests: the ONNX checker, and OpenCV's dnn module as an ONNX runtime that runs the
+# exported models (ONNX Runtime itself is not packaged in Debian).
+TEST_PACKAGES=(python3-onnx python3-numpy python3-opencv)
+for arg in "$@"; do
+  case "$arg" in
+    --tests) PACKAGES+=("${TEST_PACKAGES[@]}") ;;
+    *) echo "setup: unknown option '$arg' (expected --tests)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${PACKAGES[@]}"; do

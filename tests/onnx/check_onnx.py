@@ -40,17 +40,19 @@ except ImportError as e:
     print(f"note: OpenCV's dnn is not used ({e}; install python3-opencv)")
 
 failures = []
+current = {"case": ""}  # the case being checked, for messages
 
 
 def compare(what, got, want):
     got = np.asarray(got, dtype=np.float64)
     want = np.asarray(want, dtype=np.float64)
+    what = f"{current['case']}: {what}"
     if got.shape != want.shape:
         failures.append(f"{what}: shape {got.shape}, mel's {want.shape}")
         return
     err = np.abs(got - want)
     bad = err > ATOL + RTOL * np.abs(want)
-    print(f"  {what}: max abs diff {err.max():.3g}")
+    print(f"  {what.split(': ', 1)[1]}: max abs diff {err.max():.3g}")
     if bad.any():
         failures.append(f"{what}: {int(bad.sum())} of {bad.size} values differ from mel's by more "
                         f"than {ATOL} + {RTOL} * |value| (max abs diff {err.max():.3g})")
@@ -104,7 +106,8 @@ def run_cv2(path, model, feeds, outputs):
 
 
 def check_case(case):
-    print(f"case {os.path.basename(case)}")
+    current["case"] = os.path.basename(case)
+    print(f"case {current['case']}")
     npy = lambda name: np.load(os.path.join(case, name))  # noqa: E731
     x = npy("x.npy")
     ups = sorted(glob.glob(os.path.join(case, "upstream_*.onnx")),

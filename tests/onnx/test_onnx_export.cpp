@@ -37,6 +37,7 @@ struct OutDir {
   OutDir() {
     if (const char* d = std::getenv("MEL_ONNX_TEST_DIR"); d && *d) {
       root = d;
+      fs::create_directories(root);
     } else {
       temp = std::make_unique<TempDir>();
       root = temp->path;
@@ -49,6 +50,15 @@ struct OutDir {
     return p.string();
   }
 };
+
+// $MEL_ONNX_TEST_DIR starts empty, so check_onnx.py sees only this run's cases.
+class EmptyOutDir : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    if (const char* d = std::getenv("MEL_ONNX_TEST_DIR"); d && *d) fs::remove_all(d);
+  }
+};
+const auto* const empty_out_dir = ::testing::AddGlobalTestEnvironment(new EmptyOutDir);
 
 void write_npy(const std::string& path, const Tensor& t) {
   std::ofstream(path, std::ios::binary) << data::npy_bytes(t.contiguous());
@@ -94,14 +104,11 @@ void write_reference(method::Ensemble& model, const Tensor& x, const std::string
   }
 }
 
-// A case: the ensemble of `ensemble` (a config's "ensemble" object) with random weights, its
-// reference outputs on a random batch and its ONNX files.
-void export_case(const std::string& name, const Json& ensemble, const Shape& input,
-                 int64_t classes) {
+// A case: `model` with random weights, its reference outputs on a random batch and its ONNX files.
+void export_model(const std::string& name, std::shared_ptr<method::Ensemble> model,
+                  const Shape& input, const Json& config) {
   OutDir out;
   const std::string dir = out.fresh(name);
-  const JsonReader r(ensemble, name, "ensemble");
-  auto model = build_ensemble(r, classes, classes);
   Generator gen(17);
   model->reset_parameters(gen);
   randomise_norms(*model, gen);
@@ -109,7 +116,7 @@ void export_case(const std::string& name, const Json& ensemble, const Shape& inp
   xs.insert(xs.begin(), 5);
   write_reference(*model, randn(xs, gen), dir);
   const OnnxMetadata common = {
-      {"format", "mel-onnx-1"}, {"run_name", name}, {"config", ensemble.dump()}};
+      {"format", "mel-onnx-1"}, {"run_name", name}, {"config", config.dump()}};
   for (size_t i = 0; i < model->upstreams.size(); ++i) {
     OnnxMetadata meta = common;
     meta.emplace_back("server", std::to_string(i + 1));
@@ -126,6 +133,13 @@ void export_case(const std::string& name, const Json& ensemble, const Shape& inp
   write_upstream_onnx(*model->upstreams[0], input, meta, dir + "/again.onnx.tmp");
   EXPECT_TRUE(model->upstreams[0]->is_training());
   fs::remove(dir + "/again.onnx.tmp");
+}
+
+// The same for the ensemble of `ensemble` (a config's "ensemble" object).
+void export_case(const std::string& name, const Json& ensemble, const Shape& input,
+                 int64_t classes) {
+  const JsonReader r(ensemble, name, "ensemble");
+  export_model(name, build_ensemble(r, classes, classes), input, ensemble);
 }
 
 class OnnxExport : public ::testing::Test {
@@ -206,6 +220,31 @@ TEST_F(OnnxExport, SequenceModelsWithLinearHeads) {
     "heads": {"type": "linear"}
   })");
   export_case("sequence_linear_heads", e, {2, 16}, 5);
+}
+
+// Paths no config reaches but a hand-built model can: a partial flatten (Reshape) and a linear
+// layer over [N, C, F] (MatMul + Add).
+TEST_F(OnnxExport, HandBuiltFlattenAndLinearOverMaps) {
+  std::vector<std::shared_ptr<method::Upstream>> ups;
+  for (int i = 0; i < 2; ++i) {
+    auto backbone = std::make_shared<nn::Sequential>(std::vector<std::shared_ptr<nn::Module>>{
+        std::make_shared<nn::Flatten>(2, -1), std::make_shared<nn::Linear>(12, 5),
+        std::make_shared<nn::Flatten>()});
+    auto exit = std::make_shared<nn::Sequential>(
+        std::vector<std::shared_ptr<nn::Module>>{std::make_shared<nn::Linear>(10, 3)});
+    ups.push_back(std::make_shared<method::Upstream>(backbone, exit, Shape{10}));
+  }
+  method::HeadSpec heads;
+  heads.subsets = {{0, 1}};
+  export_model("hand_built", method::build_ensemble(std::move(ups), heads, 3, 3), {2, 3, 4},
+               Json::object());
+}
+
+// The main job's reference ensemble (configs/fmnist_mel2.json) at full size, random weights.
+TEST_F(OnnxExport, ReferenceConfig) {
+  const std::string path = testing::source_path("configs/fmnist_mel2.json");
+  MelConfig c = parse_mel_config(read_json_file(path), path, RunOverrides{});
+  export_model("reference_fmnist_mel2", build_ensemble_model(c), {1, 28, 28}, c.json);
 }
 
 // A layer type without a conversion (a user-registered one) is an error naming it and its place.
