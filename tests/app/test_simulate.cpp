@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <zmq.h>
 
+#include <fstream>
 #include <map>
 
 #include "app/serving.h"
@@ -213,6 +214,37 @@ TEST_F(Simulate, ServersOfAnotherRunAreRefused) {
   EXPECT_NE(err.find("server C"), std::string::npos) << err;
   EXPECT_NE(err.find("serves run 0123456789abcdef"), std::string::npos) << err;
   EXPECT_NE(err.find("different runs"), std::string::npos) << err;
+}
+
+// C from a run whose features are narrower (the last conv has 80 channels, not 160): the shapes
+// an upstream sends and C expects are compared before anything is served.
+TEST_F(Simulate, MismatchedFeatureShapesAreRefused) {
+  Json cfg = Json::parse(read_file(source_path("configs/fmnist_mel2.json")));
+  Json& backbone = cfg["ensemble"]["upstream"]["backbone"];
+  backbone[14]["out"] = 80;
+  cfg.erase("original");
+  const std::string narrow = *dir_ / "narrow.json";
+  std::ofstream(narrow) << cfg.dump(2);
+  ASSERT_EQ(run_mel({"train", narrow, "--epochs", "1", "--train-limit", "128", "--test-limit", "64",
+                     "--out", *dir_ / "narrow_run", "--no-progress"}),
+            0);
+  ASSERT_EQ(run_mel({"export", *dir_ / "narrow_run", "--out", *dir_ / "narrow_servers"}), 0);
+  const std::string mixed = *dir_ / "mixed";
+  fs::create_directories(mixed);
+  for (const char* f : {"upstream_1.safetensors", "upstream_2.safetensors"}) {
+    fs::copy_file(*dir_ / "servers/" + f, mixed + "/" + f);
+  }
+  fs::copy_file(*dir_ / "narrow_servers/combination.safetensors",
+                mixed + "/combination.safetensors");
+  std::string err;
+  EXPECT_EQ(run_mel({"simulate", mixed, "--out", *dir_ / "x", "--test-limit", "64",
+                     "--serve-binary", MEL_BINARY},
+                    &err),
+            1);
+  EXPECT_NE(err.find("mismatched feature shapes: upstream 1 sends [160] per sample, server C "
+                     "expects [80] for it"),
+            std::string::npos)
+      << err;
 }
 
 // `mel serve`: a port in use, a file that is not a server's, a bad heartbeat interval.
