@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <limits>
 
 #include "app/commands.h"
 #include "core/error.h"
@@ -24,25 +25,28 @@ void add_run_options(CLI::App* cmd, CliOptions& o) {
 }
 
 RunOverrides overrides_of(const CliOptions& o) {
+  // Every number is checked here, not only where the config is read: a value the config would
+  // also accept as "absent" (0 limits) is still a number the user gave.
+  auto in_range = [](const char* name, const std::optional<int64_t>& v, int64_t lo, int64_t hi) {
+    MEL_CHECK(!v || (*v >= lo && *v <= hi), "{} must be in [{}, {}], got {}", name, lo, hi,
+              v ? *v : 0);
+    return v;
+  };
   RunOverrides ov = o.overrides;
-  if (o.epochs != -1) ov.epochs = o.epochs;
-  if (o.batch != -1) ov.batch_size = o.batch;
-  if (o.train_limit != -1) ov.train_limit = o.train_limit;
-  if (o.test_limit != -1) ov.test_limit = o.test_limit;
-  if (o.seed != -1) {
-    MEL_CHECK(o.seed >= 0, "--seed must be >= 0, got {}", o.seed);
-    ov.seed = static_cast<uint64_t>(o.seed);
+  ov.epochs = in_range("--epochs", o.epochs, 1, kMaxEpochs);
+  ov.batch_size = in_range("--batch", o.batch, 1, kMaxBatch);
+  ov.train_limit = in_range("--train-limit", o.train_limit, 0, std::numeric_limits<int64_t>::max());
+  ov.test_limit = in_range("--test-limit", o.test_limit, 0, std::numeric_limits<int64_t>::max());
+  if (in_range("--seed", o.seed, 0, std::numeric_limits<int64_t>::max())) {
+    ov.seed = static_cast<uint64_t>(*o.seed);
   }
-  if (o.stop_after != -1) {
-    MEL_CHECK(o.stop_after >= 1, "--stop-after must be >= 1, got {}", o.stop_after);
-    ov.stop_after = o.stop_after;
-  }
+  ov.stop_after = in_range("--stop-after", o.stop_after, 1, kMaxEpochs);
   return ov;
 }
 
 bool changes_config(const CliOptions& o) {
-  return o.epochs != -1 || o.batch != -1 || o.train_limit != -1 || o.test_limit != -1 ||
-         o.seed != -1 || !o.overrides.data_dir.empty();
+  return o.epochs || o.batch || o.train_limit || o.test_limit || o.seed ||
+         !o.overrides.data_dir.empty();
 }
 
 int run_cli(int argc, char** argv) {

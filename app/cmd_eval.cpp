@@ -20,7 +20,9 @@ CLI::App* add_eval(CLI::App& app, CliOptions& o) {
 void run_eval(const CliOptions& o) {
   const RunOverrides ov = overrides_of(o);
   const std::string file = train::model_checkpoint_path(o.config);
-  const train::CheckpointInfo info = train::read_checkpoint_info(file);
+  // The run folder itself when given one: its files are checked against checkpoint.json (or a
+  // folder of an older mel is named in a warning).
+  const train::CheckpointInfo info = train::read_checkpoint_info(o.config);
   Json cfg = Json::parse(info.config_json, nullptr, false);
   if (is_mel_config(cfg)) {
     eval_mel(parse_mel_config(std::move(cfg), file + " (stored config)", ov), file, ov);

@@ -4,6 +4,7 @@
 #pragma once
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "app/run_config.h"
@@ -12,15 +13,16 @@
 
 namespace mel::app {
 
-// Everything the subcommands parse into; -1 marks an option that was not given.
+// Everything the subcommands parse into; an empty optional is an option that was not given.
 struct CliOptions {
   RunOverrides overrides;
-  int64_t epochs = -1, batch = -1, train_limit = -1, test_limit = -1, seed = -1, stop_after = -1;
+  std::optional<int64_t> epochs, batch, train_limit, test_limit, seed, stop_after;
   std::string config;  // a config file, or the run folder / checkpoint of eval and export
   std::string resume;  // train --resume RUN_DIR
   std::string out;     // export and predict --out
   std::string placement = "single";           // train --placement
   int replicas = 1;                           // train --replicas
+  bool overwrite = false;                     // train --overwrite
   double comm_timeout = 300;                  // train --comm-timeout (seconds)
   std::string gpu_comm = "nccl";              // train --gpu-comm
   std::string input;                          // predict --input

@@ -16,6 +16,10 @@ using method::HeadKind;
 
 namespace {
 
+// An ensemble is a handful of servers; "all" subsets is 2^M - M - 1 heads.
+constexpr int64_t kMaxModels = 16;
+constexpr int kMaxAllSubsetsModels = 10;
+
 const std::vector<std::string> kBaselines = {"joint", "independent", "combination_only"};
 
 method::Baseline read_baseline(const JsonReader& top) {
@@ -135,6 +139,11 @@ std::shared_ptr<method::Upstream> build_upstream(const JsonReader& r, int index,
   if (input.empty() || input.size() > 3) {
     r.error("input", fmt::format("expected [C, H, W], [C, L] or [F], got {} dims", input.size()));
   }
+  for (int64_t v : input) {
+    if (v <= 0 || v > (int64_t{1} << 24)) {
+      r.error("input", fmt::format("sizes must be in [1, {}], got {}", int64_t{1} << 24, v));
+    }
+  }
   Shape shape(input.begin(), input.end());
   auto full = nn::build_layers(r, "backbone", shape);
   const int64_t n = static_cast<int64_t>(full->size());
@@ -164,6 +173,12 @@ std::shared_ptr<method::Upstream> build_upstream(const JsonReader& r, int index,
 
 std::vector<std::vector<int>> read_subsets(const JsonReader& r, int M) {
   if (!r.has("subsets") || (r.raw("subsets").is_string() && r.get_string("subsets") == "all")) {
+    if (M > kMaxAllSubsetsModels) {
+      r.error("subsets",
+              fmt::format("\"all\" with {} models means {} heads; with more than {} models list "
+                          "the subsets",
+                          M, (int64_t{1} << M) - M - 1, kMaxAllSubsetsModels));
+    }
     return method::all_subsets(M, 2);
   }
   const Json& j = r.raw("subsets");
@@ -222,15 +237,20 @@ std::vector<std::shared_ptr<method::Upstream>> read_upstreams(const JsonReader& 
   if (r.raw("upstream").is_object()) {
     // One spec for all M models.
     const int64_t M = r.get_int("models");
-    if (M < 2) r.error("models", fmt::format("an ensemble needs at least 2 models, got {}", M));
+    if (M < 2 || M > kMaxModels) {
+      r.error("models", fmt::format("must be in [2, {}] (an ensemble of 2 or more models, one per "
+                                    "server), got {}",
+                                    kMaxModels, M));
+    }
     for (int64_t i = 0; i < M; ++i) {
       ups.push_back(build_upstream(r.object("upstream"), static_cast<int>(i), exit_classes));
     }
     return ups;
   }
   auto list = r.objects("upstream");
-  if (list.size() < 2) {
-    r.error("upstream", fmt::format("an ensemble needs at least 2 models, got {}", list.size()));
+  if (list.size() < 2 || list.size() > static_cast<size_t>(kMaxModels)) {
+    r.error("upstream",
+            fmt::format("an ensemble needs 2 to {} models, got {}", kMaxModels, list.size()));
   }
   if (r.has("models") && r.get_int("models") != static_cast<int64_t>(list.size())) {
     r.error("models", fmt::format("says {} but 'upstream' lists {} models", r.get_int("models"),

@@ -136,7 +136,7 @@ train::Evaluation evaluate_ensemble(method::Ensemble& model, const MelConfig& c,
 Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& resume_dir) {
   const Device device = train::run_device(ov.device, "mel train");
   const TrainConfig& tc = c.train;
-  const RunData ds = load_run_data(c.data);
+  const RunData ds = load_run_data(c);
   if (c.loss.hierarchical && c.loss.coarse_map.empty()) {
     MEL_CHECK(ds.train.coarse_labels.defined(),
               "{}: hierarchical labels need coarse labels, and the {} dataset has none", c.path,

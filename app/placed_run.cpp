@@ -108,7 +108,7 @@ Json run_rank(const MelConfig& c, const RunOverrides& ov, const std::string& res
   std::unique_ptr<dist::Communicator> same_server = world.split(server, replica);
   const Device device = rank_device(ov, placement.kind);
   const TrainConfig& tc = c.train;
-  const RunData ds = load_run_data(c.data);
+  const RunData ds = load_run_data(c);
   auto model = build_ensemble_model(c);
   Generator gen(tc.seed);
   model->reset_parameters(gen);

@@ -50,23 +50,49 @@ DataConfig read_data_config(const JsonReader& r) {
   return c;
 }
 
+namespace {
+
+int64_t int_in(const JsonReader& r, const std::string& key, int64_t fallback, int64_t lo,
+               int64_t hi) {
+  const int64_t v = r.get_int(key, fallback);
+  if (v < lo || v > hi) r.error(key, fmt::format("must be in [{}, {}], got {}", lo, hi, v));
+  return v;
+}
+
+// A finite number in [lo, hi], or (lo, hi] / [lo, hi) with an open end.
+double number_in(const JsonReader& r, const std::string& key, double fallback, double lo, double hi,
+                 bool open_low, bool open_high) {
+  const double v = r.get_number(key, fallback);
+  const bool ok =
+      std::isfinite(v) && (open_low ? v > lo : v >= lo) && (open_high ? v < hi : v <= hi);
+  if (!ok) {
+    r.error(key, fmt::format("must be in {}{}, {}{}, got {}", open_low ? "(" : "[", lo, hi,
+                             open_high ? ")" : "]", v));
+  }
+  return v;
+}
+
+}  // namespace
+
 TrainConfig read_train_config(const JsonReader& r) {
   TrainConfig c;
-  c.epochs = r.get_int("epochs", c.epochs);
-  if (c.epochs < 1) r.error("epochs", fmt::format("must be >= 1, got {}", c.epochs));
-  c.batch_size = r.get_int("batch_size", c.batch_size);
-  if (c.batch_size < 1) r.error("batch_size", fmt::format("must be >= 1, got {}", c.batch_size));
-  c.eval_batch_size = r.get_int("eval_batch_size", c.eval_batch_size);
-  if (c.eval_batch_size < 1) r.error("eval_batch_size", "must be >= 1");
+  c.epochs = int_in(r, "epochs", c.epochs, 1, kMaxEpochs);
+  c.batch_size = int_in(r, "batch_size", c.batch_size, 1, kMaxBatch);
+  c.eval_batch_size = int_in(r, "eval_batch_size", c.eval_batch_size, 1, kMaxBatch);
   const int64_t seed = r.get_int("seed", 0);
   if (seed < 0) r.error("seed", "must be >= 0");
   c.seed = static_cast<uint64_t>(seed);
   c.train_limit = r.get_int("train_limit", 0);
   c.test_limit = r.get_int("test_limit", 0);
   if (c.train_limit < 0 || c.test_limit < 0) r.error("train_limit", "limits must be >= 0");
-  c.clip_grad_norm = r.get_number("clip_grad_norm", 0.0);
-  if (c.clip_grad_norm < 0.0) r.error("clip_grad_norm", "must be >= 0 (0 turns it off)");
+  c.clip_grad_norm = number_in(r, "clip_grad_norm", 0.0, 0.0, 1e12, false, false);
   c.label_smoothing = r.get_number("label_smoothing", 0.0);
+  c.divergence_factor = r.get_number("divergence_factor", c.divergence_factor);
+  if (!(c.divergence_factor == 0.0 ||
+        (c.divergence_factor >= 1.0 && c.divergence_factor <= 1e12))) {
+    r.error("divergence_factor",
+            fmt::format("must be 0 (off) or in [1, 1e12], got {}", c.divergence_factor));
+  }
   c.log_every = r.get_int("log_every", c.log_every);
   if (c.log_every < 1) r.error("log_every", fmt::format("must be >= 1, got {}", c.log_every));
   if (c.label_smoothing < 0.0 || c.label_smoothing > 1.0) {
@@ -87,21 +113,25 @@ TrainConfig read_train_config(const JsonReader& r) {
     auto& oc = c.optimizer;
     oc.type = o.get_string("type", oc.type);
     one_of(o, "type", oc.type, {"sgd", "adam", "adamw"});
-    oc.lr = o.get_number("lr", oc.lr);
-    if (!(oc.lr > 0.0)) o.error("lr", fmt::format("must be positive, got {}", oc.lr));
-    oc.weight_decay = o.get_number("weight_decay", 0.0);
+    oc.lr = number_in(o, "lr", oc.lr, 0.0, 1e9, true, false);
+    oc.weight_decay = number_in(o, "weight_decay", 0.0, 0.0, 1e3, false, false);
     if (oc.type == "sgd") {
-      oc.momentum = o.get_number("momentum", 0.0);
-      oc.dampening = o.get_number("dampening", 0.0);
+      oc.momentum = number_in(o, "momentum", 0.0, 0.0, 1.0, false, true);
+      oc.dampening = number_in(o, "dampening", 0.0, 0.0, 1.0, false, false);
       oc.nesterov = o.get_bool("nesterov", false);
     } else {
       if (o.has("betas")) {
         auto b = o.get_numbers("betas");
         if (b.size() != 2) o.error("betas", "expected two numbers [beta1, beta2]");
+        for (double v : b) {
+          if (!(v >= 0.0 && v < 1.0)) {
+            o.error("betas", fmt::format("each beta must be in [0, 1), got {}", v));
+          }
+        }
         oc.beta1 = b[0];
         oc.beta2 = b[1];
       }
-      oc.eps = o.get_number("eps", oc.eps);
+      oc.eps = number_in(o, "eps", oc.eps, 0.0, 1.0, true, false);
     }
     o.finish();
   }
@@ -111,13 +141,14 @@ TrainConfig read_train_config(const JsonReader& r) {
     sc.type = s.get_string("type", sc.type);
     one_of(s, "type", sc.type, {"constant", "step", "cosine", "onecycle"});
     if (sc.type == "onecycle") {
-      sc.max_lr = s.get_number("max_lr", 0.0);
+      sc.max_lr = number_in(s, "max_lr", 0.0, 0.0, 1e9, false, false);
       sc.pct_start = s.get_number("pct_start", sc.pct_start);
-      sc.div_factor = s.get_number("div_factor", sc.div_factor);
-      sc.final_div_factor = s.get_number("final_div_factor", sc.final_div_factor);
+      sc.div_factor = number_in(s, "div_factor", sc.div_factor, 0.0, 1e12, true, false);
+      sc.final_div_factor =
+          number_in(s, "final_div_factor", sc.final_div_factor, 0.0, 1e12, true, false);
       sc.cycle_momentum = s.get_bool("cycle_momentum", true);
-      sc.base_momentum = s.get_number("base_momentum", sc.base_momentum);
-      sc.max_momentum = s.get_number("max_momentum", sc.max_momentum);
+      sc.base_momentum = number_in(s, "base_momentum", sc.base_momentum, 0.0, 1.0, false, true);
+      sc.max_momentum = number_in(s, "max_momentum", sc.max_momentum, 0.0, 1.0, false, true);
       sc.anneal = s.get_string("anneal", "cos");
       one_of(s, "anneal", sc.anneal, {"cos", "linear"});
       if (sc.pct_start <= 0.0 || sc.pct_start >= 1.0) {
@@ -125,12 +156,14 @@ TrainConfig read_train_config(const JsonReader& r) {
       }
     } else if (sc.type == "step") {
       sc.step_epochs = s.get_number("step_epochs");
-      sc.gamma = s.get_number("gamma", sc.gamma);
-      if (sc.step_epochs <= 0.0) s.error("step_epochs", "must be positive");
+      sc.gamma = number_in(s, "gamma", sc.gamma, 0.0, 1e3, true, false);
+      if (!(sc.step_epochs > 0.0 && sc.step_epochs <= kMaxEpochs)) {
+        s.error("step_epochs",
+                fmt::format("must be in (0, {}], got {}", kMaxEpochs, sc.step_epochs));
+      }
     } else if (sc.type == "cosine") {
-      sc.warmup_epochs = s.get_number("warmup_epochs", 0.0);
-      sc.min_lr = s.get_number("min_lr", 0.0);
-      if (sc.warmup_epochs < 0.0) s.error("warmup_epochs", "must be >= 0");
+      sc.warmup_epochs = number_in(s, "warmup_epochs", 0.0, 0.0, kMaxEpochs, false, false);
+      sc.min_lr = number_in(s, "min_lr", 0.0, 0.0, 1e9, false, false);
     }
     s.finish();
   }
@@ -145,8 +178,10 @@ void apply_overrides(const RunOverrides& ov, TrainConfig& t, DataConfig& data, J
   if (ov.test_limit) t.test_limit = *ov.test_limit;
   if (ov.seed) t.seed = *ov.seed;
   if (!ov.data_dir.empty()) data.dir = ov.data_dir;
-  MEL_CHECK(t.epochs >= 1, "--epochs must be >= 1, got {}", t.epochs);
-  MEL_CHECK(t.batch_size >= 1, "--batch must be >= 1, got {}", t.batch_size);
+  MEL_CHECK(t.epochs >= 1 && t.epochs <= kMaxEpochs, "--epochs must be in [1, {}], got {}",
+            kMaxEpochs, t.epochs);
+  MEL_CHECK(t.batch_size >= 1 && t.batch_size <= kMaxBatch, "--batch must be in [1, {}], got {}",
+            kMaxBatch, t.batch_size);
   MEL_CHECK(t.train_limit >= 0 && t.test_limit >= 0, "--train-limit / --test-limit must be >= 0");
   // Recorded in the config stored with the run, so eval and resume see what was trained.
   Json& tj = json["train"];
@@ -173,6 +208,34 @@ RunLoaders make_loaders(const RunData& ds, const DataConfig& dc, const TrainConf
               ds.train, loader_options(dc, tc.batch_size, tc.seed, true, tc.train_limit)),
           std::make_unique<data::DataLoader>(
               ds.test, loader_options(dc, tc.eval_batch_size, 0, false, tc.test_limit))};
+}
+
+RunData load_run_data(const RunConfigBase& c) {
+  RunData ds = load_run_data(c.data);
+  const Shape image(ds.train.images.shape().begin() + 1, ds.train.images.shape().end());
+  std::vector<std::pair<std::string, Json>> inputs;
+  if (c.json.contains("model")) {
+    inputs.emplace_back("model.input", c.json["model"].value("input", Json()));
+  } else if (c.json.contains("ensemble")) {
+    const Json& up = c.json["ensemble"].value("upstream", Json());
+    if (up.is_array()) {
+      for (size_t i = 0; i < up.size(); ++i) {
+        inputs.emplace_back(fmt::format("ensemble.upstream[{}].input", i),
+                            up[i].value("input", Json()));
+      }
+    } else {
+      inputs.emplace_back("ensemble.upstream.input", up.value("input", Json()));
+    }
+  }
+  for (const auto& [key, in] : inputs) {
+    if (!in.is_array()) continue;
+    const Shape want(in.begin(), in.end());
+    MEL_CHECK(want == image,
+              "{}: {} is {}, but the {} images are {}{}: the data does not fit the model", c.path,
+              key, shape_str(want), c.data.dataset, shape_str(image),
+              c.data.dir.empty() ? "" : fmt::format(" (in {})", c.data.dir));
+  }
+  return ds;
 }
 
 RunData load_run_data(const DataConfig& dc) {

@@ -43,6 +43,10 @@ struct RunConfigBase {
 void read_common_sections(const JsonReader& top, RunConfigBase& c);
 
 // Command-line overrides applied on top of the config file.
+// Upper bounds for epochs and batch sizes, from the command line or a config.
+inline constexpr int64_t kMaxEpochs = 1000000;
+inline constexpr int64_t kMaxBatch = int64_t{1} << 20;
+
 struct RunOverrides {
   std::string device = "cpu";
   std::optional<int64_t> epochs, batch_size, train_limit, test_limit;
@@ -64,6 +68,9 @@ struct RunData {
   data::ImageDataset train, test;
 };
 RunData load_run_data(const DataConfig& dc);
+// The same, checking before any training that the images fit the config's model: every model
+// input (`model.input`, or each upstream's `input`) must be the images' [C, H, W].
+RunData load_run_data(const RunConfigBase& c);
 
 // The training and test loaders of a run (test: eval_batch_size, no augmentation, test_limit).
 struct RunLoaders {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -13,6 +14,7 @@
 
 #include "core/autograd.h"
 #include "core/factory.h"
+#include "core/json_reader.h"
 #include "core/ops_index.h"
 #include "core/safetensors.h"
 #include "data/transforms.h"
@@ -43,6 +45,8 @@ std::vector<std::string> encode(const Message& m) {
 }
 
 bool decode(const std::vector<std::string>& frames, size_t first, Message& m, std::string& error) {
+  // Never throws: the server calls it on whatever arrives. Values from the message are quoted in
+  // `error` as short excerpts.
   m = Message{};
   if (frames.size() <= first) {
     error = "an empty message (no header frame)";
@@ -51,6 +55,14 @@ bool decode(const std::vector<std::string>& frames, size_t first, Message& m, st
   m.header = Json::parse(frames[first], nullptr, false);
   if (m.header.is_discarded() || !m.header.is_object()) {
     error = fmt::format("the header frame ({} bytes) is not a JSON object", frames[first].size());
+    m.header = Json();
+    return false;
+  }
+  // Read by every receiver next (`value("type", "")`), so its type is part of the format.
+  if (m.header.contains("type") && !m.header["type"].is_string()) {
+    error = fmt::format("the header's \"type\" is {}, not a string",
+                        json_excerpt(m.header["type"]));
+    m.header = Json();
     return false;
   }
   const Json list = m.header.contains("tensors") ? m.header["tensors"] : Json::array();
@@ -63,6 +75,9 @@ bool decode(const std::vector<std::string>& frames, size_t first, Message& m, st
                         frames.size() - first - 1);
     return false;
   }
+  // At most 2^34 elements per tensor; `span`, the product of the sizes with 0 counted as 1, is
+  // held to the same bound so that the strides of an empty tensor stay addressable too.
+  constexpr int64_t kMaxElements = int64_t{1} << 34;
   for (size_t k = 0; k < list.size(); ++k) {
     const Json& e = list[k];
     if (!e.is_object() || !e.contains("name") || !e["name"].is_string() || !e.contains("dtype") ||
@@ -70,39 +85,42 @@ bool decode(const std::vector<std::string>& frames, size_t first, Message& m, st
       error = fmt::format("tensor entry {} is not {{\"name\", \"dtype\", \"shape\"}}", k);
       return false;
     }
+    const std::string name = e["name"].get<std::string>();
     const std::string dt = e["dtype"].get<std::string>();
     if (dt != "f32" && dt != "u8" && dt != "i64") {
       error = fmt::format("tensor '{}' has dtype '{}' (expected f32, u8 or i64)",
-                          e["name"].get<std::string>(), dt);
+                          text_excerpt(name), text_excerpt(dt));
       return false;
     }
     Shape shape;
-    int64_t numel = 1;
+    int64_t numel = 1, span = 1;
     for (const Json& d : e["shape"]) {
       if (!d.is_number_integer() || d.get<int64_t>() < 0 || d.get<int64_t>() > (1LL << 31)) {
-        error = fmt::format("tensor '{}' has a malformed shape {}", e["name"].get<std::string>(),
-                            e["shape"].dump());
+        error = fmt::format("tensor '{}' has a malformed shape {}", text_excerpt(name),
+                            json_excerpt(e["shape"]));
         return false;
       }
       shape.push_back(d.get<int64_t>());
-      numel *= shape.back();
-      if (numel > (1LL << 34)) {
-        error = fmt::format("tensor '{}' is too large ({})", e["name"].get<std::string>(),
-                            e["shape"].dump());
+      const int64_t f = std::max<int64_t>(shape.back(), 1);
+      if (span > kMaxElements / f) {
+        error = fmt::format("tensor '{}' is too large ({})", text_excerpt(name),
+                            json_excerpt(e["shape"]));
         return false;
       }
+      span *= f;
+      numel *= shape.back();
     }
     const DType dtype = parse_dtype(dt);
     const std::string& data = frames[first + 1 + k];
     const size_t want = static_cast<size_t>(numel) * dtype_size(dtype);
     if (data.size() != want) {
-      error = fmt::format("tensor '{}' {} {} needs {} bytes, its frame has {}",
-                          e["name"].get<std::string>(), dt, shape_str(shape), want, data.size());
+      error = fmt::format("tensor '{}' {} {} needs {} bytes, its frame has {}", text_excerpt(name),
+                          dt, text_excerpt(shape_str(shape)), want, data.size());
       return false;
     }
     Tensor t = empty(shape, dtype);
     if (want > 0) std::memcpy(t.data_ptr(), data.data(), want);
-    m.tensors.emplace_back(e["name"].get<std::string>(), std::move(t));
+    m.tensors.emplace_back(name, std::move(t));
   }
   return true;
 }

@@ -44,7 +44,9 @@ std::shared_ptr<Classifier> build_classifier(const JsonReader& model, int64_t nu
                 fmt::format("expected [C, H, W], [C, L] or [F], got {} dims", input.size()));
   }
   for (int64_t v : input) {
-    if (v <= 0) model.error("input", "sizes must be positive");
+    if (v <= 0 || v > (int64_t{1} << 24)) {
+      model.error("input", fmt::format("sizes must be in [1, {}], got {}", int64_t{1} << 24, v));
+    }
   }
   Shape shape(input.begin(), input.end());
   auto trunk = nn::build_layers(model, "trunk", shape);
@@ -76,7 +78,7 @@ train::Evaluation evaluate(nn::Module& model, const data::ImageDataset& ds, cons
 Json train_single(const SingleConfig& c, const RunOverrides& ov, const std::string& resume_dir) {
   const Device device = train::run_device(ov.device, "mel train");
   const TrainConfig& tc = c.train;
-  const RunData ds = load_run_data(c.data);
+  const RunData ds = load_run_data(c);
   auto model = build_model(c);
   Generator gen(tc.seed);
   model->reset_parameters(gen);

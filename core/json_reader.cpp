@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <array>
+#include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "core/error.h"
 
@@ -31,6 +31,10 @@ std::string closest_match(const std::string& word, const std::vector<std::string
   std::string best;
   size_t best_d = std::string::npos;
   for (const auto& c : candidates) {
+    // The distance is at least the length difference: a word much longer than the candidate
+    // cannot be a typo of it (and a huge key must not cost |word| * |candidate| steps each).
+    const size_t diff = word.size() > c.size() ? word.size() - c.size() : c.size() - word.size();
+    if (diff > std::max<size_t>(2, c.size() / 2)) continue;
     const size_t d = edit_distance(word, c);
     if (d < best_d) {
       best_d = d;
@@ -46,7 +50,7 @@ JsonReader::JsonReader(const Json& object, std::string source, std::string path)
     : object_(&object), source_(std::move(source)), path_(std::move(path)) {
   if (!object.is_object()) {
     fail("{}: {}: expected a JSON object, got {}", source_, path_.empty() ? "top level" : path_,
-         object.dump());
+         json_excerpt(object));
   }
 }
 
@@ -70,18 +74,18 @@ const Json& JsonReader::raw(const std::string& key) const {
 
 JsonReader JsonReader::object(const std::string& key) const {
   const Json& j = raw(key);
-  if (!j.is_object()) error(key, fmt::format("expected an object, got {}", j.dump()));
+  if (!j.is_object()) error(key, fmt::format("expected an object, got {}", json_excerpt(j)));
   return JsonReader(j, source_, where(key));
 }
 
 std::vector<JsonReader> JsonReader::objects(const std::string& key) const {
   const Json& j = raw(key);
-  if (!j.is_array()) error(key, fmt::format("expected a list of objects, got {}", j.dump()));
+  if (!j.is_array()) error(key, fmt::format("expected a list of objects, got {}", json_excerpt(j)));
   std::vector<JsonReader> out;
   for (size_t i = 0; i < j.size(); ++i) {
     const std::string p = fmt::format("{}[{}]", where(key), i);
     if (!j[i].is_object()) {
-      fail("{}: {}: expected an object, got {}", source_, p, j[i].dump());
+      fail("{}: {}: expected an object, got {}", source_, p, json_excerpt(j[i]));
     }
     out.emplace_back(j[i], source_, p);
   }
@@ -90,7 +94,7 @@ std::vector<JsonReader> JsonReader::objects(const std::string& key) const {
 
 std::string JsonReader::get_string(const std::string& key) const {
   const Json& j = raw(key);
-  if (!j.is_string()) error(key, fmt::format("expected a string, got {}", j.dump()));
+  if (!j.is_string()) error(key, fmt::format("expected a string, got {}", json_excerpt(j)));
   return j.get<std::string>();
 }
 
@@ -100,7 +104,7 @@ std::string JsonReader::get_string(const std::string& key, const std::string& fa
 
 double JsonReader::get_number(const std::string& key) const {
   const Json& j = raw(key);
-  if (!j.is_number()) error(key, fmt::format("expected a number, got {}", j.dump()));
+  if (!j.is_number()) error(key, fmt::format("expected a number, got {}", json_excerpt(j)));
   return j.get<double>();
 }
 
@@ -110,7 +114,7 @@ double JsonReader::get_number(const std::string& key, double fallback) const {
 
 int64_t JsonReader::get_int(const std::string& key) const {
   const Json& j = raw(key);
-  if (!j.is_number_integer()) error(key, fmt::format("expected an integer, got {}", j.dump()));
+  if (!j.is_number_integer()) error(key, fmt::format("expected an integer, got {}", json_excerpt(j)));
   return j.get<int64_t>();
 }
 
@@ -121,16 +125,16 @@ int64_t JsonReader::get_int(const std::string& key, int64_t fallback) const {
 bool JsonReader::get_bool(const std::string& key, bool fallback) const {
   if (!has(key)) return fallback;
   const Json& j = raw(key);
-  if (!j.is_boolean()) error(key, fmt::format("expected true or false, got {}", j.dump()));
+  if (!j.is_boolean()) error(key, fmt::format("expected true or false, got {}", json_excerpt(j)));
   return j.get<bool>();
 }
 
 std::vector<double> JsonReader::get_numbers(const std::string& key) const {
   const Json& j = raw(key);
-  if (!j.is_array()) error(key, fmt::format("expected a list of numbers, got {}", j.dump()));
+  if (!j.is_array()) error(key, fmt::format("expected a list of numbers, got {}", json_excerpt(j)));
   std::vector<double> out;
   for (const auto& v : j) {
-    if (!v.is_number()) error(key, fmt::format("expected a list of numbers, got {}", j.dump()));
+    if (!v.is_number()) error(key, fmt::format("expected a list of numbers, got {}", json_excerpt(j)));
     out.push_back(v.get<double>());
   }
   return out;
@@ -138,11 +142,11 @@ std::vector<double> JsonReader::get_numbers(const std::string& key) const {
 
 std::vector<int64_t> JsonReader::get_ints(const std::string& key) const {
   const Json& j = raw(key);
-  if (!j.is_array()) error(key, fmt::format("expected a list of integers, got {}", j.dump()));
+  if (!j.is_array()) error(key, fmt::format("expected a list of integers, got {}", json_excerpt(j)));
   std::vector<int64_t> out;
   for (const auto& v : j) {
     if (!v.is_number_integer()) {
-      error(key, fmt::format("expected a list of integers, got {}", j.dump()));
+      error(key, fmt::format("expected a list of integers, got {}", json_excerpt(j)));
     }
     out.push_back(v.get<int64_t>());
   }
@@ -157,7 +161,7 @@ std::array<int64_t, 2> JsonReader::get_pair(const std::string& key,
   if (j.is_array() && j.size() == 2 && j[0].is_number_integer() && j[1].is_number_integer()) {
     return {j[0].get<int64_t>(), j[1].get<int64_t>()};
   }
-  error(key, fmt::format("expected an integer or a list of two integers, got {}", j.dump()));
+  error(key, fmt::format("expected an integer or a list of two integers, got {}", json_excerpt(j)));
 }
 
 void JsonReader::allow(const std::vector<std::string>& keys) const {
@@ -169,23 +173,90 @@ void JsonReader::finish() const {
   for (auto it = object_->begin(); it != object_->end(); ++it) {
     if (known_.count(it.key())) continue;
     const std::string close = closest_match(it.key(), valid);
-    error(it.key(),
-          close.empty()
-              ? fmt::format("unknown key '{}' (valid keys: {})", it.key(), fmt::join(valid, ", "))
-              : fmt::format("unknown key '{}' (did you mean '{}'?)", it.key(), close));
+    const std::string key = text_excerpt(it.key());
+    error(key, close.empty()
+                   ? fmt::format("unknown key '{}' (valid keys: {})", key, fmt::join(valid, ", "))
+                   : fmt::format("unknown key '{}' (did you mean '{}'?)", key, close));
+  }
+}
+
+std::string text_excerpt(const std::string& text, size_t max_chars) {
+  if (text.size() <= max_chars) return text;
+  size_t cut = max_chars;
+  // Never split a UTF-8 sequence: the message may be put into JSON (a server's error reply).
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  return fmt::format("{}... ({} characters)", text.substr(0, cut), text.size());
+}
+
+std::string json_excerpt(const Json& value, size_t max_chars) {
+  return text_excerpt(value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                      max_chars);
+}
+
+Json parse_json_text(const std::string& text, const std::string& source) {
+  if (text.size() > kMaxConfigBytes) {
+    fail("{}: the config is {} bytes long, more than the {} bytes a config may have", source,
+         text.size(), kMaxConfigBytes);
+  }
+  // Nesting depth, counted outside strings before parsing: a config is a few levels deep, and
+  // deep nesting would cost recursion in every later walk over the value (dump, comparison).
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  size_t line = 1, column = 0;
+  for (const char c : text) {
+    ++column;
+    if (c == '\n') {
+      ++line;
+      column = 0;
+    }
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth) {
+        fail("{}: line {}, column {}: the JSON nests deeper than {} levels", source, line, column,
+             kMaxJsonDepth);
+      }
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  try {
+    return Json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    // The parser's message has the line and column and quotes the last token read: cut it short.
+    fail("{}: not valid JSON: {}", source, text_excerpt(e.what(), 200));
   }
 }
 
 Json read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) fail("{}: cannot open the file (does it exist?)", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  try {
-    return Json::parse(ss.str());
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("{}: not valid JSON: {}", path, e.what());
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    fail("{}: is a directory, not a config file", path);
   }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot open the file (does it exist?)", path);
+  // Read at most one byte more than a config may have (a device such as /dev/zero never ends).
+  std::string text;
+  std::array<char, 65536> chunk;
+  while (text.size() <= kMaxConfigBytes && in) {
+    in.read(chunk.data(), chunk.size());
+    text.append(chunk.data(), static_cast<size_t>(in.gcount()));
+  }
+  if (in.bad()) fail("{}: reading the file failed", path);
+  if (text.size() > kMaxConfigBytes) {
+    fail("{}: the file is larger than the {} bytes a config may have", path, kMaxConfigBytes);
+  }
+  return parse_json_text(text, path);
 }
 
 }  // namespace mel

@@ -3,6 +3,8 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <set>
 #include <string>
@@ -55,7 +57,23 @@ class JsonReader {
   mutable std::set<std::string> known_;
 };
 
-// Parses a file (errors name the file, line and column).
+// Limits on config text: a longer file or deeper nesting is refused with an error naming the
+// source before the JSON parser sees it.
+inline constexpr size_t kMaxConfigBytes = size_t{16} << 20;
+inline constexpr int kMaxJsonDepth = 64;
+
+// Parses config text; `source` names it in errors (with the line and column of a syntax error).
+// Text over kMaxConfigBytes or nested deeper than kMaxJsonDepth is an error.
+Json parse_json_text(const std::string& text, const std::string& source);
+
+// Reads and parses a file through parse_json_text (at most kMaxConfigBytes are read, so a device
+// or a huge file is refused rather than read to the end).
 Json read_json_file(const std::string& path);
+
+// A value as compact JSON for a message: at most `max_chars` characters, longer values cut with
+// "..." and their full length (an error quoting a value never repeats a whole file).
+std::string json_excerpt(const Json& value, size_t max_chars = 80);
+// The same for a string (a key, a file name) as it appears in a message.
+std::string text_excerpt(const std::string& text, size_t max_chars = 80);
 
 }  // namespace mel

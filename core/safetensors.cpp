@@ -14,6 +14,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/json_reader.h"
+
 namespace mel {
 
 // Tensor bytes are written as they lie in memory, which the format defines as little-endian.
@@ -25,6 +27,16 @@ namespace {
 using nlohmann::json;
 
 constexpr const char* kMetadataKey = "__metadata__";
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // as the reference implementation
+constexpr int kMaxHeaderDepth = 64;
+
+// A value or a text as a message quotes it: at most 80 characters.
+std::string excerpt(const std::string& text, size_t max_chars = 80) {
+  return text_excerpt(text, max_chars);
+}
+std::string excerpt(const json& value) {
+  return text_excerpt(value.dump(-1, ' ', false, json::error_handler_t::replace));
+}
 
 const char* st_dtype_name(DType t) {
   switch (t) {
@@ -118,59 +130,104 @@ struct Entry {
 };
 
 Entry parse_entry(const std::string& path, const std::string& name, const json& j) {
+  const std::string shown = excerpt(name);  // names come from the file: quote at most 80 chars
   MEL_CHECK(j.is_object(), "load_safetensors: '{}': header entry '{}' is not a JSON object", path,
-            name);
+            shown);
   for (const char* key : {"dtype", "shape", "data_offsets"}) {
     MEL_CHECK(j.contains(key), "load_safetensors: '{}': tensor '{}' has no \"{}\" field", path,
-              name, key);
+              shown, key);
   }
   Entry e;
   e.name = name;
   const json& jd = j.at("dtype");
   MEL_CHECK(jd.is_string(), "load_safetensors: '{}': tensor '{}' has a non-string dtype {}", path,
-            name, jd.dump());
+            shown, excerpt(jd));
   const std::string ds = jd.get<std::string>();
   MEL_CHECK(st_parse_dtype(ds, e.dtype),
             "load_safetensors: '{}': tensor '{}' has unknown or unsupported dtype '{}' (supported: "
             "F32, F64, BF16, F16, I32, I64, U8)",
-            path, name, ds);
+            path, shown, excerpt(ds));
 
   const json& js = j.at("shape");
   MEL_CHECK(js.is_array(), "load_safetensors: '{}': tensor '{}' has a shape that is not an array",
-            path, name);
-  uint64_t numel = 1;
-  bool overflow = false;
+            path, shown);
+  // numel: the element count; span: the product of the sizes with 0 counted as 1, which bounds
+  // the strides of the tensor even when it is empty. Both must stay addressable (2^62 bytes).
+  constexpr uint64_t kMaxBytes = uint64_t{1} << 62;
+  const uint64_t esize = dtype_size(e.dtype);
+  uint64_t numel = 1, span = esize;
+  bool too_large = false;
   for (const json& d : js) {
     uint64_t v = 0;
     MEL_CHECK(get_u64(d, v) && v <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
               "load_safetensors: '{}': tensor '{}' has an invalid shape {} (expected non-negative "
               "integers)",
-              path, name, js.dump());
+              path, shown, excerpt(js));
     e.shape.push_back(static_cast<int64_t>(v));
-    if (v != 0 && numel > std::numeric_limits<uint64_t>::max() / v) overflow = true;
-    numel *= v;
+    const uint64_t f = std::max<uint64_t>(v, 1);
+    if (span > kMaxBytes / f) too_large = true;
+    if (!too_large) {
+      span *= f;
+      numel *= v;
+    }
   }
-  const uint64_t esize = dtype_size(e.dtype);
-  if (numel > std::numeric_limits<uint64_t>::max() / esize) overflow = true;
-  if (std::find(e.shape.begin(), e.shape.end(), 0) != e.shape.end()) overflow = false;
-  MEL_CHECK(!overflow, "load_safetensors: '{}': tensor '{}' has a shape {} too large to address",
-            path, name, shape_str(e.shape));
+  MEL_CHECK(!too_large,
+            "load_safetensors: '{}': tensor '{}' has a shape {} too large to address (more than "
+            "2^62 bytes)",
+            path, shown, excerpt(js));
+  const uint64_t nbytes = numel * esize;
 
   const json& jo = j.at("data_offsets");
   MEL_CHECK(jo.is_array() && jo.size() == 2 && get_u64(jo[0], e.begin) && get_u64(jo[1], e.end),
             "load_safetensors: '{}': tensor '{}' has invalid data_offsets {} (expected [begin, "
             "end] with non-negative integers)",
-            path, name, jo.dump());
+            path, shown, excerpt(jo));
   MEL_CHECK(e.begin <= e.end,
             "load_safetensors: '{}': tensor '{}' has data_offsets [{}, {}] out of range (begin > "
             "end)",
-            path, name, e.begin, e.end);
-  MEL_CHECK(e.end - e.begin == numel * esize,
+            path, shown, e.begin, e.end);
+  MEL_CHECK(e.end - e.begin == nbytes,
             "load_safetensors: '{}': tensor '{}' with shape {} and dtype {} needs {} bytes but its "
             "data_offsets [{}, {}] span {} (shape and offsets are inconsistent)",
-            path, name, shape_str(e.shape), ds, numel * esize, e.begin, e.end, e.end - e.begin);
+            path, shown, excerpt(js), ds, nbytes, e.begin, e.end, e.end - e.begin);
   return e;
 }
+
+// Where the bytes come from: a file (read piece by piece, never whole) or memory.
+class ByteSource {
+ public:
+  virtual ~ByteSource() = default;
+  // Bytes [offset, offset + n) into dst; the caller has checked that they lie inside the source.
+  virtual void read(uint64_t offset, void* dst, uint64_t n, const char* what) = 0;
+};
+
+class FileSource : public ByteSource {
+ public:
+  FileSource(FILE* f, const std::string& path) : f_(f), path_(path) {}
+  void read(uint64_t offset, void* dst, uint64_t n, const char* what) override {
+    MEL_CHECK(offset <= static_cast<uint64_t>(std::numeric_limits<long>::max()) &&
+                  std::fseek(f_, static_cast<long>(offset), SEEK_SET) == 0,
+              "load_safetensors: cannot seek in '{}': {}", path_, errno_str());
+    MEL_CHECK(std::fread(dst, 1, n, f_) == n,
+              "load_safetensors: '{}': reading {} failed (file truncated while reading?)", path_,
+              what);
+  }
+
+ private:
+  FILE* f_;
+  const std::string& path_;
+};
+
+class MemorySource : public ByteSource {
+ public:
+  explicit MemorySource(const void* data) : data_(static_cast<const uint8_t*>(data)) {}
+  void read(uint64_t offset, void* dst, uint64_t n, const char*) override {
+    if (n > 0) std::memcpy(dst, data_ + offset, n);
+  }
+
+ private:
+  const uint8_t* data_;
+};
 
 // The file opened at its start, and its size in bytes.
 FilePtr open_for_reading(const std::string& path, uint64_t& size) {
@@ -188,27 +245,53 @@ FilePtr open_for_reading(const std::string& path, uint64_t& size) {
   return f;
 }
 
-// The JSON header of a file of `size` bytes read from f (at its start); header_len: its length.
-json read_header(const std::string& path, FILE* f, uint64_t size, uint64_t& header_len) {
+// The JSON header of a file of `size` bytes; header_len: its length.
+json read_header(const std::string& path, ByteSource& src, uint64_t size, uint64_t& header_len) {
   MEL_CHECK(size >= 8,
             "load_safetensors: '{}' is {} bytes long, shorter than the 8-byte header length (not "
             "a safetensors file, or truncated)",
             path, size);
   header_len = 0;
-  MEL_CHECK(std::fread(&header_len, 1, 8, f) == 8, "load_safetensors: reading '{}' failed", path);
+  src.read(0, &header_len, 8, "the header length");
   MEL_CHECK(header_len <= size - 8,
             "load_safetensors: '{}': header length {} runs beyond the end of the file ({} bytes; "
             "truncated, or not a safetensors file)",
             path, header_len, size);
+  // The reference implementation's limit: a header is metadata, not data.
+  MEL_CHECK(header_len <= kMaxHeaderBytes,
+            "load_safetensors: '{}': header length {} is more than the {} bytes a header may have",
+            path, header_len, kMaxHeaderBytes);
   std::string text(header_len, '\0');
-  MEL_CHECK(std::fread(text.data(), 1, header_len, f) == header_len,
-            "load_safetensors: reading the header of '{}' failed", path);
+  src.read(8, text.data(), header_len, "the header");
+  // Nesting depth outside strings: a valid header is two levels deep (three with shapes).
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') in_string = true;
+    if (c == '[' || c == '{') ++depth;
+    if (c == ']' || c == '}') --depth;
+    MEL_CHECK(depth <= kMaxHeaderDepth,
+              "load_safetensors: '{}': the header nests deeper than {} levels (not a safetensors "
+              "header)",
+              path, kMaxHeaderDepth);
+  }
 
   json header;
   try {
     header = json::parse(text);
   } catch (const json::exception& e) {
-    fail("load_safetensors: '{}': the header is not valid JSON: {}", path, e.what());
+    fail("load_safetensors: '{}': the header is not valid JSON: {}", path,
+         excerpt(e.what(), 200));
   }
   MEL_CHECK(header.is_object(), "load_safetensors: '{}': the header is JSON but not an object",
             path);
@@ -226,7 +309,7 @@ std::vector<Entry> parse_header(const std::string& path, const json& header,
       for (const auto& [mk, mv] : value.items()) {
         MEL_CHECK(mv.is_string(),
                   "load_safetensors: '{}': metadata entry '{}' is {} (only strings are allowed)",
-                  path, mk, mv.dump());
+                  path, excerpt(mk), excerpt(mv));
         metadata[mk] = mv.get<std::string>();
       }
       continue;
@@ -248,16 +331,17 @@ void check_tiling(const std::string& path, std::vector<Entry>& entries, uint64_t
     MEL_CHECK(e.end <= data_size,
               "load_safetensors: '{}': tensor '{}' data_offsets [{}, {}] run past the end of the "
               "data section ({} bytes): the file is truncated or the offsets are out of range",
-              path, e.name, e.begin, e.end, data_size);
+              path, excerpt(e.name), e.begin, e.end, data_size);
     MEL_CHECK(e.begin >= expect,
               "load_safetensors: '{}': tensor '{}' data_offsets [{}, {}] overlap tensor '{}' [{}, "
               "{}]",
-              path, e.name, e.begin, e.end, prev ? prev->name : "", prev ? prev->begin : 0,
+              path, excerpt(e.name), e.begin, e.end, excerpt(prev ? prev->name : ""),
+              prev ? prev->begin : 0,
               prev ? prev->end : 0);
     MEL_CHECK(e.begin == expect,
               "load_safetensors: '{}': bytes [{}, {}) of the data section belong to no tensor "
               "(tensor '{}' starts at {}); offsets out of range",
-              path, expect, e.begin, e.name, e.begin);
+              path, expect, e.begin, excerpt(e.name), e.begin);
     expect = e.end;
     prev = &e;
   }
@@ -346,11 +430,12 @@ void save_safetensors(const std::string& path,
   sync_parent_dir(path);
 }
 
-SafetensorsFile load_safetensors(const std::string& path) {
-  uint64_t size = 0;
-  FilePtr f = open_for_reading(path, size);
+namespace {
+
+// The whole reader over a source of `size` bytes; `path` names it in errors.
+SafetensorsFile read_safetensors(const std::string& path, ByteSource& src, uint64_t size) {
   uint64_t header_len = 0;
-  const json header = read_header(path, f.get(), size, header_len);
+  const json header = read_header(path, src, size, header_len);
   SafetensorsFile out;
   std::vector<Entry> entries = parse_header(path, header, out.metadata);
   check_tiling(path, entries, size - 8 - header_len);
@@ -358,16 +443,26 @@ SafetensorsFile load_safetensors(const std::string& path) {
     Tensor t = empty(e.shape, e.dtype);
     const uint64_t n = e.end - e.begin;
     if (n > 0) {
-      MEL_CHECK(std::fseek(f.get(), static_cast<long>(8 + header_len + e.begin), SEEK_SET) == 0,
-                "load_safetensors: cannot seek in '{}': {}", path, errno_str());
-      MEL_CHECK(std::fread(t.data_ptr(), 1, n, f.get()) == n,
-                "load_safetensors: '{}': reading tensor '{}' failed (file truncated while "
-                "reading?)",
-                path, e.name);
+      const std::string what = fmt::format("tensor '{}'", excerpt(e.name));
+      src.read(8 + header_len + e.begin, t.data_ptr(), n, what.c_str());
     }
     out.tensors.emplace_back(e.name, std::move(t));
   }
   return out;
+}
+
+}  // namespace
+
+SafetensorsFile load_safetensors(const std::string& path) {
+  uint64_t size = 0;
+  FilePtr f = open_for_reading(path, size);
+  FileSource src(f.get(), path);
+  return read_safetensors(path, src, size);
+}
+
+SafetensorsFile parse_safetensors(const void* data, size_t size, const std::string& source) {
+  MemorySource src(data);
+  return read_safetensors(source, src, size);
 }
 
 }  // namespace mel

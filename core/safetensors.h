@@ -1,6 +1,7 @@
 // Checkpoints in the safetensors format (8-byte header length, JSON header, raw little-endian
 // data): an atomic writer and a loader that validates every field and names the file in each error.
 #pragma once
+#include <cstddef>
 #include <map>
 #include <string>
 #include <utility>
@@ -29,5 +30,7 @@ void save_safetensors(const std::string& path,
 // section exactly (no overlap, no gap, nothing left over). Dtypes other than F32, F64, BF16, F16,
 // I32, I64 and U8 are rejected.
 SafetensorsFile load_safetensors(const std::string& path);
+// The same rules for a whole file already in memory; `source` names it in errors.
+SafetensorsFile parse_safetensors(const void* data, size_t size, const std::string& source);
 
 }  // namespace mel

@@ -14,7 +14,11 @@ namespace mel {
 
 int64_t numel_of(const Shape& s) {
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s) {
+    if (__builtin_mul_overflow(n, d, &n)) {
+      fail("shape {} has more elements than a 64-bit count holds", shape_str(s));
+    }
+  }
   return n;
 }
 
@@ -41,8 +45,16 @@ Tensor empty(const Shape& shape, DType dtype, Device device) {
   for (int64_t d : shape) {
     MEL_CHECK(d >= 0, "empty: negative size in shape {}", shape_str(shape));
   }
+  // Checked: a shape read from a config or a file must not wrap the byte count around to a
+  // small allocation that the fill then overruns.
+  int64_t bytes = 0;
+  if (__builtin_mul_overflow(numel_of(shape), static_cast<int64_t>(dtype_size(dtype)), &bytes) ||
+      bytes > (int64_t{1} << 62)) {
+    fail("empty: a {} tensor of shape {} needs more than 2^62 bytes", dtype_name(dtype),
+         shape_str(shape));
+  }
   auto impl = std::make_shared<TensorImpl>();
-  size_t nbytes = static_cast<size_t>(numel_of(shape)) * dtype_size(dtype);
+  const size_t nbytes = static_cast<size_t>(bytes);
   impl->storage = std::make_shared<Storage>(nbytes, allocator_for(device));
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);

@@ -40,17 +40,14 @@ std::string resolve_dir(const std::string& dir, const Format& fmt_, const std::s
   return dir;
 }
 
-ImageDataset load_records(const std::string& dir, const std::vector<std::string>& files,
-                          const Format& f) {
+// The records of every file (contents[k], named paths[k]) as one data set.
+ImageDataset records_to_dataset(const std::vector<const std::vector<uint8_t>*>& contents,
+                                const std::vector<std::string>& paths, const Format& f) {
   const int64_t record = f.label_bytes + kPixels;
-  std::vector<std::vector<uint8_t>> contents;
-  std::vector<std::string> paths;
   int64_t total = 0;
-  for (const std::string& file : files) {
-    const std::string path = (fs::path(dir) / file).string();
-    std::error_code ec;
-    MEL_CHECK(fs::exists(path, ec), "{}: missing file '{}'", f.pretty, path);
-    std::vector<uint8_t> bytes = read_file(path);
+  for (size_t k = 0; k < contents.size(); ++k) {
+    const std::vector<uint8_t>& bytes = *contents[k];
+    const std::string& path = paths[k];
     const int64_t size = static_cast<int64_t>(bytes.size());
     MEL_CHECK(size > 0, "'{}': empty file (expected {}-byte {} records)", path, record, f.pretty);
     MEL_CHECK(size % record == 0,
@@ -58,8 +55,6 @@ ImageDataset load_records(const std::string& dir, const std::vector<std::string>
               "or not a {} binary file; {} whole records and {} bytes left over)",
               path, size, record, f.pretty, f.pretty, size / record, size % record);
     total += size / record;
-    contents.push_back(std::move(bytes));
-    paths.push_back(path);
   }
 
   ImageDataset ds;
@@ -74,8 +69,8 @@ ImageDataset load_records(const std::string& dir, const std::vector<std::string>
   int64_t* coarse = f.num_coarse > 0 ? ds.coarse_labels.data<int64_t>() : nullptr;
   int64_t at = 0;
   for (size_t k = 0; k < contents.size(); ++k) {
-    const uint8_t* p = contents[k].data();
-    const int64_t n = static_cast<int64_t>(contents[k].size()) / record;
+    const uint8_t* p = contents[k]->data();
+    const int64_t n = static_cast<int64_t>(contents[k]->size()) / record;
     for (int64_t r = 0; r < n; ++r, ++at, p += record) {
       if (coarse) {
         MEL_CHECK(p[0] < f.num_coarse,
@@ -94,6 +89,22 @@ ImageDataset load_records(const std::string& dir, const std::vector<std::string>
   return ds;
 }
 
+ImageDataset load_records(const std::string& dir, const std::vector<std::string>& files,
+                          const Format& f) {
+  std::vector<std::vector<uint8_t>> contents;
+  std::vector<std::string> paths;
+  for (const std::string& file : files) {
+    const std::string path = (fs::path(dir) / file).string();
+    std::error_code ec;
+    MEL_CHECK(fs::exists(path, ec), "{}: missing file '{}'", f.pretty, path);
+    contents.push_back(read_file(path));
+    paths.push_back(path);
+  }
+  std::vector<const std::vector<uint8_t>*> views;
+  for (const auto& c : contents) views.push_back(&c);
+  return records_to_dataset(views, paths, f);
+}
+
 }  // namespace
 
 ImageDataset load_cifar10(const std::string& dir, Split split) {
@@ -109,6 +120,14 @@ ImageDataset load_cifar10(const std::string& dir, Split split) {
 ImageDataset load_cifar100(const std::string& dir, Split split) {
   const std::vector<std::string> files = {split == Split::train ? "train.bin" : "test.bin"};
   return load_records(resolve_dir(dir, kCifar100, files[0]), files, kCifar100);
+}
+
+ImageDataset parse_cifar10(const std::vector<uint8_t>& bytes, const std::string& source) {
+  return records_to_dataset({&bytes}, {source}, kCifar10);
+}
+
+ImageDataset parse_cifar100(const std::vector<uint8_t>& bytes, const std::string& source) {
+  return records_to_dataset({&bytes}, {source}, kCifar100);
 }
 
 }  // namespace mel::data

@@ -1,5 +1,6 @@
 #include "data/idx.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -57,10 +58,13 @@ std::string find_idx_file(const std::string& dir, const std::string& base,
 
 Tensor read_idx(const std::string& path) {
   const std::vector<uint8_t> bytes = read_file(path);
-  const size_t size = bytes.size();
+  return parse_idx(bytes.data(), bytes.size(), path);
+}
+
+Tensor parse_idx(const uint8_t* bytes, size_t size, const std::string& path) {
   MEL_CHECK(size >= 4, "'{}': truncated IDX file: {} bytes, too short for the 4-byte magic number",
             path, size);
-  const uint32_t magic = read_be32(bytes.data());
+  const uint32_t magic = read_be32(bytes);
   MEL_CHECK(bytes[0] == 0 && bytes[1] == 0 && bytes[3] >= 1,
             "'{}': wrong magic number 0x{:08X}: not an IDX file (expected 0x00000801 for labels "
             "or 0x00000803 for images)",
@@ -76,25 +80,29 @@ Tensor read_idx(const std::string& path) {
             "bytes)",
             path, size, ndim, header);
   Shape dims(ndim);
-  uint64_t need = 1;
+  // need: the data bytes; span: the product with 0 counted as 1, which bounds the strides of the
+  // tensor even when one dimension is 0 (dims of 2^32 - 1 overflow int64 after three).
+  uint64_t need = 1, span = 1;
   bool overflow = false;
   for (size_t d = 0; d < ndim; ++d) {
-    dims[d] = read_be32(bytes.data() + 4 + 4 * d);
+    dims[d] = read_be32(bytes + 4 + 4 * d);
     const uint64_t v = static_cast<uint64_t>(dims[d]);
-    if (v != 0 && need > std::numeric_limits<uint64_t>::max() / v) overflow = true;
+    if (span > (uint64_t{1} << 62) / std::max<uint64_t>(v, 1)) overflow = true;
+    if (overflow) continue;
+    span *= std::max<uint64_t>(v, 1);
     need *= v;
   }
   const uint64_t have = size - header;
   MEL_CHECK(!overflow && need <= have,
             "'{}': truncated or inconsistent IDX file: dims {} need {} data bytes but the file has "
             "{} after the header (the dims do not match the file size)",
-            path, shape_str(dims), overflow ? std::string("too many") : std::to_string(need), have);
+            path, shape_str(dims), overflow ? std::string("more than 2^62") : std::to_string(need), have);
   MEL_CHECK(need == have,
             "'{}': dims {} need {} data bytes but the file has {} after the header (the dims do "
             "not match the file size: {} unexpected trailing bytes)",
             path, shape_str(dims), need, have, have - need);
   Tensor t = empty(dims, DType::u8);
-  if (need > 0) std::memcpy(t.data_ptr(), bytes.data() + header, need);
+  if (need > 0) std::memcpy(t.data_ptr(), bytes + header, need);
   return t;
 }
 

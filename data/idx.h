@@ -1,6 +1,8 @@
 // The IDX format of MNIST and Fashion-MNIST (big-endian header: 0x00 0x00 type ndims, then one
 // u32 per dimension, then the data) and the loaders for the two data sets built on it.
 #pragma once
+#include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "core/tensor.h"
@@ -12,6 +14,8 @@ namespace mel::data {
 // Only unsigned-byte files (type 0x08) are supported: magic 0x00000801 for labels, 0x00000803 for
 // images. The dims must account for every byte of the file.
 Tensor read_idx(const std::string& path);
+// The same from a whole (already decompressed) file in memory; `source` names it in errors.
+Tensor parse_idx(const uint8_t* data, size_t size, const std::string& source);
 
 // train-images-idx3-ubyte / train-labels-idx1-ubyte (t10k-* for the test split) from `dir`, each
 // gzipped (".gz", preferred) or raw. Images come back as [N, 1, H, W]; labels must be < 10.

@@ -3,11 +3,14 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 
 #include "core/error.h"
+#include "core/json_reader.h"
 
 namespace mel::data {
 namespace {
@@ -34,7 +37,7 @@ std::string field(const std::string& header, const std::string& key, const std::
   const std::string quoted = "'" + key + "'";
   size_t p = header.find(quoted);
   MEL_CHECK(p != std::string::npos, "{}: the .npy header has no '{}' field: {}", source, key,
-            header);
+            text_excerpt(header));
   p = header.find(':', p + quoted.size());
   MEL_CHECK(p != std::string::npos, "{}: the .npy header's '{}' has no value", source, key);
   ++p;
@@ -63,15 +66,18 @@ std::string npy_bytes(const Tensor& t) {
   if (c.dim() == 1) shape += ",";
   std::string header =
       fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': ({}), }}", descr, shape);
-  // magic (6) + version (2) + length (2) + header + '\n', padded with spaces to 64 bytes
-  const size_t unpadded = 10 + header.size() + 1;
+  // magic (6) + version (2) + length (2) + header + '\n', padded with spaces to 64 bytes; a
+  // header too long for version 1.0's 2-byte length (thousands of dimensions) is written as
+  // version 2.0, whose length has 4 bytes, as NumPy does.
+  const bool v2 = 10 + header.size() + 1 > 65535;
+  const size_t prefix = v2 ? 12 : 10;
+  const size_t unpadded = prefix + header.size() + 1;
   header += std::string((64 - unpadded % 64) % 64, ' ') + "\n";
-  MEL_CHECK(header.size() <= 65535, "npy: a header of {} bytes is too long", header.size());
+  MEL_CHECK(header.size() <= 0xffffffffu, "npy: a header of {} bytes is too long", header.size());
   std::string out = "\x93NUMPY";
-  out += '\x01';
+  out += static_cast<char>(v2 ? 2 : 1);
   out += '\x00';
-  out += static_cast<char>(header.size() & 0xff);
-  out += static_cast<char>(header.size() >> 8);
+  for (size_t i = 0; i < prefix - 8; ++i) out += static_cast<char>((header.size() >> (8 * i)) & 0xff);
   out += header;
   out.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
   return out;
@@ -108,12 +114,12 @@ Tensor parse_npy(const std::string& bytes, const std::string& source) {
   }
   MEL_CHECK(found,
             "{}: descr {} is not read (f32 '<f4', f64 '<f8', i32 '<i4', i64 '<i8', u8 '|u1')",
-            source, descr);
+            source, text_excerpt(descr));
   MEL_CHECK(field(header, "fortran_order", source) == "False",
             "{}: fortran_order is True; write the array in C order (np.ascontiguousarray)", source);
   std::string shape_text = field(header, "shape", source);
   MEL_CHECK(shape_text.size() >= 2 && shape_text.front() == '(' && shape_text.back() == ')',
-            "{}: the shape {} is not a tuple", source, shape_text);
+            "{}: the shape {} is not a tuple", source, text_excerpt(shape_text));
   Shape shape;
   std::istringstream in(shape_text.substr(1, shape_text.size() - 2));
   std::string part;
@@ -122,14 +128,26 @@ Tensor parse_npy(const std::string& bytes, const std::string& source) {
     if (a == std::string::npos) continue;
     const std::string num = part.substr(a, b - a + 1);
     MEL_CHECK(num.find_first_not_of("0123456789") == std::string::npos && num.size() < 16,
-              "{}: the shape {} has a bad dimension '{}'", source, shape_text, num);
+              "{}: the shape {} has a bad dimension '{}'", source, text_excerpt(shape_text),
+              text_excerpt(num));
     shape.push_back(std::stoll(num));
   }
-  Tensor t = empty(shape, dtype);
+  // The byte count the shape needs, checked against the data before anything is allocated;
+  // span (sizes with 0 counted as 1) bounds the strides even of an empty array.
+  constexpr uint64_t kMaxBytes = uint64_t{1} << 62;
+  uint64_t need = dtype_size(dtype), span = dtype_size(dtype);
+  for (const int64_t d : shape) {
+    const uint64_t v = static_cast<uint64_t>(d), f = std::max<uint64_t>(v, 1);
+    MEL_CHECK(span <= kMaxBytes / f, "{}: the shape {} is too large (more than 2^62 bytes)", source,
+              text_excerpt(shape_text));
+    span *= f;
+    need *= v;
+  }
   const size_t data = start + len;
-  MEL_CHECK(bytes.size() - data == t.nbytes(), "{}: {} bytes of data for {} {} ({} bytes expected)",
-            source, bytes.size() - data, dtype_name(dtype), shape_str(shape), t.nbytes());
-  if (t.nbytes()) std::memcpy(t.data_ptr(), bytes.data() + data, t.nbytes());
+  MEL_CHECK(bytes.size() - data == need, "{}: {} bytes of data for {} {} ({} bytes expected)",
+            source, bytes.size() - data, dtype_name(dtype), text_excerpt(shape_str(shape)), need);
+  Tensor t = empty(shape, dtype);
+  if (need) std::memcpy(t.data_ptr(), bytes.data() + data, need);
   return t;
 }
 

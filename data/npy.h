@@ -8,8 +8,8 @@
 
 namespace mel::data {
 
-// The whole file's bytes (version 1.0 header, 64-byte aligned) for a CPU tensor of a supported
-// dtype; the caller writes them (atomically).
+// The whole file's bytes (version 1.0 header, or 2.0 when the header is over 64 KiB; 64-byte
+// aligned) for a CPU tensor of a supported dtype; the caller writes them (atomically).
 std::string npy_bytes(const Tensor& t);
 
 // Reads `path` into a contiguous CPU tensor of the file's dtype and shape.

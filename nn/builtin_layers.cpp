@@ -2,14 +2,47 @@
 // rule and fusion rule. Activation layers come from the activation table (nn/layers.cpp).
 #include <fmt/format.h>
 
+#include <array>
+
 #include "nn/registry.h"
 
 namespace mel::nn {
 
 namespace {
 
+// Upper bounds that keep every size computation far from overflow: a layer's width and a
+// kernel, stride, padding or dilation.
+constexpr int64_t kMaxWidth = int64_t{1} << 24;
+constexpr int64_t kMaxSpatial = int64_t{1} << 16;
+
+int64_t in_range(const JsonReader& r, const std::string& key, int64_t v, int64_t lo, int64_t hi) {
+  if (v < lo || v > hi) r.error(key, fmt::format("must be in [{}, {}], got {}", lo, hi, v));
+  return v;
+}
+
 int64_t positive(const JsonReader& r, const std::string& key, int64_t v) {
-  if (v <= 0) r.error(key, fmt::format("must be positive, got {}", v));
+  return in_range(r, key, v, 1, key == "out" ? kMaxWidth : kMaxSpatial);
+}
+
+// A per-dimension option ("kernel": 3 or [3, 5]), each value in [lo, kMaxSpatial].
+std::array<int64_t, 2> pair_in_range(const JsonReader& r, const std::string& key,
+                                     std::array<int64_t, 2> fallback, int64_t lo) {
+  const auto v = r.get_pair(key, fallback);
+  for (int64_t x : v) {
+    if (x < lo || x > kMaxSpatial) {
+      r.error(key, fmt::format("must be in [{}, {}], got {}", lo, kMaxSpatial, x));
+    }
+  }
+  return v;
+}
+
+// Batch / layer norm epsilon and momentum.
+double norm_number(const JsonReader& r, const std::string& key, double fallback, double lo,
+                   double hi, bool open_low) {
+  const double v = r.get_number(key, fallback);
+  if (!(open_low ? v > lo : v >= lo) || !(v <= hi)) {
+    r.error(key, fmt::format("must be in {}{}, {}], got {}", open_low ? "(" : "[", lo, hi, v));
+  }
   return v;
 }
 
@@ -22,21 +55,16 @@ const char* kImage = "a [C, H, W] input per sample";
 std::shared_ptr<Module> make_conv2d(const JsonReader& r, const Shape& in) {
   require_dims(in, 3, kImage);
   const int64_t out = positive(r, "out", r.get_int("out"));
-  const auto k = r.get_pair("kernel", {3, 3});
+  const auto k = pair_in_range(r, "kernel", {3, 3}, 1);
   Conv2dOptions o;
-  o.stride = r.get_pair("stride", {1, 1});
-  o.padding = r.get_pair("padding", {0, 0});
-  o.dilation = r.get_pair("dilation", {1, 1});
-  o.groups = positive(r, "groups", r.get_int("groups", 1));
+  o.stride = pair_in_range(r, "stride", {1, 1}, 1);
+  o.padding = pair_in_range(r, "padding", {0, 0}, 0);
+  o.dilation = pair_in_range(r, "dilation", {1, 1}, 1);
+  o.groups = in_range(r, "groups", r.get_int("groups", 1), 1, out);
   const bool bias = r.get_bool("bias", true);
   if (in[0] % o.groups != 0 || out % o.groups != 0) {
     r.error("groups",
             fmt::format("{} must divide the input channels {} and out {}", o.groups, in[0], out));
-  }
-  for (int i = 0; i < 2; ++i) {
-    if (k[i] < 1 || o.stride[i] < 1 || o.dilation[i] < 1 || o.padding[i] < 0) {
-      r.error("kernel", "kernel, stride and dilation must be positive and padding >= 0");
-    }
   }
   const int64_t h = conv_out(in[1], k[0], o.stride[0], o.padding[0], o.dilation[0]);
   const int64_t w = conv_out(in[2], k[1], o.stride[1], o.padding[1], o.dilation[1]);
@@ -58,10 +86,9 @@ std::shared_ptr<Module> make_conv1d(const JsonReader& r, const Shape& in) {
   const int64_t out = positive(r, "out", r.get_int("out"));
   const int64_t k = positive(r, "kernel", r.get_int("kernel", 3));
   const int64_t s = positive(r, "stride", r.get_int("stride", 1));
-  const int64_t p = r.get_int("padding", 0);
-  if (p < 0) r.error("padding", fmt::format("must be >= 0, got {}", p));
+  const int64_t p = in_range(r, "padding", r.get_int("padding", 0), 0, kMaxSpatial);
   const int64_t d = positive(r, "dilation", r.get_int("dilation", 1));
-  const int64_t g = positive(r, "groups", r.get_int("groups", 1));
+  const int64_t g = in_range(r, "groups", r.get_int("groups", 1), 1, out);
   const bool bias = r.get_bool("bias", true);
   if (in[0] % g != 0 || out % g != 0) {
     r.error("groups",
@@ -83,20 +110,22 @@ std::shared_ptr<Module> make_batchnorm(const JsonReader& r, const Shape& in, int
   if (dims == 1 && in.size() != 1 && in.size() != 2) {
     throw ShapeError("a [C] or [C, L] input per sample");
   }
-  return std::make_shared<BatchNorm>(dims, in[0], r.get_number("eps", 1e-5),
-                                     r.get_number("momentum", 0.1), r.get_bool("affine", true));
+  return std::make_shared<BatchNorm>(dims, in[0], norm_number(r, "eps", 1e-5, 0.0, 1.0, true),
+                                     norm_number(r, "momentum", 0.1, 0.0, 1.0, false),
+                                     r.get_bool("affine", true));
 }
 
 Pool2dOptions pool_options(const JsonReader& r, const Shape& in, bool avg) {
   require_dims(in, 3, kImage);
   Pool2dOptions o;
-  o.kernel = r.get_pair("kernel", {2, 2});
-  o.stride = r.get_pair("stride", o.kernel);
-  o.padding = r.get_pair("padding", {0, 0});
+  o.kernel = pair_in_range(r, "kernel", {2, 2}, 1);
+  o.stride = pair_in_range(r, "stride", o.kernel, 1);
+  o.padding = pair_in_range(r, "padding", {0, 0}, 0);
   if (avg) o.count_include_pad = r.get_bool("count_include_pad", true);
   for (int i = 0; i < 2; ++i) {
-    if (o.kernel[i] < 1 || o.stride[i] < 1 || o.padding[i] < 0) {
-      r.error("kernel", "kernel and stride must be positive and padding >= 0");
+    if (2 * o.padding[i] > o.kernel[i]) {
+      r.error("padding", fmt::format("must be at most half the kernel ({}), got {}", o.kernel[i],
+                                     o.padding[i]));
     }
   }
   const int64_t h = conv_out(in[1], o.kernel[0], o.stride[0], o.padding[0], 1);
@@ -140,7 +169,8 @@ std::vector<LayerType> builtin_layer_types() {
   t.push_back({"layernorm",
                [](const JsonReader& r, const Shape& in) -> std::shared_ptr<Module> {
                  if (in.empty()) throw ShapeError("an input of at least one dimension");
-                 return std::make_shared<LayerNorm>(Shape{in.back()}, r.get_number("eps", 1e-5),
+                 return std::make_shared<LayerNorm>(Shape{in.back()},
+                                                    norm_number(r, "eps", 1e-5, 0.0, 1.0, true),
                                                     r.get_bool("affine", true));
                },
                nullptr, nullptr});
@@ -171,8 +201,7 @@ std::vector<LayerType> builtin_layer_types() {
   t.push_back({"adaptive_avg_pool2d",
                [](const JsonReader& r, const Shape& in) -> std::shared_ptr<Module> {
                  require_dims(in, 3, kImage);
-                 const auto size = r.get_pair("size", {1, 1});
-                 if (size[0] < 1 || size[1] < 1) r.error("size", "must be positive");
+                 const auto size = pair_in_range(r, "size", {1, 1}, 1);
                  return std::make_shared<AdaptiveAvgPool2d>(size);
                },
                [](const Module& m, const Shape& in) {

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <new>
 
 #include "core/factory.h"
 #include "core/ops_index.h"
@@ -39,7 +40,22 @@ void Sequential::push_back(std::shared_ptr<Module> layer) {
 
 Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;
-  for (const auto& c : children()) h = c.second->forward(h);
+  for (const auto& c : children()) {
+    // Running out of memory names the layer that asked (once: the innermost Sequential).
+    try {
+      h = c.second->forward(h);
+    } catch (const std::bad_alloc&) {
+      fail("out of memory in layer {} ({}) on input {}", c.first, c.second->type(),
+           shape_str(h.shape()));
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      if (what.find("out of memory") == std::string::npos ||
+          what.find(" in layer ") != std::string::npos)
+        throw;
+      fail("{} (in layer {} ({}) on input {})", what, c.first, c.second->type(),
+           shape_str(h.shape()));
+    }
+  }
   return h;
 }
 

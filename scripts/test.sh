@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Configures, builds and runs the whole test suite: a Release build, the out-of-tree example built
 # against the installed package, then (unless MEL_TEST_SANITIZE=0) an AddressSanitizer +
-# UndefinedBehaviorSanitizer build of the same suite.
+# UndefinedBehaviorSanitizer build of the same suite, then (unless MEL_TEST_FUZZ=0) 20 s of libFuzzer
+# per reader of outside bytes (scripts/fuzz.sh; skipped with the reason without clang++/libFuzzer).
 # Extra CMake arguments can be passed in MEL_CMAKE_ARGS (e.g. "-DMEL_CUDA=OFF").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,5 +49,11 @@ if [ "${MEL_TEST_SANITIZE:-1}" != "0" ]; then
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
     run_suite build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMEL_SANITIZE=ON -DMEL_CUDA=OFF -DMEL_MPI=OFF \
     -DMEL_BUILD_BENCHMARKS=OFF
+fi
+# Fuzzing (scripts/fuzz.sh): a clang++ libFuzzer build of the readers of outside bytes, each
+# target fuzzed for 20 s; a new crash fails the suite (and is kept under fuzz/crashes/). Skips with
+# the reason when clang++ or libFuzzer is missing; MEL_TEST_FUZZ=0 skips it.
+if [ "${MEL_TEST_FUZZ:-1}" != "0" ]; then
+  MEL_FUZZ_BUILD=build-fuzz bash scripts/fuzz.sh 20
 fi
 echo "test: all suites passed in $(( $(date +%s) - start )) s"

@@ -40,6 +40,8 @@ struct TrainConfig {
   double clip_grad_norm = 0.0;              // 0: off
   double label_smoothing = 0.0;
   int64_t log_every = 20;  // steps between read-backs of the training metrics from the device
+  // A loss above this factor times max(lowest loss so far, 1) stops the run as diverged (0: off).
+  double divergence_factor = 1000.0;
   // MEL only: the probability that each upstream server is down in a step (one value for all, or
   // one per server); empty: no failures in training.
   std::vector<double> failout;

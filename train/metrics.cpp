@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/autograd.h"
@@ -11,8 +12,14 @@
 
 namespace mel::train {
 
-StepMetrics::StepMetrics(size_t predictors, int64_t epoch, int64_t read_every)
-    : correct_(predictors, 0), seen_(predictors, 0), epoch_(epoch), read_every_(read_every) {}
+StepMetrics::StepMetrics(size_t predictors, int64_t epoch, int64_t read_every,
+                         double divergence_factor, double lowest_loss)
+    : correct_(predictors, 0),
+      seen_(predictors, 0),
+      epoch_(epoch),
+      read_every_(read_every),
+      factor_(divergence_factor),
+      lowest_(lowest_loss) {}
 
 bool StepMetrics::add(StepOutput out, int64_t step, double lr) {
   out.loss = out.loss.detach();
@@ -44,6 +51,16 @@ void StepMetrics::flush() {
               "mel train: the loss became {} at epoch {} step {} (lr {}); lower the learning rate "
               "or enable clip_grad_norm (the last checkpoint written is kept)",
               l, epoch_ + 1, p.step, p.lr);
+    if (factor_ > 0.0 && std::isfinite(lowest_)) {
+      const double limit = factor_ * std::max(lowest_, 1.0);
+      MEL_CHECK(l <= limit,
+                "mel train: the loss exploded to {:.4g} at epoch {} step {} (lr {}), above {} x "
+                "max(lowest loss so far {:.4g}, 1); lower the learning rate or enable "
+                "clip_grad_norm (train.divergence_factor sets the factor; the last checkpoint "
+                "written is kept)",
+                l, epoch_ + 1, p.step, p.lr, factor_, lowest_);
+    }
+    lowest_ = std::min(lowest_, l);
     loss_sum_ += l * static_cast<double>(p.out.samples);
     for (size_t k = 0; k < P; ++k) {
       correct_[k] += static_cast<int64_t>(correct[i * P + k]);
@@ -53,6 +70,24 @@ void StepMetrics::flush() {
     ++steps_;
   }
   pending_.clear();
+}
+
+void check_finite_state(const nn::Module& model, int64_t epoch) {
+  auto check = [&](const nn::NamedTensors& tensors, const char* what) {
+    for (const auto& [name, t] : tensors) {
+      if (!is_floating(t.dtype()) || t.numel() == 0) continue;
+      const std::vector<double> v = t.detach().to(Device::cpu()).to_vector();
+      const auto bad =
+          std::count_if(v.begin(), v.end(), [](double x) { return !std::isfinite(x); });
+      MEL_CHECK(bad == 0,
+                "mel train: {} '{}' holds {} non-finite value(s) after epoch {}: the run diverged "
+                "(lower the learning rate or enable clip_grad_norm); the last checkpoint written "
+                "is kept",
+                what, name, bad, epoch + 1);
+    }
+  };
+  check(model.named_parameters(), "parameter");
+  check(model.named_buffers(), "buffer");
 }
 
 double StepMetrics::accuracy(size_t predictor) const {

@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -49,10 +50,9 @@ Json per_predictor(const std::vector<std::string>& names, const std::vector<doub
   return o;
 }
 
-}  // namespace
-
-int64_t check_resumable(const std::string& run_dir, const std::string& config_json) {
-  const CheckpointInfo info = read_checkpoint_info(run_dir);
+// The epoch a checkpoint of `run_dir` is at, when it belongs to a run with `config_json`.
+int64_t resumable_epoch(const CheckpointInfo& info, const std::string& run_dir,
+                        const std::string& config_json) {
   if (info.config_json == config_json) return info.epoch;
   const Json stored = Json::parse(info.config_json, nullptr, false);
   const Json here = Json::parse(config_json, nullptr, false);
@@ -60,6 +60,12 @@ int64_t check_resumable(const std::string& run_dir, const std::string& config_js
       "{}: the checkpoint belongs to another run: {} (resume it with its own config: mel train "
       "--resume {})",
       run_dir, describe_differences(stored, here, "in the run", "here"), run_dir);
+}
+
+}  // namespace
+
+int64_t check_resumable(const std::string& run_dir, const std::string& config_json) {
+  return resumable_epoch(read_checkpoint_info(run_dir), run_dir, config_json);
 }
 
 namespace {
@@ -129,7 +135,8 @@ Trainer::EpochStats Trainer::run_epoch(PhaseState& ps, int phase, int64_t epoch,
                      loader.num_batches(), opt_.progress && stdout_is_terminal());
   }
   EpochStats stats;
-  stats.metrics = StepMetrics(task_.predictor_names().size(), epoch, opt_.train.log_every);
+  stats.metrics = StepMetrics(task_.predictor_names().size(), epoch, opt_.train.log_every,
+                              opt_.train.divergence_factor, lowest_loss_);
   const size_t shown = task_.progress_predictor();
   auto show = [&] {
     const StepMetrics& m = stats.metrics;
@@ -157,6 +164,7 @@ Trainer::EpochStats Trainer::run_epoch(PhaseState& ps, int phase, int64_t epoch,
     ++ps.step;
   }
   stats.metrics.flush();
+  lowest_loss_ = stats.metrics.lowest_loss();
   show();
   if (progress) progress->finish();
   stats.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -208,6 +216,7 @@ void Trainer::finish_epoch(const EpochStats& stats, int phase, int64_t epoch, in
   line["samples_per_second"] = seen / secs;
   metrics_ += line.dump() + "\n";
   write_file_atomic(opt_.out + "/metrics.jsonl", metrics_);
+  check_finite_state(task_.model(), epoch);
   save_checkpoint(opt_.out, task_.model(), &state, {opt_.config_json, epoch + 1, step});
 }
 
@@ -217,21 +226,36 @@ Json Trainer::run() {
   num_phases_ = static_cast<int>(phases.size());
   int64_t total_epochs = 0;
   for (const Phase& p : phases) total_epochs += p.epochs;
+  const int64_t steps_per_epoch = task_.train_data().num_batches();
+  MEL_CHECK(steps_per_epoch > 0, "mel train: the training set is empty");
+  MEL_CHECK(!opt_.resume || std::filesystem::is_directory(opt_.out),
+            "{}: not a run folder (nothing to resume)", opt_.out);
+  // The rank that writes the run folder holds it for the whole run (a second writer is an error
+  // naming this process) and finds a folder it cannot write before training. A new run starts
+  // from an empty checkpoint; a resumed one first completes a save a crash cut short.
+  std::optional<RunFolderLock> hold;
+  if (writes_) {
+    hold.emplace(opt_.out);
+    check_writable(opt_.out);
+    if (opt_.resume) {
+      recover_checkpoint(opt_.out);
+    } else {
+      remove_run_files(opt_.out);
+    }
+  }
   int64_t done_epochs = 0;
+  CheckpointInfo resumed;  // of the model checkpoint resumed from
   if (opt_.resume) {
-    done_epochs = check_resumable(opt_.out, opt_.config_json);
-    load_model_checkpoint(opt_.out, task_.model());
+    const Checkpoint checkpoint = read_checkpoint(opt_.out);
+    resumed = checkpoint.info;
+    done_epochs = resumable_epoch(resumed, opt_.out, opt_.config_json);
+    load_model_checkpoint(checkpoint, task_.model());
     metrics_ = metrics_up_to(opt_.out, done_epochs);
     MEL_CHECK(done_epochs <= total_epochs,
               "{}: the checkpoint is at epoch {} but the run has {} epochs", opt_.out, done_epochs,
               total_epochs);
   }
-  const int64_t steps_per_epoch = task_.train_data().num_batches();
-  MEL_CHECK(steps_per_epoch > 0, "mel train: the training set is empty");
-  if (writes_) {
-    ensure_dir(opt_.out);
-    print_header(done_epochs);
-  }
+  if (writes_) print_header(done_epochs);
 
   int64_t first = 0;
   for (int p = 0; p < num_phases_; ++p) {
@@ -250,7 +274,7 @@ Json Trainer::run() {
     if (start > begin) {
       load_optimizer_state(
           opt_.out, *ps.optimizer,
-          task_.local_optimizer_state(*ps.optimizer, read_optimizer_checkpoint(opt_.out)));
+          task_.local_optimizer_state(*ps.optimizer, read_optimizer_checkpoint(opt_.out, resumed)));
     }
     ps.step = (start - begin) * steps_per_epoch;
     for (int64_t epoch = start; epoch < end; ++epoch) {

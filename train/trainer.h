@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <string>
 
@@ -64,6 +65,7 @@ class Trainer {
   TrainerHooks hooks_;
   std::string metrics_;  // metrics.jsonl's content
   Evaluation last_;
+  double lowest_loss_ = std::numeric_limits<double>::infinity();  // for the divergence check
   int num_phases_ = 0;
   bool writes_ = true;  // this rank prints and writes the run folder
 };

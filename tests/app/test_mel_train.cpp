@@ -109,7 +109,7 @@ TEST(Mel, ConfigErrorsNameTheProblemAndWriteNothing) {
   };
   Json c = small_mel();
   c["ensemble"]["upstream"].erase(1);
-  expect_error(c, {"at least 2 models, got 1"});
+  expect_error(c, {"ensemble.upstream", "2 to 16 models, got 1"});
   c = small_mel();
   c["ensemble"]["heads"]["subsets"] = Json::parse("[[1, 3]]");
   expect_error(c, {"subset [1,3] names model 3", "models 1..2"});

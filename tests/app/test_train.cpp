@@ -220,7 +220,7 @@ TEST(Train, ConfigErrorsNameTheKeyAndWriteNothing) {
   expect_error(c, {"unknown layer type 'conv2'", "did you mean 'conv2d'"});
   c = small_config();
   c["train"]["optimizer"]["lr"] = -1;
-  expect_error(c, {"train.optimizer.lr", "must be positive"});
+  expect_error(c, {"train.optimizer.lr", "must be in (0, 1000000000], got -1"});
   c = small_config();
   c["train"]["optimizer"]["type"] = "adma";
   expect_error(c, {"unknown value 'adma'", "did you mean 'adam'"});

@@ -56,7 +56,7 @@ TEST(Registry, ShapeRuleNamesTheLayerItsTypeAndBothShapes) {
   EXPECT_MEL_ERROR(build(R"([{"type": "conv2d", "out": 2, "kernel": 5}])", shape),
                    "layers[0].kernel", "the output would be empty for input [1, 4, 4]");
   EXPECT_MEL_ERROR(build(R"([{"type": "conv2d", "out": 2, "stride": 0}])", shape),
-                   "layers[0].kernel", "must be positive");
+                   "layers[0].stride", "must be in [1, 65536], got 0");
   EXPECT_MEL_ERROR(build(R"([{"type": "linear", "outt": 2}])", shape), "layers[0]");
 }
 
@@ -85,8 +85,8 @@ TEST(Registry, NewTypesAreOneRegistration) {
   EXPECT_MEL_ERROR(register_layer({"no_factory", nullptr, nullptr, nullptr}), "no factory");
   const auto types = layer_types();
   EXPECT_EQ(types.back(), "test_scale");
-  EXPECT_MEL_ERROR(build(R"([{"type": "test_scale", "scael": 3}])", shape),
-                   "unknown key 'scael'", "did you mean 'scale'");
+  EXPECT_MEL_ERROR(build(R"([{"type": "test_scale", "scael": 3}])", shape), "unknown key 'scael'",
+                   "did you mean 'scale'");
 }
 
 }  // namespace
