@@ -4,6 +4,7 @@
 
 #include <deque>
 #include <mutex>
+#include <new>
 
 namespace mel::nn {
 
@@ -99,6 +100,16 @@ std::shared_ptr<Module> build_entry(const JsonReader& r, size_t index, Shape& sh
     r.error("type",
             fmt::format("layer {} ({}) needs {}, but the shape reaching it is {}{}", index, type,
                         e.expected, shape_str(shape), e.hint.empty() ? "" : " (" + e.hint + ")"));
+  } catch (const std::bad_alloc&) {
+    r.error("type", fmt::format("out of memory building layer {} ({}) for input {}", index, type,
+                                shape_str(shape)));
+  } catch (const Error& e) {
+    // Allocating the layer's parameters failed: say which layer asked.
+    const std::string what = e.what();
+    if (what.find("out of memory") == std::string::npos && what.find("2^62") == std::string::npos)
+      throw;
+    r.error("type", fmt::format("layer {} ({}) for input {}: {}", index, type, shape_str(shape),
+                                what));
   }
 }
 

@@ -148,6 +148,15 @@ std::vector<Case> catalogue() {
                   {"model.input", "expected [C, H, W]"}),
       config_case("input_huge", s, "/model/input", Json::array({1, int64_t{1} << 40, 28}),
                   {"model.input", "sizes must be in [1,"}),
+      {"layer_weights_beyond_memory",
+       [](const std::string& dir) {
+         Json c = single_config();
+         c["model"]["input"] = {1, 4096, 4096};
+         c["model"]["trunk"] = Json::array({Json{{"type", "flatten"}}});
+         c["model"]["head"] = Json::array({Json{{"type", "linear"}, {"out", 1 << 24}}});
+         return std::vector<std::string>{"info", write(dir + "/c.json", c.dump())};
+       },
+       {"c.json", "model.head[0]", "layer 0 (linear) for input [16777216]", "out of memory"}},
       // ---- training
       config_case("lr_zero", s, "/train/optimizer/lr", 0, {"train.optimizer.lr", "(0, 1000000000], got 0"}),
       config_case("lr_negative", s, "/train/optimizer/lr", -1, {"train.optimizer.lr", "got -1"}),
