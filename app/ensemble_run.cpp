@@ -111,7 +111,8 @@ train::TrainerHooks ensemble_hooks(const std::shared_ptr<method::Ensemble>& mode
     write_failure_chart(s.out + "/failures.svg", fr, c.name);
     fmt::print("\n{}\n", failure_table(fr));
     fmt::print(
-        "run folder {} (report.json, failures.svg, metrics.jsonl, model.safetensors); {} "
+        "run folder {} (report.json, failures.svg, metrics.jsonl, model.safetensors, "
+        "checkpoint.json); {} "
         "training, {:.0f} samples/s\n",
         s.out, train::format_duration(s.train_seconds), s.samples_per_second);
   };
