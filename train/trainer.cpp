@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -113,13 +114,19 @@ void Trainer::print_header(int64_t done_epochs) const {
 void Trainer::clip(PhaseState& ps) {
   const double max_norm = opt_.train.clip_grad_norm;
   if (max_norm <= 0) return;
+  double norm = 0.0;
   if (task_.spans_ranks()) {
     // Several ranks: the norm over all of them, then each scales its own part.
-    nn::clip_grad_norm(*ps.flat, max_norm,
-                       [this](double sq) { return task_.reduce_squared_norm(sq); });
+    norm = nn::clip_grad_norm(*ps.flat, max_norm,
+                              [this](double sq) { return task_.reduce_squared_norm(sq); });
   } else {
-    nn::clip_grad_norm(*ps.flat, max_norm);
+    norm = nn::clip_grad_norm(*ps.flat, max_norm);
   }
+  // Clipping a non-finite norm would write NaN into every parameter.
+  MEL_CHECK(std::isfinite(norm),
+            "mel train: the gradient norm became {} at step {} (lr {}); lower the learning rate "
+            "(the last checkpoint written is kept)",
+            norm, ps.step, ps.lr);
 }
 
 Trainer::EpochStats Trainer::run_epoch(PhaseState& ps, int phase, int64_t epoch,
