@@ -18,6 +18,7 @@
 #include "core/ops_index.h"
 #include "core/safetensors.h"
 #include "data/transforms.h"
+#include "kernels/strided.h"
 #include "mel/failure.h"
 #include "train/device.h"
 
@@ -60,8 +61,8 @@ bool decode(const std::vector<std::string>& frames, size_t first, Message& m, st
   }
   // Read by every receiver next (`value("type", "")`), so its type is part of the format.
   if (m.header.contains("type") && !m.header["type"].is_string()) {
-    error = fmt::format("the header's \"type\" is {}, not a string",
-                        json_excerpt(m.header["type"]));
+    error =
+        fmt::format("the header's \"type\" is {}, not a string", json_excerpt(m.header["type"]));
     m.header = Json();
     return false;
   }
@@ -90,6 +91,11 @@ bool decode(const std::vector<std::string>& frames, size_t first, Message& m, st
     if (dt != "f32" && dt != "u8" && dt != "i64") {
       error = fmt::format("tensor '{}' has dtype '{}' (expected f32, u8 or i64)",
                           text_excerpt(name), text_excerpt(dt));
+      return false;
+    }
+    if (e["shape"].size() > static_cast<size_t>(kernels::kMaxDims)) {
+      error = fmt::format("tensor '{}' has {} dimensions (at most {})", text_excerpt(name),
+                          e["shape"].size(), kernels::kMaxDims);
       return false;
     }
     Shape shape;

@@ -6,6 +6,7 @@
 #include <array>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "core/error.h"
 
@@ -114,7 +115,8 @@ double JsonReader::get_number(const std::string& key, double fallback) const {
 
 int64_t JsonReader::get_int(const std::string& key) const {
   const Json& j = raw(key);
-  if (!j.is_number_integer()) error(key, fmt::format("expected an integer, got {}", json_excerpt(j)));
+  if (!j.is_number_integer())
+    error(key, fmt::format("expected an integer, got {}", json_excerpt(j)));
   return j.get<int64_t>();
 }
 
@@ -134,7 +136,8 @@ std::vector<double> JsonReader::get_numbers(const std::string& key) const {
   if (!j.is_array()) error(key, fmt::format("expected a list of numbers, got {}", json_excerpt(j)));
   std::vector<double> out;
   for (const auto& v : j) {
-    if (!v.is_number()) error(key, fmt::format("expected a list of numbers, got {}", json_excerpt(j)));
+    if (!v.is_number())
+      error(key, fmt::format("expected a list of numbers, got {}", json_excerpt(j)));
     out.push_back(v.get<double>());
   }
   return out;
@@ -142,7 +145,8 @@ std::vector<double> JsonReader::get_numbers(const std::string& key) const {
 
 std::vector<int64_t> JsonReader::get_ints(const std::string& key) const {
   const Json& j = raw(key);
-  if (!j.is_array()) error(key, fmt::format("expected a list of integers, got {}", json_excerpt(j)));
+  if (!j.is_array())
+    error(key, fmt::format("expected a list of integers, got {}", json_excerpt(j)));
   std::vector<int64_t> out;
   for (const auto& v : j) {
     if (!v.is_number_integer()) {
@@ -230,12 +234,35 @@ Json parse_json_text(const std::string& text, const std::string& source) {
       --depth;
     }
   }
+  // A key given twice in one object would silently keep the last value: an error instead, naming
+  // the key and the path of the object holding it.
+  std::vector<std::set<std::string>> keys;
+  std::string duplicate;
+  Json::parser_callback_t on_event = [&](int, nlohmann::json::parse_event_t event, Json& parsed) {
+    using E = nlohmann::json::parse_event_t;
+    if (event == E::object_start) {
+      keys.emplace_back();
+    } else if (event == E::object_end) {
+      keys.pop_back();
+    } else if (event == E::key) {
+      const std::string k = parsed.get<std::string>();
+      if (!keys.empty() && !keys.back().insert(k).second && duplicate.empty()) duplicate = k;
+    }
+    return true;
+  };
+  Json parsed;
   try {
-    return Json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    // The parser's message has the line and column and quotes the last token read: cut it short.
+    parsed = Json::parse(text, on_event);
+  } catch (const nlohmann::json::exception& e) {
+    // A syntax error or a number out of range (1e999). The parser's message has the line and
+    // column and quotes the last token read: cut it short.
     fail("{}: not valid JSON: {}", source, text_excerpt(e.what(), 200));
   }
+  if (!duplicate.empty()) {
+    fail("{}: key '{}' appears twice in one object (JSON keeps only the last; remove one)", source,
+         text_excerpt(duplicate));
+  }
+  return parsed;
 }
 
 Json read_json_file(const std::string& path) {

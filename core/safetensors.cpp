@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/json_reader.h"
+#include "kernels/strided.h"
 
 namespace mel {
 
@@ -151,6 +152,10 @@ Entry parse_entry(const std::string& path, const std::string& name, const json& 
   const json& js = j.at("shape");
   MEL_CHECK(js.is_array(), "load_safetensors: '{}': tensor '{}' has a shape that is not an array",
             path, shown);
+  MEL_CHECK(js.size() <= static_cast<size_t>(kernels::kMaxDims),
+            "load_safetensors: '{}': tensor '{}' has a shape of {} dimensions (at most {} are "
+            "supported)",
+            path, shown, js.size(), kernels::kMaxDims);
   // numel: the element count; span: the product of the sizes with 0 counted as 1, which bounds
   // the strides of the tensor even when it is empty. Both must stay addressable (2^62 bytes).
   constexpr uint64_t kMaxBytes = uint64_t{1} << 62;
@@ -290,8 +295,7 @@ json read_header(const std::string& path, ByteSource& src, uint64_t size, uint64
   try {
     header = json::parse(text);
   } catch (const json::exception& e) {
-    fail("load_safetensors: '{}': the header is not valid JSON: {}", path,
-         excerpt(e.what(), 200));
+    fail("load_safetensors: '{}': the header is not valid JSON: {}", path, excerpt(e.what(), 200));
   }
   MEL_CHECK(header.is_object(), "load_safetensors: '{}': the header is JSON but not an object",
             path);
@@ -336,8 +340,7 @@ void check_tiling(const std::string& path, std::vector<Entry>& entries, uint64_t
               "load_safetensors: '{}': tensor '{}' data_offsets [{}, {}] overlap tensor '{}' [{}, "
               "{}]",
               path, excerpt(e.name), e.begin, e.end, excerpt(prev ? prev->name : ""),
-              prev ? prev->begin : 0,
-              prev ? prev->end : 0);
+              prev ? prev->begin : 0, prev ? prev->end : 0);
     MEL_CHECK(e.begin == expect,
               "load_safetensors: '{}': bytes [{}, {}) of the data section belong to no tensor "
               "(tensor '{}' starts at {}); offsets out of range",

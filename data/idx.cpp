@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "data/io.h"
+#include "kernels/strided.h"
 
 namespace mel::data {
 
@@ -74,6 +75,9 @@ Tensor parse_idx(const uint8_t* bytes, size_t size, const std::string& path) {
             "(0x08, magic 0x000008NN) are supported",
             path, magic, bytes[2]);
   const size_t ndim = bytes[3];
+  MEL_CHECK(ndim <= static_cast<size_t>(kernels::kMaxDims),
+            "'{}': magic number 0x{:08X} declares {} dimensions (at most {} are supported)", path,
+            magic, ndim, kernels::kMaxDims);
   const size_t header = 4 + 4 * ndim;
   MEL_CHECK(size >= header,
             "'{}': truncated IDX file: {} bytes, too short for the header of {} dimensions ({} "
@@ -96,7 +100,7 @@ Tensor parse_idx(const uint8_t* bytes, size_t size, const std::string& path) {
   MEL_CHECK(!overflow && need <= have,
             "'{}': truncated or inconsistent IDX file: dims {} need {} data bytes but the file has "
             "{} after the header (the dims do not match the file size)",
-            path, shape_str(dims), overflow ? std::string("more than 2^62") : std::to_string(need), have);
+            path, shape_str(dims), overflow ? std::string("too many") : std::to_string(need), have);
   MEL_CHECK(need == have,
             "'{}': dims {} need {} data bytes but the file has {} after the header (the dims do "
             "not match the file size: {} unexpected trailing bytes)",

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/json_reader.h"
+#include "kernels/strided.h"
 
 namespace mel::data {
 namespace {
@@ -77,7 +78,8 @@ std::string npy_bytes(const Tensor& t) {
   std::string out = "\x93NUMPY";
   out += static_cast<char>(v2 ? 2 : 1);
   out += '\x00';
-  for (size_t i = 0; i < prefix - 8; ++i) out += static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  for (size_t i = 0; i < prefix - 8; ++i)
+    out += static_cast<char>((header.size() >> (8 * i)) & 0xff);
   out += header;
   out.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
   return out;
@@ -132,6 +134,9 @@ Tensor parse_npy(const std::string& bytes, const std::string& source) {
               text_excerpt(num));
     shape.push_back(std::stoll(num));
   }
+  MEL_CHECK(shape.size() <= static_cast<size_t>(kernels::kMaxDims),
+            "{}: the shape {} has {} dimensions (at most {} are supported)", source,
+            text_excerpt(shape_text), shape.size(), kernels::kMaxDims);
   // The byte count the shape needs, checked against the data before anything is allocated;
   // span (sizes with 0 counted as 1) bounds the strides even of an empty array.
   constexpr uint64_t kMaxBytes = uint64_t{1} << 62;

@@ -230,6 +230,33 @@ std::vector<Case> catalogue() {
          return std::vector<std::string>{"info", write(dir + "/c.json", "")};
        },
        {"c.json"}},
+      {"config_duplicate_key",
+       [](const std::string& dir) {
+         std::string text = single_config().dump();
+         text.replace(text.find("\"epochs\""), 0, "\"epochs\": 7, ");
+         return std::vector<std::string>{"info", write(dir + "/c.json", text)};
+       },
+       {"c.json", "key 'epochs' appears twice"}},
+      {"config_number_overflow",
+       [](const std::string& dir) {
+         std::string text = single_config().dump();
+         text.replace(text.find("0.003"), 5, "1e999");
+         return std::vector<std::string>{"info", write(dir + "/c.json", text)};
+       },
+       {"c.json", "not valid JSON", "1e999"}},
+      {"config_nested_too_deep",
+       [](const std::string& dir) {
+         return std::vector<std::string>{
+             "info", write(dir + "/c.json", std::string(100000, '[') + std::string(100000, ']'))};
+       },
+       {"c.json", "deeper than 64 levels"}},
+      {"config_huge_value_short_message",
+       [](const std::string& dir) {
+         Json c = single_config();
+         c["model"]["trunk"][0]["out"] = std::string(5000000, 'w');
+         return std::vector<std::string>{"info", write(dir + "/c.json", c.dump())};
+       },
+       {"c.json", "model.trunk[0].out", "expected an integer", "characters)"}},
       {"config_is_a_list",
        [](const std::string& dir) {
          return std::vector<std::string>{"info", write(dir + "/c.json", "[1, 2]")};
