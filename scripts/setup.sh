@@ -19,9 +19,10 @@ PACKAGES=(
   dataset-fashion-mnist            # the data of the main job (/usr/share/datasets/fashion-mnist)
 )
 
-# Only for the tests: the ONNX checker, and OpenCV's dnn module as an ONNX runtime that runs the
-# exported models (ONNX Runtime itself is not packaged in Debian).
-TEST_PACKAGES=(python3-onnx python3-numpy python3-opencv)
+# Only for the tests: the ONNX checker, OpenCV's dnn module as an ONNX runtime that runs the
+# exported models (ONNX Runtime itself is not packaged in Debian), and clang with libFuzzer for
+# the fuzz targets (scripts/fuzz.sh).
+TEST_PACKAGES=(python3-onnx python3-numpy python3-opencv clang libclang-rt-dev)
 for arg in "$@"; do
   case "$arg" in
     --tests) PACKAGES+=("${TEST_PACKAGES[@]}") ;;
