@@ -27,7 +27,11 @@ Shape contiguous_strides(const Shape& s) {
   int64_t acc = 1;
   for (size_t i = s.size(); i-- > 0;) {
     st[i] = acc;
-    acc *= std::max<int64_t>(s[i], 1);
+    // Empty dimensions count as 1 (as PyTorch's strides do), so a shape with a zero can still
+    // name sizes whose product no stride can hold: an error, not a wrapped stride.
+    if (__builtin_mul_overflow(acc, std::max<int64_t>(s[i], 1), &acc)) {
+      fail("shape {} has strides beyond a 64-bit count", shape_str(s));
+    }
   }
   return st;
 }

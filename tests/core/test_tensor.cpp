@@ -182,3 +182,16 @@ TEST(Reduce, LongRowSumIsExactAndIndependentOfSplit) {
 
 }  // namespace
 }  // namespace mel
+
+namespace mel {
+namespace {
+
+TEST(TensorSizes, CountsThatOverflowAreErrorsNotSmallAllocations) {
+  EXPECT_MEL_ERROR(empty({int64_t{1} << 62, 4}), "more elements than a 64-bit count holds");
+  EXPECT_MEL_ERROR(empty({int64_t{1} << 61}, DType::f64), "needs more than 2^62 bytes");
+  EXPECT_MEL_ERROR(empty({0, int64_t{1} << 40, int64_t{1} << 40}), "strides beyond a 64-bit count");
+  EXPECT_EQ(empty({0, 3}).numel(), 0);
+}
+
+}  // namespace
+}  // namespace mel
