@@ -197,13 +197,7 @@ std::string json_excerpt(const Json& value, size_t max_chars) {
                       max_chars);
 }
 
-Json parse_json_text(const std::string& text, const std::string& source) {
-  if (text.size() > kMaxConfigBytes) {
-    fail("{}: the config is {} bytes long, more than the {} bytes a config may have", source,
-         text.size(), kMaxConfigBytes);
-  }
-  // Nesting depth, counted outside strings before parsing: a config is a few levels deep, and
-  // deep nesting would cost recursion in every later walk over the value (dump, comparison).
+NestingExcess find_nesting_excess(const std::string& text, int limit) {
   int depth = 0;
   bool in_string = false, escaped = false;
   size_t line = 1, column = 0;
@@ -226,13 +220,25 @@ Json parse_json_text(const std::string& text, const std::string& source) {
     if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
-      if (++depth > kMaxJsonDepth) {
-        fail("{}: line {}, column {}: the JSON nests deeper than {} levels", source, line, column,
-             kMaxJsonDepth);
-      }
+      if (++depth > limit) return {line, column};
     } else if (c == ']' || c == '}') {
       --depth;
     }
+  }
+  return {};
+}
+
+Json parse_json_text(const std::string& text, const std::string& source) {
+  if (text.size() > kMaxConfigBytes) {
+    fail("{}: the config is {} bytes long, more than the {} bytes a config may have", source,
+         text.size(), kMaxConfigBytes);
+  }
+  // Nesting depth, counted outside strings before parsing: a config is a few levels deep, and
+  // deep nesting would cost recursion in every later walk over the value (dump, comparison).
+  const NestingExcess deep = find_nesting_excess(text, kMaxJsonDepth);
+  if (deep.line > 0) {
+    fail("{}: line {}, column {}: the JSON nests deeper than {} levels", source, deep.line,
+         deep.column, kMaxJsonDepth);
   }
   // A key given twice in one object would silently keep the last value: an error instead, naming
   // the key and the path of the object holding it.

@@ -75,5 +75,11 @@ Json read_json_file(const std::string& path);
 std::string json_excerpt(const Json& value, size_t max_chars = 80);
 // The same for a string (a key, a file name) as it appears in a message.
 std::string text_excerpt(const std::string& text, size_t max_chars = 80);
+// Where JSON text first nests deeper than `limit` levels of [ and { (counted outside strings,
+// before any parsing): 1-based line and column, or line 0 when it never does.
+struct NestingExcess {
+  size_t line = 0, column = 0;
+};
+NestingExcess find_nesting_excess(const std::string& text, int limit);
 
 }  // namespace mel

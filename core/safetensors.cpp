@@ -269,27 +269,10 @@ json read_header(const std::string& path, ByteSource& src, uint64_t size, uint64
   std::string text(header_len, '\0');
   src.read(8, text.data(), header_len, "the header");
   // Nesting depth outside strings: a valid header is two levels deep (three with shapes).
-  int depth = 0;
-  bool in_string = false, escaped = false;
-  for (const char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    if (c == '"') in_string = true;
-    if (c == '[' || c == '{') ++depth;
-    if (c == ']' || c == '}') --depth;
-    MEL_CHECK(depth <= kMaxHeaderDepth,
-              "load_safetensors: '{}': the header nests deeper than {} levels (not a safetensors "
-              "header)",
-              path, kMaxHeaderDepth);
-  }
+  MEL_CHECK(find_nesting_excess(text, kMaxHeaderDepth).line == 0,
+            "load_safetensors: '{}': the header nests deeper than {} levels (not a safetensors "
+            "header)",
+            path, kMaxHeaderDepth);
 
   json header;
   try {
