@@ -12,28 +12,16 @@
 
 #include "app/cli.h"
 #include "core/json_reader.h"
+#include "tests/temp_dir.h"
 
 namespace mel::app::testing {
 
 namespace fs = std::filesystem;
+using ::mel::testing::TempDir;
 
 inline bool have_fmnist() {
   return fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz");
 }
-
-// A temporary folder named after the running test, removed at the end of it.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("mel_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
 
 inline std::string source_path(const std::string& rel) {
   return std::string(MEL_SOURCE_DIR) + "/" + rel;

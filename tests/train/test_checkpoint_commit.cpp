@@ -20,6 +20,7 @@
 #include "nn/layers.h"
 #include "nn/optim.h"
 #include "tests/gradcheck.h"
+#include "tests/temp_dir.h"
 #include "train/checkpoint.h"
 #include "train/files.h"
 
@@ -28,17 +29,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("mel_ckpt_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& n) const { return (path / n).string(); }
+struct TempDir : testing::TempDir {
+  TempDir() : testing::TempDir("mel_ckpt_") {}
 };
 
 std::string read_text(const std::string& p) {

@@ -12,6 +12,7 @@
 #include "data/tensor_loader.h"
 #include "nn/layers.h"
 #include "tests/gradcheck.h"
+#include "tests/temp_dir.h"
 #include "train/checkpoint.h"
 #include "train/classification.h"
 #include "train/metrics.h"
@@ -22,17 +23,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("mel_trainer_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& n) const { return (path / n).string(); }
+struct TempDir : testing::TempDir {
+  TempDir() : testing::TempDir("mel_trainer_") {}
 };
 
 // Three Gaussian blobs in 4-D: a linear classifier separates them.
