@@ -1,7 +1,12 @@
 # Decides whether the CUDA backend is built (MEL_CUDA = AUTO / ON / OFF) and for which architectures.
 # Default architectures: those of the GPUs nvidia-smi reports on this machine, else 90 (Hopper).
+# MEL_CUDA = SIM builds no CUDA code for a GPU: kernels/cuda is compiled as host C++ for the kernel
+# simulator (cmake/CudaSim.cmake, tests/cudasim/), which needs the toolkit's headers only.
 set(MEL_WITH_CUDA OFF)
-if(NOT MEL_CUDA STREQUAL "OFF")
+set(MEL_WITH_CUDA_SIM OFF)
+if(MEL_CUDA STREQUAL "SIM")
+  set(MEL_WITH_CUDA_SIM ON)
+elseif(NOT MEL_CUDA STREQUAL "OFF")
   include(CheckLanguage)
   # The toolkit's default prefix, for machines where nvcc is installed but not on PATH.
   if(NOT DEFINED CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX} AND EXISTS /usr/local/cuda/bin/nvcc)
@@ -70,3 +75,4 @@ if(MEL_WITH_CUDA)
 endif()
 # Recorded in the cache so scripts can tell whether a build folder has the CUDA backend.
 set(MEL_WITH_CUDA ${MEL_WITH_CUDA} CACHE INTERNAL "mel: the CUDA backend is built")
+set(MEL_WITH_CUDA_SIM ${MEL_WITH_CUDA_SIM} CACHE INTERNAL "mel: kernels/cuda built for the simulator")

@@ -103,9 +103,17 @@ CudaAllocator::~CudaAllocator() {
   release_cached_locked();
 }
 
+#ifdef MEL_CUDA_SIM
+// On the kernel simulator every tensor gets an allocation of exactly its size, followed by a guard
+// page, and is freed at once (no cache): an access past its end or after its release faults there.
+constexpr bool kExactBlocks = true;
+#else
+constexpr bool kExactBlocks = false;
+#endif
+
 void* CudaAllocator::allocate(size_t nbytes) {
   if (nbytes == 0) return nullptr;
-  const size_t bytes = block_size(nbytes);
+  const size_t bytes = kExactBlocks ? nbytes : block_size(nbytes);
   std::lock_guard<std::mutex> lock(mu_);
   ++stats_.allocations;
   void* p = nullptr;
@@ -143,12 +151,17 @@ void* CudaAllocator::allocate(size_t nbytes) {
 
 void CudaAllocator::deallocate(void* p, size_t nbytes) {
   if (!p) return;
-  const size_t bytes = block_size(nbytes);
+  const size_t bytes = kExactBlocks ? nbytes : block_size(nbytes);
   std::lock_guard<std::mutex> lock(mu_);
   auto it = stream_of_.find(p);
   cudaStream_t s = it != stream_of_.end() ? it->second : stream_;
   if (it != stream_of_.end()) stream_of_.erase(it);
   stats_.live_bytes -= nbytes;
+  if (kExactBlocks) {
+    MEL_CUDA_CHECK(cudaFree(p));
+    stats_.reserved_bytes -= bytes;
+    return;
+  }
   free_[Key{s, bytes}].push_back(p);
   stats_.cached_bytes += bytes;
 }

@@ -249,7 +249,7 @@ __global__ void grad_input_kernel(I total, I s, I c, const T* __restrict__ x,
 
 template <class F>
 void with_index_type(int64_t total, F&& f) {
-  if (total < (int64_t(1) << 31)) {
+  if (total <= index32_limit()) {
     f(uint32_t{});
   } else {
     f(int64_t{});

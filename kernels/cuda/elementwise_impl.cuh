@@ -122,7 +122,7 @@ void launch(const Iter<sizeof...(In) + 1>& it, cudaStream_t stream, F f, Out* ou
   const int64_t n = it.numel();
   if (n <= 0) return;
   if (iter_contiguous(it)) return launch_contiguous(n, stream, f, out, in...);
-  if (n <= std::numeric_limits<int32_t>::max()) {
+  if (n <= index32_limit()) {
     strided_kernel<uint32_t>
         <<<grid_for(n), kBlock, 0, stream>>>(it, static_cast<uint32_t>(n), f, out, in...);
   } else {

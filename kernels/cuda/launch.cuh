@@ -16,10 +16,28 @@ constexpr int kBlock = 256;
 constexpr int kWarp = 32;
 
 // Blocks for n elements at `per_thread` elements each, capped: kernels loop grid-stride beyond it.
+// On the kernel simulator the cap is a few blocks (cudasim::grid_cap), so every grid-stride loop
+// wraps in the tests.
 inline unsigned grid_for(int64_t n, int block = kBlock, int per_thread = 1) {
   int64_t per_block = int64_t(block) * per_thread;
   int64_t g = (n + per_block - 1) / per_block;
-  return static_cast<unsigned>(std::clamp<int64_t>(g, 1, int64_t(1) << 16));
+#ifdef MEL_CUDA_SIM
+  const int64_t cap = ::cudasim::grid_cap();
+#else
+  const int64_t cap = int64_t(1) << 16;
+#endif
+  return static_cast<unsigned>(std::clamp<int64_t>(g, 1, cap));
+}
+
+// The largest element count kernels index with 32-bit integers; beyond it they use 64-bit ones.
+// The kernel simulator can lower it (MEL_CUDASIM_INDEX32_LIMIT), so that the 64-bit paths run on
+// small tensors in its tests.
+inline int64_t index32_limit() {
+#ifdef MEL_CUDA_SIM
+  return ::cudasim::index32_limit();
+#else
+  return INT32_MAX;
+#endif
 }
 
 // Floating accumulation type: double for double, float for float and the 16-bit types.

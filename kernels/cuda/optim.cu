@@ -139,10 +139,6 @@ __global__ void squared_norm_final_kernel(const double* __restrict__ partial, in
   if (threadIdx.x == 0) *out = s;
 }
 
-__global__ void scale_kernel(float* __restrict__ g, int64_t n, float factor) {
-  for (int64_t i = thread_start(); i < n; i += thread_step()) g[i] = __fmul_rn(g[i], factor);
-}
-
 __global__ void clip_scale_kernel(float* __restrict__ g, int64_t n,
                                   const double* __restrict__ squared_norm, double max_norm) {
   const double coef = __ddiv_rn(max_norm, __dadd_rn(__dsqrt_rn(*squared_norm), 1e-6));
@@ -192,12 +188,6 @@ void squared_norm(const float* g, int64_t n, double* out, double* scratch, cudaS
   squared_norm_partials_kernel<<<blocks, kBlock, 0, stream>>>(g, n, vec, scratch);
   MEL_CUDA_CHECK_LAUNCH();
   squared_norm_final_kernel<<<1, kBlock, 0, stream>>>(scratch, blocks, out);
-  MEL_CUDA_CHECK_LAUNCH();
-}
-
-void scale(float* g, int64_t n, float factor, cudaStream_t stream) {
-  if (n == 0) return;
-  scale_kernel<<<grid_for(n), kBlock, 0, stream>>>(g, n, factor);
   MEL_CUDA_CHECK_LAUNCH();
 }
 

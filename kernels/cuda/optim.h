@@ -33,8 +33,6 @@ using cpu::kSquaredNormPartials;
 // fixed order. Not bitwise the CPU's sum (a different association), equal to double rounding.
 void squared_norm(const float* g, int64_t n, double* out, double* scratch, cudaStream_t stream);
 
-void scale(float* g, int64_t n, float factor, cudaStream_t stream);
-
 // Global-norm clipping without a host round trip: coef = max_norm / (sqrt(*squared_norm) + 1e-6),
 // computed on the device from squared_norm's result; g *= float(coef) when coef < 1 (the CPU's
 // clip_grad_norm arithmetic).

@@ -59,6 +59,19 @@ struct MaxRed {
   }
 };
 
+// Stores an accumulator into global memory. MaxVal<float> has 4 bytes of padding: it is stored
+// field by field, so that no indeterminate padding bytes (from shared memory or registers) reach
+// device memory and a workspace's bytes are the same on every run.
+template <class Acc>
+__device__ __forceinline__ void put(Acc* p, const Acc& a) {
+  *p = a;
+}
+template <class T>
+__device__ __forceinline__ void put(MaxVal<T>* p, const MaxVal<T>& a) {
+  p->v = a.v;
+  p->i = a.i;
+}
+
 template <class Red, class Acc>
 __device__ __forceinline__ Acc warp_reduce(Acc v) {
 #pragma unroll
@@ -147,7 +160,7 @@ __global__ void __launch_bounds__(kBlock)
     }
     if (lane == 0) {
       if (partial) {
-        partial[blockIdx.y * A + row] = acc;
+        put(&partial[blockIdx.y * A + row], acc);
       } else {
         Red::store(acc, out, idx, row);
       }
@@ -187,7 +200,7 @@ __global__ void __launch_bounds__(kBlock)
     if (ty == 0 && b < B) {
       const int64_t j = a * B + b;
       if (partial) {
-        partial[blockIdx.y * A * B + j] = sm[tx];
+        put(&partial[blockIdx.y * A * B + j], sm[tx]);
       } else {
         Red::store(sm[tx], out, idx, j);
       }
@@ -292,7 +305,7 @@ void max_axis_backward(const T* g, const int64_t* idx, int64_t A, int64_t R, int
                        cudaStream_t stream) {
   const int64_t n = A * R * B;
   if (n == 0) return;
-  if (n <= INT32_MAX) {
+  if (n <= index32_limit()) {
     max_backward_kernel<T, uint32_t><<<grid_for(n), kBlock, 0, stream>>>(
         g, idx, static_cast<uint32_t>(R), static_cast<uint32_t>(B), static_cast<uint32_t>(n), gx);
   } else {

@@ -28,6 +28,17 @@ inline std::string gpu_skip_reason() {
     }                                                                        \
   } while (0)
 
+// Tests of paths that run cuBLASLt or cuDNN (matmuls, convolutions, whole models): GPU-only. The
+// kernel simulator (MEL_CUDA=SIM) runs mel's own kernels, not the vendor libraries.
+#ifdef MEL_CUDA_SIM
+#define MEL_REQUIRE_VENDOR_LIBS() \
+  GTEST_SKIP() << "uses cuBLASLt or cuDNN, which the kernel simulator does not run (GPU-only)"
+#else
+#define MEL_REQUIRE_VENDOR_LIBS() \
+  do {                            \
+  } while (0)
+#endif
+
 inline Device gpu() {
   return Device::cuda(0);
 }

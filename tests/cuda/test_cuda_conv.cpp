@@ -101,16 +101,19 @@ std::vector<Case> cases() {
 
 TEST(CudaConv2d, MatchesCpuF32) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   for (const Case& c : cases()) check_conv(c, DType::f32);
 }
 
 TEST(CudaConv2d, MatchesCpuF64) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   for (const Case& c : cases()) check_conv(c, DType::f64);
 }
 
 TEST(CudaConv2d, MatchesCpuHalfTypes) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   for (DType dt : {DType::f16, DType::bf16}) {
     for (const Case& c : cases()) check_conv(c, dt);
   }
@@ -118,6 +121,7 @@ TEST(CudaConv2d, MatchesCpuHalfTypes) {
 
 TEST(CudaConv2d, NonContiguousInput) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   // [N, C, W, H] storage seen as [N, C, H, W]: the op convolves a contiguous copy
   Tensor xc = random_cpu({3, 4, 9, 7}, 1).transpose(2, 3);
   Tensor xg = to_gpu_keep_strides(xc);
@@ -131,6 +135,7 @@ TEST(CudaConv2d, NonContiguousInput) {
 
 TEST(CudaConv2d, OnlyRequestedGradients) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   // a first layer: the input needs no gradient, so backward runs only the filter gradient
   Tensor x = random_cpu({3, 1, 12, 12}, 2).to(gpu());
   auto [wc, wg] = leaves(random_cpu({8, 1, 3, 3}, 3, DType::f32, -0.3, 0.3));
@@ -145,6 +150,7 @@ TEST(CudaConv2d, OnlyRequestedGradients) {
 
 TEST(CudaConv1d, MatchesCpu) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   for (DType dt : {DType::f32, DType::f64, DType::f16}) {
     SCOPED_TRACE(dtype_name(dt));
     const Tol tol = tol_for(dt, true);
@@ -168,6 +174,7 @@ TEST(CudaConv1d, MatchesCpu) {
 // deterministic, reproduces the first result bit for bit; TF32 is a separate entry.
 TEST(CudaConv2d, AlgorithmCacheAndTf32) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   Tf32Guard guard;
   set_allow_tf32(false);
   const Case c{3, 24, 15, 13, 40, 3, 3, 1, 1};

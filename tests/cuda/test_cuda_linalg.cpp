@@ -69,6 +69,7 @@ const DType kFloatTypes[] = {DType::f32, DType::f64, DType::bf16, DType::f16};
 
 TEST(CudaMatmul, OddShapesEveryDtype) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   for (DType dt : kFloatTypes) {
     for (auto [m, k, n] : {std::tuple{1, 1, 1}, {7, 33, 5}, {257, 129, 65}, {2, 300, 3}}) {
       check_matmul({m, k}, {k, n}, dt);
@@ -78,6 +79,7 @@ TEST(CudaMatmul, OddShapesEveryDtype) {
 
 TEST(CudaMatmul, TransposedOperandsAreReadInPlace) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   for (DType dt : kFloatTypes) {
     for (auto [ta, tb] : {std::pair{true, false}, {false, true}, {true, true}}) {
       check_matmul({33, 17}, {17, 65}, dt, ta, tb);
@@ -88,6 +90,7 @@ TEST(CudaMatmul, TransposedOperandsAreReadInPlace) {
 
 TEST(CudaMatmul, NonContiguousOperandsAreCopied) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
     SCOPED_TRACE(dtype_name(dt));
     // every second column: no GEMM layout fits, so the op makes a contiguous copy
@@ -107,6 +110,7 @@ TEST(CudaMatmul, NonContiguousOperandsAreCopied) {
 
 TEST(CudaMatmul, BatchedStackedAndFolded) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   for (DType dt : kFloatTypes) {
     check_matmul({3, 7, 33}, {3, 33, 5}, dt);              // bmm
     check_matmul({3, 7, 33}, {3, 33, 5}, dt, true, true);  // bmm of transposed views
@@ -118,6 +122,7 @@ TEST(CudaMatmul, BatchedStackedAndFolded) {
 
 TEST(CudaMatmul, VectorForms) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   for (DType dt : {DType::f32, DType::f64, DType::f16}) {
     check_matmul({33}, {33, 5}, dt);
     check_matmul({7, 33}, {33}, dt);
@@ -130,6 +135,7 @@ TEST(CudaMatmul, VectorForms) {
 // the gradients reduce over the broadcast dimensions (sum_to on the GPU).
 TEST(CudaMatmul, BroadcastBatch) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   for (DType dt : kFloatTypes) {
     check_matmul({2, 1, 7, 9}, {3, 9, 5}, dt, false, false, false);
     check_matmul({1, 4, 7, 9}, {3, 1, 9, 5}, dt, true, false, false);
@@ -139,6 +145,7 @@ TEST(CudaMatmul, BroadcastBatch) {
 
 TEST(CudaMatmul, BroadcastBatchGradients) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
     check_matmul({2, 1, 7, 9}, {3, 9, 5}, dt);
     check_matmul({1, 4, 7, 9}, {3, 1, 9, 5}, dt, true, false);
@@ -162,6 +169,7 @@ TEST(CudaMatmul, EmptyProducts) {
 
 TEST(CudaMatmul, Tf32OnAndOff) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   Tf32Guard guard;
   Tensor a = random_cpu({96, 257}, 1), b = random_cpu({257, 130}, 2);
   Tensor ref = matmul(a.to(DType::f64), b.to(DType::f64)).to(DType::f32);
@@ -179,6 +187,7 @@ TEST(CudaMatmul, Tf32OnAndOff) {
 
 TEST(CudaMatmul, PlanCacheReusesPlansAndRepeatsResults) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   Tensor a = random_cpu({37, 45}, 3).to(gpu()), b = random_cpu({45, 29}, 4).to(gpu());
   Tensor first = matmul(a, b);
 #ifdef MEL_HAVE_CUDA
@@ -204,6 +213,7 @@ TEST(CudaMatmul, ErrorsStayClear) {
 
 TEST(CudaLinear, WithBiasMatchesCpu) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   for (DType dt : {DType::f32, DType::f64}) {
     SCOPED_TRACE(dtype_name(dt));
     const Tol tol = tol_for(dt, true);

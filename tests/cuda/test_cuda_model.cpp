@@ -5,13 +5,13 @@
 
 #include <filesystem>
 
-#include "cuda_testing.h"
-#include "train/checkpoint.h"
-#include "mel/joint_loss.h"
 #include "app/ensemble_run.h"
 #include "app/single.h"
+#include "cuda_testing.h"
+#include "mel/joint_loss.h"
 #include "nn/optim.h"
 #include "tests/app/app_testing.h"
+#include "train/checkpoint.h"
 
 namespace mel::testing {
 namespace {
@@ -45,6 +45,7 @@ void expect_modules_close(const nn::Module& gpu_m, const nn::Module& cpu_m, bool
 
 TEST(CudaModel, ReferenceCnnForwardAndEveryGradientMatchTheCpu) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   app::SingleConfig c = reference_config();
   auto cpu_model = app::build_model(c);
   Generator gen(7);
@@ -72,6 +73,7 @@ TEST(CudaModel, ReferenceCnnForwardAndEveryGradientMatchTheCpu) {
 
 TEST(CudaModel, AdamStepsOnFlatParametersMatchTheCpu) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   app::SingleConfig c = reference_config();
   auto cpu_model = app::build_model(c);
   Generator gen(8);
@@ -96,6 +98,7 @@ TEST(CudaModel, AdamStepsOnFlatParametersMatchTheCpu) {
 
 TEST(CudaModel, MelEnsembleJointLossStepMatchesTheCpu) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   app::RunOverrides ov;
   const std::string path = std::string(MEL_SOURCE_DIR) + "/configs/fmnist_mel3.json";
   app::MelConfig c = app::parse_mel_config(read_json_file(path), path, ov);
@@ -130,6 +133,7 @@ TEST(CudaModel, MelEnsembleJointLossStepMatchesTheCpu) {
 
 TEST(CudaModel, SmallCnnTrainsOnTheGpuAndItsCheckpointLoadsOnTheCpu) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   if (!app::testing::have_fmnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
   app::testing::TempDir dir;
   app::RunOverrides ov;
@@ -156,6 +160,7 @@ TEST(CudaModel, SmallCnnTrainsOnTheGpuAndItsCheckpointLoadsOnTheCpu) {
 
 TEST(CudaModel, MelTrainCommandRunsOnTheGpuWithTheFailureReport) {
   MEL_REQUIRE_GPU();
+  MEL_REQUIRE_VENDOR_LIBS();
   if (!app::testing::have_fmnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
   app::testing::TempDir dir;
   const std::string out = dir / "mel2";

@@ -69,6 +69,10 @@ TEST(CudaTensor, ToDeviceIsDifferentiable) {
 
 TEST(CudaAllocator, ReusesFreedBlocksAndCountsBytes) {
   MEL_REQUIRE_GPU();
+#ifdef MEL_CUDA_SIM
+  GTEST_SKIP() << "on the kernel simulator mel's allocator does not cache: every tensor gets an "
+                  "allocation of its own size, followed by a guard page";
+#endif
   synchronize(gpu());
   empty_cache(gpu());
   reset_peak_memory(gpu());
