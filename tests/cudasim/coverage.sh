@@ -19,7 +19,12 @@ if [ "$reports" -lt "$tests" ]; then
   echo "cudasim coverage: $reports of $tests test processes reported: a partial run, not checked"
   exit 77
 fi
-ran=$(cat "$dir"/*.txt 2>/dev/null | sed 's|.*/\(kernels/cuda/\)|\1|' | sort -u)
+ran=$(cat "$dir"/*.txt 2>/dev/null | grep -v '^#' | sed 's|.*/\(kernels/cuda/\)|\1|' | sort -u)
+# what the simulator did in the whole suite (each process's counters, summed)
+cat "$dir"/*.txt | awk '/^#counters/ { for (i = 2; i <= 8; ++i) s[i] += $i }
+  END { printf "cudasim: %d launches (each under every schedule), %d block runs, %d thread runs, " \
+        "%d barriers and %d warp operations resolved, %.0f MB compared between schedules, " \
+        "%d pointer checks\n", s[2], s[3], s[4], s[5], s[6], s[7] / 1e6, s[8] }' 
 total=0 covered=0 excused=0 missing=()
 while IFS=$'\t' read -r file line name; do
   total=$((total + 1))

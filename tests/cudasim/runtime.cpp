@@ -78,6 +78,12 @@ void write_coverage() {
   std::string path = std::string(dir) + "/" + std::to_string(getpid()) + ".txt";
   if (FILE* f = std::fopen(path.c_str(), "w")) {
     for (const std::string& s : launch_sites()) std::fprintf(f, "%s\n", s.c_str());
+    const Counters& c = g_counters;
+    std::fprintf(f, "#counters %llu %llu %llu %llu %llu %llu %llu\n",
+                 (unsigned long long)c.launches, (unsigned long long)c.block_runs,
+                 (unsigned long long)c.thread_runs, (unsigned long long)c.barriers,
+                 (unsigned long long)c.warp_ops, (unsigned long long)c.bytes_compared,
+                 (unsigned long long)c.pointer_checks);
     std::fclose(f);
   }
 }
