@@ -232,11 +232,15 @@ std::string describe_allocation(const Allocation& al) {
 }
 
 // Where an address is, in words, for a fault or a bad argument.
-std::string describe_address(uintptr_t a) {
+std::string describe_address(uintptr_t a, bool in_kernel = false) {
   Memory& m = memory();
   if (!m.in_arena(a)) return hex(a) + " (not device memory)";
   if (const Allocation* al = m.near(a)) {
     if (al->freed) return hex(a) + ": inside " + describe_allocation(*al) + ", used after cudaFree";
+    if (in_kernel && a >= al->data && a < al->data + al->size) {
+      return hex(a) + ": inside " + describe_allocation(*al) +
+             ", which no argument of the kernel points into";
+    }
     if (a >= al->data + al->size) {
       return hex(a) + ": " + std::to_string(a - al->data - al->size) + " bytes past the end of " +
              describe_allocation(*al);
@@ -438,7 +442,7 @@ void fault_handler(int sig, siginfo_t* info, void* uctx) {
   const uintptr_t a = reinterpret_cast<uintptr_t>(info->si_addr);
   Run* r = g_run;
   if (r && r->in_kernel) {
-    std::string what = "invalid memory access at " + describe_address(a);
+    std::string what = "invalid memory access at " + describe_address(a, /*in_kernel=*/true);
     if (a >= reinterpret_cast<uintptr_t>(shared_arena()) + kSharedBytes &&
         a < reinterpret_cast<uintptr_t>(shared_arena()) + kSharedBytes + kPage) {
       what = "shared memory access beyond 48 KiB at " + hex(a);
@@ -735,8 +739,9 @@ struct Snapshot {
   std::vector<unsigned char> bytes;
 };
 
-void check_canaries(const Run& r) {
-  for (auto& [d, al] : memory().by_data) {
+void check_canaries(const Run& r, const std::vector<const Allocation*>& reach) {
+  for (const Allocation* a : reach) {
+    const Allocation& al = *a;
     const auto* p = reinterpret_cast<const unsigned char*>(al.data);
     for (size_t i = al.size; i < al.rounded; ++i) {
       if (p[i] != canary(al.id, i - al.size)) {
@@ -937,22 +942,25 @@ void run_launch(const Launch& l, void (*body)(void*), void* ctx,
   const Settings& s = settings();
   launch_sites().insert(std::string(l.file) + ":" + std::to_string(l.line));
   Memory& m = memory();
-  m.set_open(true);
+  // Only the allocations the arguments point into are accessible during the launch: a kernel that
+  // touches any other device memory faults there.
+  std::vector<const Allocation*> reach;
+  for (uintptr_t w : refs) {
+    const Allocation* al = m.in_arena(w) ? m.live_at(w, /*one_past=*/true) : nullptr;
+    if (al && std::find(reach.begin(), reach.end(), al) == reach.end()) reach.push_back(al);
+  }
+  for (const Allocation* al : reach) m.protect(*al, PROT_READ | PROT_WRITE);
   struct Close {
     Memory& m;
+    const std::vector<const Allocation*>& reach;
     ~Close() {
       g_run = nullptr;
-      m.set_open(false);
+      for (const Allocation* al : reach) m.protect(*al, PROT_NONE);
     }
-  } close{m};
+  } close{m, reach};
 
   std::vector<Snapshot> before;
   if (s.schedules > 1) {
-    std::vector<const Allocation*> reach;
-    for (uintptr_t w : refs) {
-      const Allocation* al = m.in_arena(w) ? m.live_at(w, /*one_past=*/true) : nullptr;
-      if (al && std::find(reach.begin(), reach.end(), al) == reach.end()) reach.push_back(al);
-    }
     for (const Allocation* al : reach) {
       const auto* p = reinterpret_cast<const unsigned char*>(al->data);
       before.push_back({al, std::vector<unsigned char>(p, p + al->size)});
@@ -986,7 +994,7 @@ void run_launch(const Launch& l, void (*body)(void*), void* ctx,
                unsigned(b / (uint64_t(l.grid.x) * l.grid.y))};
       run_block(r, bi);
     }
-    check_canaries(r);
+    check_canaries(r, reach);
     if (s.schedules == 1) break;
     if (sched == 0) {
       for (const Snapshot& b : before) {
