@@ -4,8 +4,8 @@
 #pragma once
 #include <cuda_runtime_api.h>
 
-#include <cstddef>
 #include <climits>
+#include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
