@@ -6,6 +6,10 @@
 # and integer overflow. The CUDA runtime, cuBLASLt and cuDNN calls go to the simulator's runtime
 # (tests/cudasim/runtime.cpp, vendor_stubs.cpp). The rest of mel is compiled as in a CUDA build
 # (MEL_HAVE_CUDA) and runs on the simulated device cuda:0.
+if(NOT CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
+  message(FATAL_ERROR "mel: MEL_CUDA=SIM runs its fibers with an x86-64 context switch "
+                      "(tests/cudasim/runtime.cpp); this is ${CMAKE_SYSTEM_PROCESSOR}")
+endif()
 find_package(CUDAToolkit REQUIRED)
 find_path(MEL_CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include)
 if(NOT MEL_CUDNN_INCLUDE_DIR)
