@@ -153,6 +153,21 @@ unsigned char canary(uint64_t id, size_t k) {
   return static_cast<unsigned char>((z >> 32) | 0x80);
 }
 
+// Fills an allocation's slack with its canary (its pages must be accessible).
+void write_canary(const Allocation& al) {
+  auto* p = reinterpret_cast<unsigned char*>(al.data);
+  for (size_t i = al.size; i < al.rounded; ++i) p[i] = canary(al.id, i - al.size);
+}
+
+// How many bytes past the end the first damaged canary byte is, or -1 when the slack is intact.
+int64_t canary_damage(const Allocation& al) {
+  const auto* p = reinterpret_cast<const unsigned char*>(al.data);
+  for (size_t i = al.size; i < al.rounded; ++i) {
+    if (p[i] != canary(al.id, i - al.size)) return static_cast<int64_t>(i - al.size);
+  }
+  return -1;
+}
+
 struct Memory {
   uintptr_t base = 0, next = 0, end = 0;
   uint64_t next_id = 1;
@@ -742,16 +757,10 @@ struct Snapshot {
 void check_canaries(const Run& r, const std::vector<const Allocation*>& reach) {
   for (const Allocation* a : reach) {
     const Allocation& al = *a;
-    const auto* p = reinterpret_cast<const unsigned char*>(al.data);
-    for (size_t i = al.size; i < al.rounded; ++i) {
-      if (p[i] != canary(al.id, i - al.size)) {
-        // reported once: the canary is restored (cudaFree would report it again)
-        for (size_t k = al.size; k < al.rounded; ++k) {
-          const_cast<unsigned char*>(p)[k] = canary(al.id, k - al.size);
-        }
-        throw Error("cudasim: " + where(r) + ": write " + std::to_string(i - al.size) +
-                    " bytes past the end of " + describe_allocation(al));
-      }
+    if (const int64_t past = canary_damage(al); past >= 0) {
+      write_canary(al);  // reported once (cudaFree would report it again)
+      throw Error("cudasim: " + where(r) + ": write " + std::to_string(past) +
+                  " bytes past the end of " + describe_allocation(al));
     }
   }
 }
@@ -1051,9 +1060,7 @@ void* device_malloc(size_t size) {
   m.protect(al, PROT_READ | PROT_WRITE);
   // fresh device memory is garbage, not zeros: 0xa5 everywhere, the tail canary after the end
   std::memset(reinterpret_cast<void*>(al.data), 0xa5, size);
-  for (size_t k = 0; k < rounded - size; ++k) {
-    reinterpret_cast<unsigned char*>(al.data + size)[k] = canary(al.id, k);
-  }
+  write_canary(al);
   if (!m.open) m.protect(al, PROT_NONE);
   m.by_data[al.data] = al;
   m.live_bytes += size;
@@ -1071,12 +1078,9 @@ cudaError_t device_free(void* p) {
   Allocation al = it->second;
   // the tail canary must have survived every launch and copy
   m.protect(al, PROT_READ | PROT_WRITE);
-  const auto* d = reinterpret_cast<const unsigned char*>(al.data);
-  for (size_t i = al.size; i < al.rounded; ++i) {
-    if (d[i] != canary(al.id, i - al.size)) {
-      throw Error("cudasim: cudaFree: " + describe_allocation(al) + " was written " +
-                  std::to_string(i - al.size) + " bytes past its end");
-    }
+  if (const int64_t past = canary_damage(al); past >= 0) {
+    throw Error("cudasim: cudaFree: " + describe_allocation(al) + " was written " +
+                std::to_string(past) + " bytes past its end");
   }
   if (al.page_bytes >= (size_t(1) << 20)) {
     madvise(reinterpret_cast<void*>(al.pages), al.page_bytes, MADV_DONTNEED);
