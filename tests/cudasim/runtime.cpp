@@ -1157,11 +1157,8 @@ cudaError_t copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cons
   }
   check_side(dst, n, ds, call, "destination");
   check_side(src, n, ss, call, "source");
-  Memory& m = memory();
-  const bool was_open = m.open;
-  m.set_open(true);
+  DeviceAccess access;
   std::memmove(dst, src, n);
-  m.set_open(was_open);
   return cudaSuccess;
 }
 
@@ -1173,10 +1170,11 @@ struct Handle {
 
 DeviceAccess::DeviceAccess() {
   sim_mutex().lock();
+  was_open_ = memory().open;
   memory().set_open(true);
 }
 DeviceAccess::~DeviceAccess() {
-  if (!g_run) memory().set_open(false);
+  memory().set_open(was_open_);
   sim_mutex().unlock();
 }
 
@@ -1250,11 +1248,8 @@ cudaError_t cudaMemset(void* p, int value, size_t n) {
   std::lock_guard<std::recursive_mutex> lock(cudasim::sim_mutex());
   if (n == 0) return cudaSuccess;
   cudasim::check_side(p, n, cudasim::Side::device, "cudaMemset", "destination");
-  cudasim::Memory& m = cudasim::memory();
-  const bool was_open = m.open;
-  m.set_open(true);
+  cudasim::DeviceAccess access;
   std::memset(p, value, n);
-  m.set_open(was_open);
   return cudaSuccess;
 }
 

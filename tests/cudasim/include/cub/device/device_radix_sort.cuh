@@ -10,13 +10,17 @@
 #include "cudasim/sim.h"
 
 namespace cudasim {
-// Host code of the simulator may read and write device memory inside this scope; the ranges are
-// checked against live allocations first.
+// Host code of the simulator may read and write device memory inside this scope (copies, memset,
+// the host sort); the ranges are checked against live allocations first. Leaving it restores the
+// protection it found.
 struct DeviceAccess {
   DeviceAccess();
   ~DeviceAccess();
   DeviceAccess(const DeviceAccess&) = delete;
   DeviceAccess& operator=(const DeviceAccess&) = delete;
+
+ private:
+  bool was_open_ = false;
 };
 void check_device_range(const void* p, size_t bytes, const char* what);
 }  // namespace cudasim
