@@ -60,6 +60,7 @@ int run_cli(int argc, char** argv) {
   CLI::App* predict = add_predict(app, o);
   CLI::App* serve = add_serve(app, o);
   CLI::App* simulate = add_simulate(app, o);
+  CLI::App* features = add_features(app, o);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -73,6 +74,7 @@ int run_cli(int argc, char** argv) {
     if (*serve) run_serve(o);
     if (*simulate) run_simulate(o);
     if (*info) run_info(o);
+    if (*features) run_features(o);
   } catch (const std::exception& e) {
     std::fflush(stdout);
     fmt::print(stderr, "mel: error: {}\n", e.what());

@@ -17,6 +17,7 @@
 #include "core/ops_reduce.h"
 #include "data/loader.h"
 #include "data/npy.h"
+#include "data/speech.h"
 #include "train/checkpoint.h"
 #include "train/device.h"
 #include "train/files.h"
@@ -30,14 +31,21 @@ data::ImageDataset source_images(const CliOptions& o, const DataConfig& dc, cons
                                  bool* labelled) {
   if (o.input.empty()) {
     *labelled = true;
-    return data::load_dataset(dc.dataset, dc.dir, data::Split::test);
+    return load_split(dc, data::Split::test);
   }
   *labelled = false;
   Tensor x = data::load_npy(o.input);
-  MEL_CHECK(x.dtype() == DType::u8,
-            "{}: the images are {}, expected u8 pixels (0..255, as the dataset stores them; "
-            "normalisation is the config's)",
-            o.input, dtype_name(x.dtype()));
+  if (dc.dataset == data::kSpokenWordsName) {
+    MEL_CHECK(x.dtype() == DType::f32,
+              "{}: the features are {}, expected f32 log-mel features (as `mel features` writes "
+              "them; normalisation is the config's)",
+              o.input, dtype_name(x.dtype()));
+  } else {
+    MEL_CHECK(x.dtype() == DType::u8,
+              "{}: the images are {}, expected u8 pixels (0..255, as the dataset stores them; "
+              "normalisation is the config's)",
+              o.input, dtype_name(x.dtype()));
+  }
   if (x.dim() == 3 && input.size() == 3 && input[0] == 1) x = x.unsqueeze(1);
   Shape want = input;
   want.insert(want.begin(), x.dim() > 0 ? x.size(0) : 0);

@@ -1,6 +1,6 @@
 // The subcommands of `mel`, one file each (cmd_train.cpp, cmd_eval.cpp, cmd_export.cpp,
-// cmd_info.cpp, cmd_predict.cpp, cmd_serve.cpp, cmd_simulate.cpp): each adds its options to the
-// parser and runs once parsing succeeded.
+// cmd_info.cpp, cmd_predict.cpp, cmd_serve.cpp, cmd_simulate.cpp, cmd_features.cpp): each adds its
+// options to the parser and runs once parsing succeeded.
 #pragma once
 #include <CLI/CLI.hpp>
 #include <cstdint>
@@ -29,6 +29,7 @@ struct CliOptions {
   std::string format = "npy";                 // predict --format
   bool logits = false;                        // predict --logits
   std::string export_format = "safetensors";  // export --format
+  std::string splits = "train,test";          // features --splits
   serving::ServeOptions serve;                // serve
   SimulateOptions simulate;                   // simulate
 };
@@ -54,5 +55,7 @@ CLI::App* add_serve(CLI::App& app, CliOptions& o);
 void run_serve(const CliOptions& o);
 CLI::App* add_simulate(CLI::App& app, CliOptions& o);
 void run_simulate(const CliOptions& o);
+CLI::App* add_features(CLI::App& app, CliOptions& o);
+void run_features(const CliOptions& o);
 
 }  // namespace mel::app

@@ -160,7 +160,7 @@ Json eval_mel(const MelConfig& c, const std::string& checkpoint, const RunOverri
   train::load_model_checkpoint(checkpoint, *model);
   model->to(device);
   const data::ImageDataset test_ds =
-      data::load_dataset(c.data.dataset, c.data.dir, data::Split::test);
+      load_split(c.data, data::Split::test);
   const train::Evaluation e = evaluate_ensemble(*model, c, test_ds, c.train.test_limit);
   const method::FailureReport fr = failures_of(*model, e);
   fmt::print("{}: test accuracy on {} samples:", c.name, e.samples);

@@ -5,10 +5,20 @@
 #include <cmath>
 #include <filesystem>
 
+#include "data/speech.h"
+
 namespace mel::app {
 
 int64_t DataConfig::num_classes() const {
+  if (dataset == data::kSpokenWordsName) {
+    return static_cast<int64_t>(
+        data::spoken_word_classes(dir.empty() ? data::spoken_words_default_dir() : dir).size());
+  }
   return dataset == "cifar100" ? 100 : 10;
+}
+
+data::ImageDataset load_split(const DataConfig& dc, data::Split split) {
+  return data::load_dataset(dc.dataset, dc.dir, split, dc.dataset_options());
 }
 
 namespace {
@@ -27,9 +37,51 @@ void one_of(const JsonReader& r, const std::string& key, const std::string& valu
 DataConfig read_data_config(const JsonReader& r) {
   DataConfig c;
   c.dataset = r.get_string("dataset", c.dataset);
-  one_of(r, "dataset", c.dataset, {"fashion-mnist", "mnist", "cifar10", "cifar100"});
+  one_of(r, "dataset", c.dataset,
+         {"fashion-mnist", "mnist", "cifar10", "cifar100", data::kSpokenWordsName});
   c.dir = r.get_string("dir", "");
-  const int64_t channels = c.dataset.rfind("cifar", 0) == 0 ? 3 : 1;
+  const bool speech = c.dataset == data::kSpokenWordsName;
+  if (r.has("features")) {
+    if (!speech) r.error("features", "only the spoken-words dataset has a feature front end");
+    JsonReader f = r.object("features");
+    data::LogMelOptions& o = c.speech.features;
+    o.sample_rate = f.get_int("sample_rate", o.sample_rate);
+    o.n_fft = f.get_int("n_fft", o.n_fft);
+    o.win_length = f.get_int("win_length", o.win_length);
+    o.hop_length = f.get_int("hop_length", o.hop_length);
+    o.n_mels = f.get_int("n_mels", o.n_mels);
+    o.f_min = f.get_number("f_min", o.f_min);
+    o.f_max = f.get_number("f_max", o.f_max);
+    o.log_offset = f.get_number("log_offset", o.log_offset);
+    o.window = f.get_string("window", o.window);
+    c.speech.clip_samples = f.get_int("clip_samples", c.speech.clip_samples);
+    c.speech.cache = f.get_bool("cache", c.speech.cache);
+    f.finish();
+    try {
+      data::validate(o);
+    } catch (const Error& e) {
+      f.error("", e.what());
+    }
+    if (c.speech.clip_samples < o.win_length || c.speech.clip_samples > (int64_t{1} << 26)) {
+      f.error("clip_samples", fmt::format("must be in [win_length = {}, 2^26], got {}",
+                                          o.win_length, c.speech.clip_samples));
+    }
+  }
+  if (r.has("spec_augment")) {
+    JsonReader a = r.object("spec_augment");
+    data::SpecAugment& sa = c.spec_augment;
+    const auto count = [&](const char* key) {
+      const int64_t v = a.get_int(key, 0);
+      if (v < 0 || v > 1000) a.error(key, fmt::format("must be in [0, 1000], got {}", v));
+      return v;
+    };
+    sa.freq_masks = count("freq_masks");
+    sa.freq_width = count("freq_width");
+    sa.time_masks = count("time_masks");
+    sa.time_width = count("time_width");
+    a.finish();
+  }
+  const int64_t channels = c.dataset.rfind("cifar", 0) == 0 ? 3 : 1;  // spoken words: 1 map
   if (r.has("mean") || r.has("std")) {
     for (double v : r.get_numbers("mean")) c.mean.push_back(static_cast<float>(v));
     for (double v : r.get_numbers("std")) {
@@ -46,6 +98,10 @@ DataConfig read_data_config(const JsonReader& r) {
   c.crop_padding = r.get_int("crop_padding", 0);
   if (c.crop_padding < 0) r.error("crop_padding", "must be >= 0");
   c.hflip = r.get_bool("hflip", false);
+  if (speech && (c.crop_padding > 0 || c.hflip)) {
+    r.error(c.hflip ? "hflip" : "crop_padding",
+            "spoken-words features take no crop or flip (use spec_augment)");
+  }
   r.finish();
   return c;
 }
@@ -201,6 +257,22 @@ void read_common_sections(const JsonReader& top, RunConfigBase& c) {
       read_data_config(top.has("data") ? top.object("data") : JsonReader(none, c.path, "data"));
   c.train =
       read_train_config(top.has("train") ? top.object("train") : JsonReader(none, c.path, "train"));
+  if (c.data.dataset == data::kSpokenWordsName) {
+    // The front end as trained, every field spelled out, stored with the run: a later default
+    // change cannot alter what an evaluation of this run computes.
+    const data::LogMelOptions& o = c.data.speech.features;
+    c.json["data"]["features"] = Json{{"sample_rate", o.sample_rate},
+                                      {"n_fft", o.n_fft},
+                                      {"win_length", o.win_length},
+                                      {"hop_length", o.hop_length},
+                                      {"n_mels", o.n_mels},
+                                      {"f_min", o.f_min},
+                                      {"f_max", o.f_max},
+                                      {"log_offset", o.log_offset},
+                                      {"window", o.window},
+                                      {"clip_samples", c.data.speech.clip_samples},
+                                      {"cache", c.data.speech.cache}};
+  }
 }
 
 RunLoaders make_loaders(const RunData& ds, const DataConfig& dc, const TrainConfig& tc) {
@@ -239,8 +311,7 @@ RunData load_run_data(const RunConfigBase& c) {
 }
 
 RunData load_run_data(const DataConfig& dc) {
-  return {data::load_dataset(dc.dataset, dc.dir, data::Split::train),
-          data::load_dataset(dc.dataset, dc.dir, data::Split::test)};
+  return {load_split(dc, data::Split::train), load_split(dc, data::Split::test)};
 }
 
 train::RunOptions run_options(const std::string& name, const Json& config, Device device,
@@ -270,6 +341,7 @@ data::LoaderOptions loader_options(const DataConfig& dc, int64_t batch, uint64_t
   o.std = dc.std;
   o.crop_padding = train ? dc.crop_padding : 0;
   o.hflip = train && dc.hflip;
+  if (train) o.spec_augment = dc.spec_augment;
   o.prefetch = true;
   return o;
 }

@@ -18,13 +18,21 @@
 namespace mel::app {
 
 struct DataConfig {
-  std::string dataset = "fashion-mnist";  // fashion-mnist, mnist, cifar10, cifar100
+  std::string dataset = "fashion-mnist";  // fashion-mnist, mnist, cifar10, cifar100, spoken-words
   std::string dir;                        // empty: the dataset's default folder
-  std::vector<float> mean, std;           // per channel, applied after scaling to [0, 1]
+  std::vector<float> mean, std;           // per channel, applied after scaling u8 to [0, 1]
   int64_t crop_padding = 0;
   bool hflip = false;
+  // Spoken words: the log-mel front end ("features") and SpecAugment masking ("spec_augment").
+  data::SpeechOptions speech;
+  data::SpecAugment spec_augment;
   int64_t num_classes() const;
+  // The options load_dataset takes for this config.
+  data::DatasetOptions dataset_options() const { return {speech}; }
 };
+
+// One split of a config's dataset (its folder, or the default one; its feature options).
+data::ImageDataset load_split(const DataConfig& dc, data::Split split);
 
 using train::OptimizerConfig;
 using train::ScheduleConfig;

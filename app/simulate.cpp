@@ -452,7 +452,7 @@ Json simulate(const SimulateOptions& o) {
 
   // The test data, in requests of `batch` consecutive samples.
   const data::ImageDataset ds =
-      data::load_dataset(config.data.dataset, config.data.dir, data::Split::test);
+      load_split(config.data, data::Split::test);
   int64_t N = ds.size();
   if (o.test_limit > 0) N = std::min(N, o.test_limit);
   MEL_CHECK(N > 0, "mel simulate: no test samples");

@@ -105,7 +105,7 @@ Json eval_single(const std::string& run, const RunOverrides& ov) {
   train::load_model_checkpoint(ckpt, *model);
   model->to(device);
   const data::ImageDataset test_ds =
-      data::load_dataset(c.data.dataset, c.data.dir, data::Split::test);
+      load_split(c.data, data::Split::test);
   const train::Evaluation r =
       evaluate(*model, test_ds, c.data, c.train.eval_batch_size, c.train.test_limit);
   fmt::print("{} (epoch {}): test accuracy {:.2f}% loss {:.4f} on {} samples\n", c.name,

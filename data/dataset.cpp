@@ -3,18 +3,35 @@
 #include "core/error.h"
 #include "data/cifar.h"
 #include "data/idx.h"
+#include "data/speech.h"
 
 namespace mel::data {
 
 const char* split_name(Split s) {
-  return s == Split::train ? "train" : "test";
+  switch (s) {
+    case Split::train:
+      return "train";
+    case Split::validation:
+      return "validation";
+    case Split::test:
+      return "test";
+  }
+  return "?";
 }
 
-ImageDataset load_dataset(const std::string& name, const std::string& dir, Split split) {
-  const bool known =
-      name == "fashion-mnist" || name == "mnist" || name == "cifar10" || name == "cifar100";
-  MEL_CHECK(known, "unknown dataset '{}' (expected fashion-mnist, mnist, cifar10 or cifar100)",
+ImageDataset load_dataset(const std::string& name, const std::string& dir, Split split,
+                          const DatasetOptions& options) {
+  const bool known = name == "fashion-mnist" || name == "mnist" || name == "cifar10" ||
+                     name == "cifar100" || name == kSpokenWordsName;
+  MEL_CHECK(known,
+            "unknown dataset '{}' (expected fashion-mnist, mnist, cifar10, cifar100 or "
+            "spoken-words)",
             name);
+  if (name == kSpokenWordsName) {
+    return load_spoken_words(dir.empty() ? spoken_words_default_dir() : dir, split, options.speech);
+  }
+  MEL_CHECK(split != Split::validation,
+            "dataset '{}' has no validation split (only train and test)", name);
   if (name == "fashion-mnist") {
     return load_fashion_mnist(dir.empty() ? kFashionMnistDefaultDir : dir, split);
   }

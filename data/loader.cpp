@@ -13,6 +13,7 @@ namespace {
 // Distinct streams for the permutation and for augmentation of the same (seed, epoch).
 constexpr uint64_t kShuffleStream = 0x53485546464c45ull;  // "SHUFFLE"
 constexpr uint64_t kAugmentStream = 0x4155474d454e54ull;  // "AUGMENT"
+constexpr uint64_t kMaskStream = 0x4d41534b53ull;         // "MASKS"
 
 uint64_t key(uint64_t seed, int64_t epoch, uint64_t stream) {
   return splitmix64(splitmix64(splitmix64(seed) ^ stream) + static_cast<uint64_t>(epoch));
@@ -65,10 +66,20 @@ DataLoader::DataLoader(const ImageDataset& ds, LoaderOptions opts)
   MEL_CHECK(ds.images.defined() && ds.labels.defined(),
             "DataLoader: dataset '{}' has no images or labels", ds.name);
   const Tensor& im = ds.images;
-  MEL_CHECK(im.dtype() == DType::u8 && im.dim() == 4 && im.is_contiguous() && im.device().is_cpu(),
-            "DataLoader: dataset '{}' images must be contiguous u8 [N, C, H, W] on the CPU, got {} "
-            "{}",
+  MEL_CHECK((im.dtype() == DType::u8 || im.dtype() == DType::f32) && im.dim() == 4 &&
+                im.is_contiguous() && im.device().is_cpu(),
+            "DataLoader: dataset '{}' images must be contiguous u8 (or f32 features) [N, C, H, W] "
+            "on the CPU, got {} {}",
             ds.name, dtype_name(im.dtype()), shape_str(im.shape()));
+  MEL_CHECK(im.dtype() == DType::u8 || (opts_.crop_padding == 0 && !opts_.hflip),
+            "DataLoader: dataset '{}' holds f32 features, which take no crop or flip "
+            "(crop_padding {}, hflip {}); use SpecAugment masking",
+            ds.name, opts_.crop_padding, opts_.hflip);
+  const SpecAugment& sa = opts_.spec_augment;
+  MEL_CHECK(sa.freq_masks >= 0 && sa.freq_width >= 0 && sa.time_masks >= 0 && sa.time_width >= 0,
+            "DataLoader: SpecAugment counts and widths must be >= 0, got freq {} x {}, time {} x "
+            "{}",
+            sa.freq_masks, sa.freq_width, sa.time_masks, sa.time_width);
   const int64_t total = im.size(0);
   check_labels(ds, ds.labels, "labels", total);
   if (ds.coarse_labels.defined()) check_labels(ds, ds.coarse_labels, "coarse labels", total);
@@ -127,6 +138,13 @@ Augment DataLoader::augment_for(int64_t epoch, int64_t index) const {
   return a;
 }
 
+std::vector<Mask> DataLoader::masks_for(int64_t epoch, int64_t index) const {
+  if (!opts_.spec_augment.enabled()) return {};
+  return draw_masks(
+      opts_.spec_augment, H_, W_,
+      splitmix64(key(opts_.seed, epoch, kMaskStream) ^ splitmix64(static_cast<uint64_t>(index))));
+}
+
 Batch DataLoader::make_batch(int64_t k) const {
   const int64_t begin = k * opts_.batch_size;
   const int64_t b = std::min(opts_.batch_size, n_ - begin);
@@ -136,7 +154,9 @@ Batch DataLoader::make_batch(int64_t k) const {
   out.x = empty({b, C_, H_, W_}, DType::f32);
   out.y = empty({b}, DType::i64);
   if (ds_.coarse_labels.defined()) out.y_coarse = empty({b}, DType::i64);
-  const uint8_t* images = ds_.images.data<uint8_t>();
+  const bool features = ds_.images.dtype() == DType::f32;
+  const uint8_t* images = features ? nullptr : ds_.images.data<uint8_t>();
+  const float* feats = features ? ds_.images.data<float>() : nullptr;
   const int64_t* labels = ds_.labels.data<int64_t>();
   const int64_t* coarse = ds_.coarse_labels.defined() ? ds_.coarse_labels.data<int64_t>() : nullptr;
   float* x = out.x.data<float>();
@@ -156,8 +176,13 @@ Batch DataLoader::make_batch(int64_t k) const {
           coarse[idx], ds_.num_coarse_classes - 1);
       yc[i] = coarse[idx];
     }
-    transform_image(images + idx * per, x + i * per, C_, H_, W_, norm_, opts_.crop_padding,
-                    augment_for(epoch_, idx));
+    if (features) {
+      transform_features(feats + idx * per, x + i * per, C_, H_, W_, norm_);
+    } else {
+      transform_image(images + idx * per, x + i * per, C_, H_, W_, norm_, opts_.crop_padding,
+                      augment_for(epoch_, idx));
+    }
+    if (opts_.spec_augment.enabled()) apply_masks(x + i * per, C_, H_, W_, masks_for(epoch_, idx));
   }
   return out;
 }

@@ -1,5 +1,6 @@
-// DataLoader: shuffled, normalised and augmented f32 batches from an ImageDataset, with the next
-// batch prepared on a background thread while the caller trains on the current one.
+// DataLoader: shuffled, normalised and augmented f32 batches from an ImageDataset (u8 images or f32
+// features), with the next batch prepared on a background thread while the caller trains on the
+// current one.
 #pragma once
 #include <condition_variable>
 #include <cstdint>
@@ -24,10 +25,11 @@ struct LoaderOptions {
   std::vector<float> mean, std;  // per channel (or one for all), after scaling u8 to [0, 1]
   int64_t crop_padding = 0;      // random crop of the original size after zero padding (0 = off)
   bool hflip = false;            // random horizontal flip with p = 0.5
+  SpecAugment spec_augment;      // masks over [C, H (frequency), W (time)] after normalisation
   bool prefetch = true;          // prepare the next batch on a background thread
 };
 
-// The sample order of an epoch and each sample's crop and flip are pure functions of (seed,
+// The sample order of an epoch and each sample's crop, flip and masks are pure functions of (seed,
 // epoch, sample index), so batches do not depend on prefetching, threads or timing. Batches own
 // fresh tensors: the caller may keep them as long as it likes.
 class DataLoader : public BatchSource {
@@ -51,6 +53,8 @@ class DataLoader : public BatchSource {
   std::vector<int64_t> epoch_order(int64_t epoch) const;
   // The crop and flip of sample `index` in `epoch`.
   Augment augment_for(int64_t epoch, int64_t index) const;
+  // The SpecAugment masks of sample `index` in `epoch` (empty when masking is off).
+  std::vector<Mask> masks_for(int64_t epoch, int64_t index) const;
 
  private:
   Batch make_batch(int64_t k) const;

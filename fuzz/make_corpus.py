@@ -185,6 +185,41 @@ def serving_seeds():
     write("serving", "control", message({"type": "control", "id": 1, "fault": "delay", "ms": 5}))
 
 
+# ---- wav: audio files as libsndfile reads them (data/audio read_audio_memory) -----------------
+def wav(fmt_tag, channels, rate, bits, data, extensible=False, fact=False):
+    block = channels * bits // 8
+    if extensible:  # WAVE_FORMAT_EXTENSIBLE: cbSize 22, valid bits, channel mask, sub-format GUID
+        guid = struct.pack("<I", fmt_tag) + bytes.fromhex("000010008000" "00aa00389b71")
+        fmt = struct.pack("<HHIIHHHHI", 0xFFFE, channels, rate, rate * block, block, bits, 22, bits,
+                          (1 << channels) - 1) + guid
+    else:
+        fmt = struct.pack("<HHIIHH", fmt_tag, channels, rate, rate * block, block, bits)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    if fact:
+        body += b"fact" + struct.pack("<II", 4, len(data) // block)
+    body += b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def wav_seeds():
+    wave16 = [int(12000 * ((i * 7) % 16 - 8) / 8) for i in range(16)]
+    pcm16 = wav(1, 1, 16000, 16, struct.pack("<16h", *wave16))
+    write("wav", "pcm16_mono_16k.wav", pcm16)
+    write("wav", "pcm8_mono_8k.wav", wav(1, 1, 8000, 8, bytes((i * 37) % 256 for i in range(16))))
+    pcm24 = b"".join(struct.pack("<i", v * 256)[:3] for v in wave16)
+    write("wav", "pcm24_stereo_22k.wav", wav(1, 2, 22050, 24, pcm24))
+    write("wav", "float_mono_16k.wav",
+          wav(3, 1, 16000, 32, struct.pack("<8f", 0, 0.5, -0.5, 1, -1, 0.25, 2.0, -0.125), fact=True))
+    write("wav", "extensible_pcm16_stereo.wav",
+          wav(1, 2, 48000, 16, struct.pack("<8h", *wave16[:8]), extensible=True))
+    # Sun/NeXT .au: big-endian 16-bit linear PCM
+    au = b".snd" + struct.pack(">IIIII", 24, 16, 3, 8000, 1) + struct.pack(">8h", *wave16[:8])
+    write("wav", "pcm16_mono_8k.au", au)
+    write("wav", "truncated.wav", pcm16[: len(pcm16) - 10])  # data chunk 10 bytes short
+    write("wav", "header_only.wav", pcm16[:44])
+    write("wav", "garbage.bin", bytes((i * 91 + 7) % 256 for i in range(64)))
+
+
 if __name__ == "__main__":
     config_seeds()
     safetensors_seeds()
@@ -192,6 +227,7 @@ if __name__ == "__main__":
     cifar_seeds()
     npy_seeds()
     serving_seeds()
+    wav_seeds()
     for t in sorted(os.listdir(CORPUS)):
         files = os.listdir(os.path.join(CORPUS, t))
         size = sum(os.path.getsize(os.path.join(CORPUS, t, f)) for f in files)

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 secs=${1:-30}
 shift || true
-all_targets=(config safetensors idx cifar npy serving)
+all_targets=(config safetensors idx cifar npy serving wav)
 if [ $# -gt 0 ]; then targets=("$@"); else targets=("${all_targets[@]}"); fi
 build=${MEL_FUZZ_BUILD:-build-fuzz}
 jobs=${MEL_FUZZ_JOBS:-$(nproc)}

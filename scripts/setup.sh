@@ -11,6 +11,8 @@ PACKAGES=(
   libcli11-dev                     # the mel command line
   libopenblas-openmp-dev           # CPU GEMM, OpenMP build (optional: a blocked GEMM is built in)
   zlib1g-dev                       # gzip-compressed IDX files
+  libsndfile1-dev                  # audio files (WAV, FLAC, ...) of the audio datasets
+  libfftw3-dev                     # FFTs of the log-mel spectrograms
   libopenmpi-dev openmpi-bin       # the MPI backend of dist/ (processes, nodes)
   libzmq3-dev                      # messaging between the servers of `mel serve` / `mel simulate`
   libonnx-dev libprotobuf-dev      # `mel export --format onnx` (the ONNX protobuf classes)

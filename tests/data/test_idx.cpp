@@ -189,7 +189,7 @@ TEST(Idx, LoaderErrorsNameTheFileAndTheProblem) {
                    "truncated gzip file");
 
   EXPECT_MEL_ERROR(load_dataset("imagenet", dir.str(), Split::train), "unknown dataset 'imagenet'",
-                   "fashion-mnist, mnist, cifar10 or cifar100");
+                   "fashion-mnist, mnist, cifar10, cifar100 or spoken-words");
   EXPECT_MEL_ERROR(load_dataset("cifar10", "", Split::train), "dataset 'cifar10'",
                    "no default location", "--data");
   EXPECT_MEL_ERROR(load_dataset("mnist", "", Split::train), "--data");

@@ -423,9 +423,9 @@ TEST(DataLoader, RejectsBadOptionsAndDatasets) {
   EXPECT_MEL_ERROR(DataLoader(ds, o), "crop_padding must be >= 0");
 
   ImageDataset bad = ds;
-  bad.images = ds.images.to(DType::f32);
-  EXPECT_MEL_ERROR(DataLoader(bad, LoaderOptions()), "images must be contiguous u8 [N, C, H, W]",
-                   "f32");
+  bad.images = ds.images.to(DType::f64);
+  EXPECT_MEL_ERROR(DataLoader(bad, LoaderOptions()),
+                   "images must be contiguous u8 (or f32 features) [N, C, H, W]", "f64");
   bad = ds;
   bad.images = ds.images.permute({0, 2, 3, 1});
   EXPECT_MEL_ERROR(DataLoader(bad, LoaderOptions()), "images must be contiguous");
