@@ -135,7 +135,7 @@ TEST(SpeechTraining, MelLearnsWellAboveChanceAndReportsFailures) {
   MelConfig c = parse_mel_config(read_json_file(source_path("configs/speech_mel2.json")),
                                  source_path("configs/speech_mel2.json"), ov);
   const Json r = train_mel(c, ov, "");
-  // 12 classes: chance is 8.3%; every exit and the head do far better (55-61% here, on 420
+  // 12 classes: chance is 8.3%; every exit and the head do far better (55-61% here, on 504
   // clips of 14 voices, tested on 3 voices never heard)
   for (const char* k : {"1", "2", "1+2"}) {
     EXPECT_GT(r["accuracy"][k].get<double>(), 0.4) << k << ": " << r["accuracy"].dump();
