@@ -30,6 +30,7 @@ struct CliOptions {
   bool logits = false;                        // predict --logits
   std::string export_format = "safetensors";  // export --format
   std::string splits = "train,test";          // features --splits
+  std::string eval_split = "test";            // eval --split
   serving::ServeOptions serve;                // serve
   SimulateOptions simulate;                   // simulate
 };

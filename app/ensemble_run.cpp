@@ -159,16 +159,16 @@ Json eval_mel(const MelConfig& c, const std::string& checkpoint, const RunOverri
   auto model = build_ensemble_model(c);
   train::load_model_checkpoint(checkpoint, *model);
   model->to(device);
-  const data::ImageDataset test_ds =
-      load_split(c.data, data::Split::test);
+  const data::ImageDataset test_ds = load_split(c.data, ov.eval_split);
   const train::Evaluation e = evaluate_ensemble(*model, c, test_ds, c.train.test_limit);
   const method::FailureReport fr = failures_of(*model, e);
-  fmt::print("{}: test accuracy on {} samples:", c.name, e.samples);
+  fmt::print("{}: {} accuracy on {} samples:", c.name, data::split_name(ov.eval_split), e.samples);
   for (size_t k = 0; k < e.names.size(); ++k) {
     fmt::print(" {} {:.2f}%", e.names[k], 100.0 * e.accuracy[k]);
   }
   fmt::print("\n\n{}\n", failure_table(fr));
-  Json report = {{"test_samples", e.samples},
+  Json report = {{"split", data::split_name(ov.eval_split)},
+                 {"test_samples", e.samples},
                  {"params", params_json(*model, c.original_params)},
                  {"accuracy", accuracy_json(e)}};
   Json fj = failure_report_json(fr);

@@ -63,6 +63,7 @@ struct RunOverrides {
   std::string out;                    // empty: runs/<config name>
   std::optional<int64_t> stop_after;  // stop (checkpointed) after this epoch
   bool progress = true;
+  data::Split eval_split = data::Split::test;  // what `mel eval` evaluates on
 };
 
 // Applies command-line overrides to the parsed sections and records them in `json`, the config

@@ -17,6 +17,7 @@
 #include "core/json_reader.h"
 #include "core/ops_index.h"
 #include "core/safetensors.h"
+#include "data/speech.h"
 #include "data/transforms.h"
 #include "kernels/strided.h"
 #include "mel/failure.h"
@@ -397,7 +398,9 @@ Message handle(const ServerPart& p, const Message& req, Fault& fault) {
                          : p.model->upstreams[0]->backbone->parameters()[0].device();
   if (type == "features") {
     MEL_CHECK(!p.is_combiner(), "server C answers \"predict\", not \"features\"");
-    const Tensor& x = request_tensor(req, "x", DType::u8, p.input);
+    // u8 pixels, or f32 log-mel features for spoken words (normalised here, as in training)
+    const bool features = p.config.data.dataset == data::kSpokenWordsName;
+    const Tensor& x = request_tensor(req, "x", features ? DType::f32 : DType::u8, p.input);
     const Tensor xn = data::normalize_images(x, p.config.data.mean, p.config.data.std).to(dev);
     auto& up = *p.model->upstreams[static_cast<size_t>(p.index)];
     const Tensor f = up.backbone->forward(xn);

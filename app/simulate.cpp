@@ -451,8 +451,7 @@ Json simulate(const SimulateOptions& o) {
   const size_t C = static_cast<size_t>(M);
 
   // The test data, in requests of `batch` consecutive samples.
-  const data::ImageDataset ds =
-      load_split(config.data, data::Split::test);
+  const data::ImageDataset ds = load_split(config.data, data::Split::test);
   int64_t N = ds.size();
   if (o.test_limit > 0) N = std::min(N, o.test_limit);
   MEL_CHECK(N > 0, "mel simulate: no test samples");
@@ -470,7 +469,8 @@ Json simulate(const SimulateOptions& o) {
     }
   }
   const Shape image(ds.images.shape().begin() + 1, ds.images.shape().end());
-  const int64_t image_bytes = ds.images.numel() / std::max<int64_t>(ds.size(), 1);
+  const int64_t image_bytes =
+      static_cast<int64_t>(ds.images.nbytes()) / std::max<int64_t>(ds.size(), 1);
 
   // The servers: started here, or given.
   serving::Context ctx;

@@ -104,13 +104,14 @@ Json eval_single(const std::string& run, const RunOverrides& ov) {
   auto model = build_model(c);
   train::load_model_checkpoint(ckpt, *model);
   model->to(device);
-  const data::ImageDataset test_ds =
-      load_split(c.data, data::Split::test);
+  const data::ImageDataset test_ds = load_split(c.data, ov.eval_split);
   const train::Evaluation r =
       evaluate(*model, test_ds, c.data, c.train.eval_batch_size, c.train.test_limit);
-  fmt::print("{} (epoch {}): test accuracy {:.2f}% loss {:.4f} on {} samples\n", c.name,
-             ckpt.info.epoch, 100.0 * r.accuracy[0], r.loss, r.samples);
+  fmt::print("{} (epoch {}): {} accuracy {:.2f}% loss {:.4f} on {} samples\n", c.name,
+             ckpt.info.epoch, data::split_name(ov.eval_split), 100.0 * r.accuracy[0], r.loss,
+             r.samples);
   return {{"accuracy", {{"1", r.accuracy[0]}}},
+          {"split", data::split_name(ov.eval_split)},
           {"test_loss", r.loss},
           {"test_samples", r.samples},
           {"epoch", ckpt.info.epoch}};

@@ -148,6 +148,15 @@ TEST(SpeechTraining, MelLearnsWellAboveChanceAndReportsFailures) {
   EXPECT_TRUE(fs::exists(ov.out + "/failures.svg"));
   // eval from the run folder recomputes (or reads cached) features with the stored front end
   EXPECT_EQ(run_mel({"eval", ov.out}), 0);
+  const Json v = eval_mel(c, ov.out + "/model.safetensors", [&] {
+    RunOverrides e = ov;
+    e.eval_split = data::Split::validation;
+    return e;
+  }());
+  EXPECT_EQ(v["split"], "validation");
+  EXPECT_GT(v["test_samples"].get<int64_t>(), 0);
+  EXPECT_GT(v["accuracy"]["1+2"].get<double>(), 0.3);
+  EXPECT_EQ(run_mel({"eval", ov.out, "--split", "validation"}), 0);
 }
 
 }  // namespace
