@@ -25,7 +25,8 @@ PACKAGES=(
 # exported models (ONNX Runtime itself is not packaged in Debian), and clang with libFuzzer for
 # the fuzz targets (scripts/fuzz.sh), espeak-ng and sox for the spoken-word tests (which run
 # scripts/make_spoken_words.sh on a few voices).
-TEST_PACKAGES=(python3-onnx python3-numpy python3-opencv clang libclang-rt-dev espeak-ng sox)
+TEST_PACKAGES=(python3-onnx python3-numpy python3-opencv clang libclang-rt-dev espeak-ng sox
+               libsox-fmt-base)
 for arg in "$@"; do
   case "$arg" in
     --tests) PACKAGES+=("${TEST_PACKAGES[@]}") ;;
