@@ -60,32 +60,24 @@ TEST(SpeechConfigs, SizesAndTheFrontEndStoredWithTheRun) {
     EXPECT_LT(share, 0.42) << file;
   }
   // bad front-end and masking settings name the field
-  Json bad = read_json_file(source_path("configs/speech_original.json"));
-  bad["data"]["features"]["win_length"] = 1024;
-  std::string err;
-  try {
-    parse_single_config(bad, "bad.json", RunOverrides{});
-  } catch (const Error& e) {
-    err = e.what();
-  }
+  const auto error_with = [](const std::string& pointer, const Json& value) {
+    Json bad = read_json_file(source_path("configs/speech_original.json"));
+    bad[Json::json_pointer(pointer)] = value;
+    try {
+      parse_single_config(bad, "bad.json", RunOverrides{});
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  std::string err = error_with("/data/features/win_length", 1024);
+  EXPECT_NE(err.find("data.features"), std::string::npos) << err;
   EXPECT_NE(err.find("win_length"), std::string::npos) << err;
-  bad = read_json_file(source_path("configs/speech_original.json"));
-  bad["data"]["spec_augment"]["time_width"] = -1;
-  err.clear();
-  try {
-    parse_single_config(bad, "bad.json", RunOverrides{});
-  } catch (const Error& e) {
-    err = e.what();
-  }
+  err = error_with("/data/features/n_mels", 0);
+  EXPECT_NE(err.find("n_mels"), std::string::npos) << err;
+  err = error_with("/data/spec_augment/time_width", -1);
   EXPECT_NE(err.find("data.spec_augment.time_width"), std::string::npos) << err;
-  bad = read_json_file(source_path("configs/speech_original.json"));
-  bad["data"]["hflip"] = true;
-  err.clear();
-  try {
-    parse_single_config(bad, "bad.json", RunOverrides{});
-  } catch (const Error& e) {
-    err = e.what();
-  }
+  err = error_with("/data/hflip", true);
   EXPECT_NE(err.find("no crop or flip"), std::string::npos) << err;
 }
 
