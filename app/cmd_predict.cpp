@@ -4,6 +4,7 @@
 // "model".
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
 
@@ -25,8 +26,13 @@
 namespace mel::app {
 namespace {
 
+bool is_npy(const std::string& path) {
+  return path.size() >= 4 && path.compare(path.size() - 4, 4, ".npy") == 0;
+}
+
 // The images to predict: the test split, or the .npy file's u8 pixels [N, C, H, W] (or [N, H, W]
-// for one channel) as a dataset without labels.
+// for one channel) as a dataset without labels; for spoken words f32 features in a .npy, or WAV
+// clips (a file or a folder) turned into features with the run's front end.
 data::ImageDataset source_images(const CliOptions& o, const DataConfig& dc, const Shape& input,
                                  bool* labelled) {
   if (o.input.empty()) {
@@ -34,6 +40,31 @@ data::ImageDataset source_images(const CliOptions& o, const DataConfig& dc, cons
     return load_split(dc, data::Split::test);
   }
   *labelled = false;
+  if (dc.dataset == data::kSpokenWordsName && !is_npy(o.input)) {
+    // Audio: one clip file, or a folder of them (every .wav in name order).
+    std::vector<std::string> paths;
+    if (std::filesystem::is_directory(o.input)) {
+      for (const auto& e : std::filesystem::directory_iterator(o.input)) {
+        if (e.is_regular_file() && e.path().extension() == ".wav") {
+          paths.push_back(e.path().string());
+        }
+      }
+      std::sort(paths.begin(), paths.end());
+      MEL_CHECK(!paths.empty(), "{}: no .wav files in this folder", o.input);
+    } else {
+      paths.push_back(o.input);
+    }
+    data::ImageDataset ds;
+    ds.name = o.input;
+    ds.images = data::clip_features(paths, dc.speech);
+    ds.labels = zeros({ds.images.size(0)}, DType::i64);
+    ds.num_classes = dc.num_classes();
+    ds.speakers = paths;  // the inputs, in sample order (predictions.json lists them)
+    MEL_CHECK(ds.images.shape() == (Shape{ds.size(), input[0], input[1], input[2]}),
+              "{}: features of shape {}, but the model takes [N, {}]", o.input,
+              shape_str(ds.images.shape()), fmt::join(input, ", "));
+    return ds;
+  }
   Tensor x = data::load_npy(o.input);
   if (dc.dataset == data::kSpokenWordsName) {
     MEL_CHECK(x.dtype() == DType::f32,
@@ -84,7 +115,7 @@ void write(const std::string& path, const Tensor& t) {
 }
 
 void write_outputs(const CliOptions& o, const Collected& c, bool labelled, const std::string& out,
-                   const std::string& source) {
+                   const std::string& source, const std::vector<std::string>& inputs) {
   std::filesystem::create_directories(out);
   const int64_t P = static_cast<int64_t>(c.names.size());
   std::vector<Tensor> logits, probs, classes;
@@ -159,6 +190,7 @@ void write_outputs(const CliOptions& o, const Collected& c, bool labelled, const
     files.push_back("predictions.csv");
   }
   Json meta = {{"source", source}, {"samples", n}, {"predictors", c.names}, {"files", files}};
+  if (!inputs.empty()) meta["inputs"] = inputs;
   train::write_file_atomic(out + "/predictions.json", meta.dump(2) + "\n");
   fmt::print("{} predictions of {} predictor(s) from {} in {}\n", n, P, source, out);
 }
@@ -180,7 +212,7 @@ void predict_all(const CliOptions& o, const DataConfig& dc, int64_t batch, int64
   const std::string source =
       o.input.empty() ? fmt::format("the {} test split", dc.dataset) : o.input;
   MEL_CHECK(!c.logits.empty(), "mel predict: no samples to predict in {}", source);
-  write_outputs(o, c, labelled, out, source);
+  write_outputs(o, c, labelled, out, source, labelled ? std::vector<std::string>{} : ds.speakers);
 }
 
 }  // namespace
@@ -189,7 +221,9 @@ CLI::App* add_predict(CLI::App& app, CliOptions& o) {
   auto* p = app.add_subcommand(
       "predict", "every exit's and head's predictions for the test split or a .npy of images");
   p->add_option("run", o.config, "run folder or model .safetensors file")->required();
-  p->add_option("--input", o.input, "a .npy of u8 images [N, C, H, W] (default: the test split)");
+  p->add_option("--input", o.input,
+                "a .npy of u8 images [N, C, H, W]; spoken words: a .npy of f32 features, or WAV "
+                "clips (a file or a folder) (default: the test split)");
   p->add_option("--out", o.out, "folder for the predictions (default: predictions)");
   p->add_option("--format", o.format, "npy (one file per predictor) or csv (one file)")
       ->check(CLI::IsMember({"npy", "csv"}))

@@ -97,11 +97,13 @@ std::vector<Clip> list_clips(const std::string& dir, const std::string& split_di
   return clips;
 }
 
+}  // namespace
+
 // Features of every clip, [N, 1, n_mels, frames], computed on all cores.
-Tensor compute_features(const std::vector<Clip>& clips, const SpeechOptions& o) {
+Tensor clip_features(const std::vector<std::string>& paths, const SpeechOptions& o) {
   const LogMel logmel(o.features);
   const int64_t frames = logmel.frames(o.clip_samples);
-  const int64_t n = static_cast<int64_t>(clips.size()), per = o.features.n_mels * frames;
+  const int64_t n = static_cast<int64_t>(paths.size()), per = o.features.n_mels * frames;
   Tensor out = empty({n, 1, o.features.n_mels, frames}, DType::f32);
   float* dst = out.data<float>();
   const int64_t workers =
@@ -114,8 +116,8 @@ Tensor compute_features(const std::vector<Clip>& clips, const SpeechOptions& o) 
     threads.emplace_back([&, w] {
       for (int64_t i = w; i < n; i += workers) {
         try {
-          const auto& clip = clips[static_cast<size_t>(i)];
-          const std::vector<float> x = read_clip(clip.path, o.features.sample_rate, o.clip_samples);
+          const std::vector<float> x =
+              read_clip(paths[static_cast<size_t>(i)], o.features.sample_rate, o.clip_samples);
           logmel.compute(x.data(), o.clip_samples, dst + i * per);
         } catch (...) {
           std::lock_guard<std::mutex> lk(mu);
@@ -132,6 +134,8 @@ Tensor compute_features(const std::vector<Clip>& clips, const SpeechOptions& o) 
   if (error) std::rethrow_exception(error);
   return out;
 }
+
+namespace {
 
 Tensor cached_features(const fs::path& file, const Shape& want) {
   std::error_code ec;
@@ -247,7 +251,9 @@ ImageDataset load_spoken_words(const std::string& dir, Split split, const Speech
       fs::path(dir) / ".cache" / fmt::format("{}-{:016x}.npy", split_name(split), key);
   if (o.cache) ds.images = cached_features(cache, want);
   if (!ds.images.defined()) {
-    ds.images = compute_features(clips, o);
+    std::vector<std::string> paths;
+    for (const Clip& c : clips) paths.push_back(c.path);
+    ds.images = clip_features(paths, o);
     if (o.cache) write_cache(cache, ds.images);
   }
   return ds;

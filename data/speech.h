@@ -24,4 +24,9 @@ std::vector<std::string> spoken_word_classes(const std::string& dir);
 // the expected rate, too long or silent: errors naming the file and what was expected.
 ImageDataset load_spoken_words(const std::string& dir, Split split, const SpeechOptions& o);
 
+// The log-mel features [N, 1, n_mels, frames] of audio files, each a clip as read_clip takes it
+// (mono, the options' rate, at most clip_samples, not silent), computed on all cores. An error
+// names the first bad file in the list.
+Tensor clip_features(const std::vector<std::string>& paths, const SpeechOptions& o);
+
 }  // namespace mel::data

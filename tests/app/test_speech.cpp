@@ -149,6 +149,17 @@ TEST(SpeechTraining, MelLearnsWellAboveChanceAndReportsFailures) {
   EXPECT_GT(v["test_samples"].get<int64_t>(), 0);
   EXPECT_GT(v["accuracy"]["1+2"].get<double>(), 0.3);
   EXPECT_EQ(run_mel({"eval", ov.out, "--split", "validation"}), 0);
+  // predict on WAV clips: a folder of them, through the run's own front end
+  ASSERT_EQ(run_mel({"predict", ov.out, "--input", d / "words/test/yes", "--out", d / "pred"}), 0);
+  const Json p = Json::parse(read_file(d / "pred/predictions.json"));
+  size_t clips = 0;
+  for (const auto& e : fs::directory_iterator(d / "words/test/yes")) clips += e.is_regular_file();
+  EXPECT_EQ(p["samples"].get<size_t>(), clips);
+  ASSERT_EQ(p["inputs"].size(), clips);
+  EXPECT_NE(p["inputs"][0].get<std::string>().find("/test/yes/"), std::string::npos);
+  std::string err;
+  EXPECT_EQ(run_mel({"predict", ov.out, "--input", "/etc/hostname", "--out", d / "p2"}, &err), 1);
+  EXPECT_NE(err.find("/etc/hostname: cannot read audio"), std::string::npos) << err;
 }
 
 }  // namespace
