@@ -34,7 +34,7 @@ bool is_npy(const std::string& path) {
 // for one channel) as a dataset without labels; for spoken words f32 features in a .npy, or WAV
 // clips (a file or a folder) turned into features with the run's front end.
 data::ImageDataset source_images(const CliOptions& o, const DataConfig& dc, const Shape& input,
-                                 bool* labelled) {
+                                 bool* labelled, std::vector<std::string>* files) {
   if (o.input.empty()) {
     *labelled = true;
     return load_split(dc, data::Split::test);
@@ -59,7 +59,7 @@ data::ImageDataset source_images(const CliOptions& o, const DataConfig& dc, cons
     ds.images = data::clip_features(paths, dc.speech);
     ds.labels = zeros({ds.images.size(0)}, DType::i64);
     ds.num_classes = dc.num_classes();
-    ds.speakers = paths;  // the inputs, in sample order (predictions.json lists them)
+    *files = paths;  // in sample order: predictions.json lists them
     MEL_CHECK(ds.images.shape() == (Shape{ds.size(), input[0], input[1], input[2]}),
               "{}: features of shape {}, but the model takes [N, {}]", o.input,
               shape_str(ds.images.shape()), fmt::join(input, ", "));
@@ -201,7 +201,8 @@ void predict_all(const CliOptions& o, const DataConfig& dc, int64_t batch, int64
                  const std::function<std::vector<Tensor>(const Tensor&)>& forward,
                  const std::string& out) {
   bool labelled = false;
-  const data::ImageDataset ds = source_images(o, dc, input, &labelled);
+  std::vector<std::string> files;
+  const data::ImageDataset ds = source_images(o, dc, input, &labelled, &files);
   data::DataLoader loader(ds, loader_options(dc, batch, 0, false, limit));
   Collected c;
   c.names = std::move(names);
@@ -212,7 +213,7 @@ void predict_all(const CliOptions& o, const DataConfig& dc, int64_t batch, int64
   const std::string source =
       o.input.empty() ? fmt::format("the {} test split", dc.dataset) : o.input;
   MEL_CHECK(!c.logits.empty(), "mel predict: no samples to predict in {}", source);
-  write_outputs(o, c, labelled, out, source, labelled ? std::vector<std::string>{} : ds.speakers);
+  write_outputs(o, c, labelled, out, source, files);
 }
 
 }  // namespace
