@@ -9,6 +9,7 @@
 #include "app/single.h"
 #include "mel/failure.h"
 #include "nn/registry.h"
+#include "nn/transformer.h"
 
 namespace mel::app {
 
@@ -168,7 +169,9 @@ std::shared_ptr<method::Upstream> build_upstream(const JsonReader& r, int index,
                                 "{} per sample",
                                 index + 1, exit_classes, shape_str(exit_shape)));
   }
-  return std::make_shared<method::Upstream>(backbone, exit, feat);
+  auto up = std::make_shared<method::Upstream>(backbone, exit, feat);
+  nn::bind_tied_weights(*up, fmt::format("{}: upstream {}", r.source(), index + 1));
+  return up;
 }
 
 std::vector<std::vector<int>> read_subsets(const JsonReader& r, int M) {
@@ -221,6 +224,7 @@ method::HeadSpec read_heads(const JsonReader& h, int M) {
   if (spec.kind == HeadKind::mlp) spec.hidden = h.get_int("hidden", 256);
   if (spec.kind == HeadKind::conv) spec.channels = h.get_int("channels", 128);
   if (spec.kind != HeadKind::linear) spec.activation = h.get_string("activation", "relu");
+  if (spec.kind != HeadKind::conv) spec.norm = h.get_bool("norm", false);
   if (spec.hidden < 1) h.error("hidden", "must be positive");
   if (spec.channels < 1) h.error("channels", "must be positive");
   try {
@@ -295,6 +299,7 @@ MelConfig parse_mel_config(Json json, const std::string& path, const RunOverride
   JsonReader top(c.json, path, "");
   if (top.get_string("kind") != "mel") top.error("kind", "expected \"mel\"");
   read_common_sections(top, c);
+  resolve_text_config(c, ov);
   c.baseline = read_baseline(top);
   c.phase2 = read_phase2(top, c.train);
   if (c.baseline == method::Baseline::independent && c.phase2.epochs == 0) {
@@ -329,7 +334,9 @@ MelConfig parse_mel_config(Json json, const std::string& path, const RunOverride
   if (top.has("original")) {
     const std::string rel = top.get_string("original");
     const std::string orig = (std::filesystem::path(path).parent_path() / rel).string();
-    SingleConfig oc = load_single_config(orig, RunOverrides{});
+    RunOverrides oo;  // a text original reads the same corpus
+    if (c.data.is_text()) oo.data_dir = ov.data_dir.empty() ? c.data.dir : ov.data_dir;
+    SingleConfig oc = load_single_config(orig, oo);
     c.original_params = build_model(oc)->num_parameters();
   }
   top.finish();

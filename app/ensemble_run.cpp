@@ -6,6 +6,7 @@
 #include "app/onnx_export.h"
 #include "app/report.h"
 #include "app/serving.h"
+#include "app/text_run.h"
 #include "core/random.h"
 #include "core/safetensors.h"
 #include "data/loader.h"
@@ -102,13 +103,16 @@ void export_onnx(method::Ensemble& model, const MelConfig& c, const std::string&
 train::TrainerHooks ensemble_hooks(const std::shared_ptr<method::Ensemble>& model,
                                    const MelConfig& c, const std::function<void(Json&)>& extra) {
   train::TrainerHooks hooks;
-  hooks.report = [model, &c, extra](Json& report, const train::Evaluation& last) {
-    add_report_fields(report, *model, c, failures_of(*model, last));
+  const bool text = c.data.is_text();
+  hooks.report = [model, &c, extra, text](Json& report, const train::Evaluation& last) {
+    add_report_fields(report, *model, c, failures_of(*model, last, text));
+    if (text) report["text"] = text_metrics_json(last);
     if (extra) extra(report);
   };
-  hooks.finish = [model, &c](const train::RunSummary& s) {
-    const method::FailureReport fr = failures_of(*model, s.last);
+  hooks.finish = [model, &c, text](const train::RunSummary& s) {
+    const method::FailureReport fr = failures_of(*model, s.last, text);
     write_failure_chart(s.out + "/failures.svg", fr, c.name);
+    if (text) fmt::print("\n{}", text_metrics_table(s.last));
     fmt::print("\n{}\n", failure_table(fr));
     fmt::print(
         "run folder {} (report.json, failures.svg, metrics.jsonl, model.safetensors, "
@@ -119,11 +123,19 @@ train::TrainerHooks ensemble_hooks(const std::shared_ptr<method::Ensemble>& mode
   return hooks;
 }
 
-method::FailureReport failures_of(const method::Ensemble& m, const train::Evaluation& e) {
+method::FailureReport failures_of(const method::Ensemble& m, const train::Evaluation& e,
+                                  bool losses) {
   const int M = m.spec.M;
   std::vector<double> exits(e.accuracy.begin(), e.accuracy.begin() + M);
   std::vector<double> heads(e.accuracy.begin() + M, e.accuracy.end());
-  return method::evaluate_failures(M, exits, m.spec.head_subsets, heads, e.combined);
+  method::FailureReport r =
+      method::evaluate_failures(M, exits, m.spec.head_subsets, heads, e.combined);
+  if (losses && e.losses.size() == e.names.size()) {
+    std::map<std::string, double> by_name = e.combined_loss;
+    for (size_t k = 0; k < e.names.size(); ++k) by_name[e.names[k]] = e.losses[k];
+    method::add_losses(r, by_name);
+  }
+  return r;
 }
 
 train::Evaluation evaluate_ensemble(method::Ensemble& model, const MelConfig& c,
@@ -137,6 +149,17 @@ train::Evaluation evaluate_ensemble(method::Ensemble& model, const MelConfig& c,
 Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& resume_dir) {
   const Device device = train::run_device(ov.device, "mel train");
   const TrainConfig& tc = c.train;
+  if (c.data.is_text()) {
+    const TextLoaders loaders = make_text_loaders(c);
+    auto model = build_ensemble_model(c);
+    Generator gen(tc.seed);
+    model->reset_parameters(gen);
+    model->to(device);
+    method::MelTask task(model, mel_spec(c, device), *loaders.train, *loaders.test);
+    return train::Trainer(task, run_options(c.name, c.json, device, tc, ov, resume_dir),
+                          ensemble_hooks(model, c))
+        .run();
+  }
   const RunData ds = load_run_data(c);
   if (c.loss.hierarchical && c.loss.coarse_map.empty()) {
     MEL_CHECK(ds.train.coarse_labels.defined(),
@@ -159,20 +182,31 @@ Json eval_mel(const MelConfig& c, const std::string& checkpoint, const RunOverri
   auto model = build_ensemble_model(c);
   train::load_model_checkpoint(checkpoint, *model);
   model->to(device);
-  const data::ImageDataset test_ds = load_split(c.data, ov.eval_split);
-  const train::Evaluation e = evaluate_ensemble(*model, c, test_ds, c.train.test_limit);
-  const method::FailureReport fr = failures_of(*model, e);
-  fmt::print("{}: {} accuracy on {} samples:", c.name, data::split_name(ov.eval_split), e.samples);
+  const bool text = c.data.is_text();
+  train::Evaluation e;
+  if (text) {
+    const TextLoaders loaders = make_text_loaders(c);
+    std::shared_ptr<method::Ensemble> m(model.get(), [](method::Ensemble*) {});
+    e = method::MelTask(m, mel_spec(c, device), *loaders.train, *loaders.test).evaluate();
+  } else {
+    const data::ImageDataset test_ds = load_split(c.data, ov.eval_split);
+    e = evaluate_ensemble(*model, c, test_ds, c.train.test_limit);
+  }
+  const method::FailureReport fr = failures_of(*model, e, text);
+  const data::Split split = text ? data::Split::validation : ov.eval_split;
+  fmt::print("{}: {} accuracy on {} samples:", c.name, data::split_name(split), e.samples);
   for (size_t k = 0; k < e.names.size(); ++k) {
     fmt::print(" {} {:.2f}%", e.names[k], 100.0 * e.accuracy[k]);
   }
+  if (text) fmt::print("\n\n{}", text_metrics_table(e));
   fmt::print("\n\n{}\n", failure_table(fr));
-  Json report = {{"split", data::split_name(ov.eval_split)},
+  Json report = {{"split", data::split_name(split)},
                  {"test_samples", e.samples},
                  {"params", params_json(*model, c.original_params)},
                  {"accuracy", accuracy_json(e)}};
   Json fj = failure_report_json(fr);
   for (auto it = fj.begin(); it != fj.end(); ++it) report[it.key()] = it.value();
+  if (text) report["text"] = text_metrics_json(e);
   return report;
 }
 

@@ -16,8 +16,10 @@ namespace mel::app {
 // Every exit's and head's accuracy and the joint loss on the first `limit` test samples.
 train::Evaluation evaluate_ensemble(method::Ensemble& model, const MelConfig& c,
                                     const data::ImageDataset& ds, int64_t limit);
-// The failure report from an evaluation's per-predictor accuracies.
-method::FailureReport failures_of(const method::Ensemble& m, const train::Evaluation& e);
+// The failure report from an evaluation's per-predictor accuracies (and, with `losses`, each
+// answer's loss beside it: text runs).
+method::FailureReport failures_of(const method::Ensemble& m, const train::Evaluation& e,
+                                  bool losses = false);
 
 // The engine's hooks for an ensemble run: report.json's ensemble fields (per-server parameters,
 // baseline, exits' labels, the failure report; then `extra`'s), and the closing table and chart.

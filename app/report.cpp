@@ -30,6 +30,7 @@ Json failure_report_json(const FailureReport& r) {
     j["answered_by"] = describe_answer(p);
     j["accuracy"] = p.accuracy;
     j["preserved"] = p.preserved;
+    if (p.loss) j["loss"] = *p.loss;
     if (!p.best_exit.empty()) {
       j["best_exit"] = p.best_exit;
       j["best_exit_accuracy"] = p.best_exit_accuracy;
@@ -41,6 +42,7 @@ Json failure_report_json(const FailureReport& r) {
   out["failures"] = std::move(failures);
   out["preserved_mean"] = r.preserved_mean;
   out["preserved_worst"] = r.preserved_worst;
+  if (r.no_failure_loss) out["no_failure_loss"] = *r.no_failure_loss;
   return out;
 }
 
@@ -54,8 +56,12 @@ std::string describe_answer(const FailurePattern& p) {
 }
 
 std::string failure_table(const FailureReport& r) {
-  const std::vector<std::string> header = {"failed", "answered by", "accuracy %", "preserved %",
-                                           "best alive exit %"};
+  // With losses (text runs): a column of the answer's loss beside its accuracy.
+  const bool losses = std::any_of(r.patterns.begin(), r.patterns.end(),
+                                  [](const FailurePattern& p) { return p.loss.has_value(); });
+  std::vector<std::string> header = {"failed", "answered by", "accuracy %", "preserved %",
+                                     "best alive exit %"};
+  if (losses) header.insert(header.begin() + 3, "loss (nats)");
   std::vector<std::vector<std::string>> rows;
   for (const FailurePattern& p : r.patterns) {
     rows.push_back({failed_name(p), describe_answer(p), fmt::format("{:.2f}", 100 * p.accuracy),
@@ -63,6 +69,7 @@ std::string failure_table(const FailureReport& r) {
                     p.best_exit.empty()
                         ? "-"
                         : fmt::format("exit {}: {:.2f}", p.best_exit, 100 * p.best_exit_accuracy)});
+    if (losses) rows.back().insert(rows.back().begin() + 3, p.loss ? fmt::format("{:.4f}", *p.loss) : "-");
   }
   std::vector<size_t> w(header.size());
   for (size_t c = 0; c < header.size(); ++c) {

@@ -10,6 +10,10 @@
 namespace mel::app {
 
 int64_t DataConfig::num_classes() const {
+  if (is_text()) {
+    MEL_CHECK(!text.vocabulary.empty(), "text data: the vocabulary is not known yet");
+    return data::Vocabulary::from_string(text.vocabulary, "data.text.vocabulary").size();
+  }
   if (dataset == data::kSpokenWordsName) {
     return static_cast<int64_t>(
         data::spoken_word_classes(dir.empty() ? data::spoken_words_default_dir() : dir).size());
@@ -38,8 +42,31 @@ DataConfig read_data_config(const JsonReader& r) {
   DataConfig c;
   c.dataset = r.get_string("dataset", c.dataset);
   one_of(r, "dataset", c.dataset,
-         {"fashion-mnist", "mnist", "cifar10", "cifar100", data::kSpokenWordsName});
+         {"fashion-mnist", "mnist", "cifar10", "cifar100", data::kSpokenWordsName, "text"});
   c.dir = r.get_string("dir", "");
+  if (r.has("text")) {
+    if (!c.is_text()) r.error("text", "only the text dataset has text options");
+    JsonReader t = r.object("text");
+    c.text.validation_fraction = t.get_number("validation_fraction", c.text.validation_fraction);
+    if (!(c.text.validation_fraction > 0.0 && c.text.validation_fraction < 1.0)) {
+      t.error("validation_fraction",
+              fmt::format("must be in (0, 1), got {}", c.text.validation_fraction));
+    }
+    c.text_batches_per_epoch = t.get_int("batches_per_epoch", c.text_batches_per_epoch);
+    if (c.text_batches_per_epoch < 1 || c.text_batches_per_epoch > (int64_t{1} << 30)) {
+      t.error("batches_per_epoch",
+              fmt::format("must be in [1, 2^30], got {}", c.text_batches_per_epoch));
+    }
+    c.text.vocabulary = t.get_string("vocabulary", "");
+    if (t.has("vocabulary")) {
+      try {
+        data::Vocabulary::from_string(c.text.vocabulary, "the vocabulary");
+      } catch (const Error& e) {
+        t.error("vocabulary", e.what());
+      }
+    }
+    t.finish();
+  }
   const bool speech = c.dataset == data::kSpokenWordsName;
   if (r.has("features")) {
     if (!speech) r.error("features", "only the spoken-words dataset has a feature front end");
@@ -171,6 +198,8 @@ TrainConfig read_train_config(const JsonReader& r) {
     one_of(o, "type", oc.type, {"sgd", "adam", "adamw"});
     oc.lr = number_in(o, "lr", oc.lr, 0.0, 1e9, true, false);
     oc.weight_decay = number_in(o, "weight_decay", 0.0, 0.0, 1e3, false, false);
+    oc.exclude_from_decay = o.get_string("exclude_from_decay", oc.exclude_from_decay);
+    one_of(o, "exclude_from_decay", oc.exclude_from_decay, {"none", "norms_and_biases"});
     if (oc.type == "sgd") {
       oc.momentum = number_in(o, "momentum", 0.0, 0.0, 1.0, false, true);
       oc.dampening = number_in(o, "dampening", 0.0, 0.0, 1.0, false, false);
@@ -272,6 +301,43 @@ void read_common_sections(const JsonReader& top, RunConfigBase& c) {
                                       {"window", o.window},
                                       {"clip_samples", c.data.speech.clip_samples},
                                       {"cache", c.data.speech.cache}};
+  }
+}
+
+namespace {
+// Replaces every "vocab": "data" under `j` by `v`.
+void substitute_vocab(Json& j, int64_t v) {
+  if (j.is_object()) {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      if (it.key() == "vocab" && it.value().is_string() && it.value() == "data") {
+        it.value() = v;
+      } else {
+        substitute_vocab(it.value(), v);
+      }
+    }
+  } else if (j.is_array()) {
+    for (auto& x : j) substitute_vocab(x, v);
+  }
+}
+}  // namespace
+
+std::string text_dir(const DataConfig& dc) {
+  return dc.dir.empty() ? data::text_corpus_default_dir() : dc.dir;
+}
+
+void resolve_text_config(RunConfigBase& c, const RunOverrides& ov) {
+  if (!c.data.is_text()) return;
+  if (c.data.text.vocabulary.empty()) {
+    DataConfig dc = c.data;
+    if (!ov.data_dir.empty()) dc.dir = ov.data_dir;
+    c.data.text.vocabulary = data::load_text_data(text_dir(dc), dc.text).vocab.to_string();
+  }
+  c.json["data"]["text"] = Json{{"validation_fraction", c.data.text.validation_fraction},
+                                {"batches_per_epoch", c.data.text_batches_per_epoch},
+                                {"vocabulary", c.data.text.vocabulary}};
+  const int64_t v = c.data.num_classes();
+  for (const char* key : {"model", "ensemble"}) {
+    if (c.json.contains(key)) substitute_vocab(c.json[key], v);
   }
 }
 

@@ -12,13 +12,14 @@
 #include "core/json_reader.h"
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "data/text.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
 namespace mel::app {
 
 struct DataConfig {
-  std::string dataset = "fashion-mnist";  // fashion-mnist, mnist, cifar10, cifar100, spoken-words
+  std::string dataset = "fashion-mnist";  // fashion-mnist, mnist, cifar10, cifar100, spoken-words, text
   std::string dir;                        // empty: the dataset's default folder
   std::vector<float> mean, std;           // per channel, applied after scaling u8 to [0, 1]
   int64_t crop_padding = 0;
@@ -26,6 +27,13 @@ struct DataConfig {
   // Spoken words: the log-mel front end ("features") and SpecAugment masking ("spec_augment").
   data::SpeechOptions speech;
   data::SpecAugment spec_augment;
+  // Text corpora ("dataset": "text"): the split and the vocabulary's stored form (filled in from
+  // the corpus when the config has none, and stored with the run) and the random windows per
+  // epoch.
+  data::TextDataOptions text;
+  int64_t text_batches_per_epoch = 200;
+  bool is_text() const { return dataset == "text"; }
+  // The classes: the vocabulary's size for text.
   int64_t num_classes() const;
   // The options load_dataset takes for this config.
   data::DatasetOptions dataset_options() const { return {speech}; }
@@ -49,6 +57,14 @@ struct RunConfigBase {
 // Reads `name` (default: the file's stem), `data` and `train` of the config's top level (and allows
 // `description`) into c.
 void read_common_sections(const JsonReader& top, RunConfigBase& c);
+
+struct RunOverrides;
+// Text configs: the vocabulary (from the corpus in --data, the config's dir or the default folder
+// when the config has none) written into the config, with the split options spelled out, and
+// every layer option "vocab": "data" replaced by its size. Nothing for other datasets.
+void resolve_text_config(RunConfigBase& c, const RunOverrides& overrides);
+// The corpus folder of a text config (its dir, else the default).
+std::string text_dir(const DataConfig& dc);
 
 // Command-line overrides applied on top of the config file.
 // Upper bounds for epochs and batch sizes, from the command line or a config.

@@ -1,11 +1,15 @@
 #include "app/single.h"
 
+#include "app/text_run.h"
+#include "train/files.h"
+
 #include <fmt/format.h>
 
 #include <filesystem>
 
 #include "core/random.h"
 #include "nn/registry.h"
+#include "nn/transformer.h"
 #include "train/checkpoint.h"
 #include "train/device.h"
 #include "train/trainer.h"
@@ -26,6 +30,7 @@ SingleConfig parse_single_config(Json json, const std::string& path, const RunOv
     top.error("kind", fmt::format("expected \"single\" or \"mel\", got '{}'", kind));
   }
   read_common_sections(top, c);
+  resolve_text_config(c, ov);
   if (!c.train.failout.empty()) {
     top.object("train").error("failout",
                               "simulates failing servers of a MEL ensemble; this config is a "
@@ -57,7 +62,9 @@ std::shared_ptr<Classifier> build_classifier(const JsonReader& model, int64_t nu
                                     "produces {} per sample",
                                     num_classes, shape_str(shape)));
   }
-  return std::make_shared<Classifier>(std::move(trunk), std::move(head));
+  auto m = std::make_shared<Classifier>(std::move(trunk), std::move(head));
+  nn::bind_tied_weights(*m, model.source());
+  return m;
 }
 
 std::shared_ptr<Classifier> build_model(const SingleConfig& c) {
@@ -75,7 +82,11 @@ train::Evaluation evaluate(nn::Module& model, const data::ImageDataset& ds, cons
   return train::ClassificationTask(m, spec, test, test).evaluate();
 }
 
+Json train_single_text(const SingleConfig& c, const RunOverrides& ov,
+                       const std::string& resume_dir);
+
 Json train_single(const SingleConfig& c, const RunOverrides& ov, const std::string& resume_dir) {
+  if (c.data.is_text()) return train_single_text(c, ov, resume_dir);
   const Device device = train::run_device(ov.device, "mel train");
   const TrainConfig& tc = c.train;
   const RunData ds = load_run_data(c);
@@ -88,6 +99,30 @@ Json train_single(const SingleConfig& c, const RunOverrides& ov, const std::stri
                                  tc.label_smoothing, tc.batch_size, device};
   train::ClassificationTask task(model, spec, *loaders.train, *loaders.test);
   return train::Trainer(task, run_options(c.name, c.json, device, tc, ov, resume_dir)).run();
+}
+
+Json train_single_text(const SingleConfig& c, const RunOverrides& ov,
+                       const std::string& resume_dir) {
+  const Device device = train::run_device(ov.device, "mel train");
+  const TrainConfig& tc = c.train;
+  const TextLoaders loaders = make_text_loaders(c);
+  auto model = build_model(c);
+  Generator gen(tc.seed);
+  model->reset_parameters(gen);
+  model->to(device);
+  train::ClassificationSpec spec{tc.epochs,          tc.optimizer,  tc.schedule,
+                                 tc.label_smoothing, tc.batch_size, device};
+  train::ClassificationTask task(model, spec, *loaders.train, *loaders.test);
+  train::TrainerHooks hooks;
+  hooks.report = [](Json& report, const train::Evaluation& last) {
+    report["text"] = text_metrics_json(last);
+  };
+  hooks.finish = [](const train::RunSummary& s) {
+    fmt::print("\n{}run folder {}; {} training, {:.0f} characters/s\n", text_metrics_table(s.last),
+               s.out, train::format_duration(s.train_seconds), s.samples_per_second);
+  };
+  return train::Trainer(task, run_options(c.name, c.json, device, tc, ov, resume_dir), hooks)
+      .run();
 }
 
 Json eval_single(const std::string& run, const RunOverrides& ov) {
@@ -104,6 +139,22 @@ Json eval_single(const std::string& run, const RunOverrides& ov) {
   auto model = build_model(c);
   train::load_model_checkpoint(ckpt, *model);
   model->to(device);
+  if (c.data.is_text()) {
+    const TextLoaders loaders = make_text_loaders(c);
+    std::shared_ptr<nn::Module> m(model.get(), [](nn::Module*) {});
+    train::ClassificationSpec spec;
+    spec.device = device;
+    const train::Evaluation r =
+        train::ClassificationTask(m, spec, *loaders.train, *loaders.test).evaluate();
+    fmt::print("{} (epoch {}), validation split:\n{}", c.name, ckpt.info.epoch,
+               text_metrics_table(r));
+    return {{"split", "validation"},
+            {"epoch", ckpt.info.epoch},
+            {"test_loss", r.loss},
+            {"test_samples", r.samples},
+            {"accuracy", {{"1", r.accuracy[0]}}},
+            {"text", text_metrics_json(r)}};
+  }
   const data::ImageDataset test_ds = load_split(c.data, ov.eval_split);
   const train::Evaluation r =
       evaluate(*model, test_ds, c.data, c.train.eval_batch_size, c.train.test_limit);

@@ -42,6 +42,9 @@ struct HeadSpec {
   int64_t hidden = 256;                   // mlp
   int64_t channels = 128;                 // conv
   std::string activation = "relu";        // mlp, conv
+  // linear, mlp: a LayerNorm over the concatenated features first (a language model's last
+  // hidden states are not normalised; its exits start with their own final norm).
+  bool norm = false;
 };
 
 struct EnsembleSpec {

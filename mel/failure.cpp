@@ -125,6 +125,15 @@ void answer(FailurePattern& p, int M, uint32_t alive, bool c_up, const std::vect
 
 }  // namespace
 
+void add_losses(FailureReport& r, const std::map<std::string, double>& losses) {
+  for (FailurePattern& p : r.patterns) {
+    const bool several_exits = p.answer.find(',') != std::string::npos;
+    const auto it = losses.find(p.answer);
+    if (it != losses.end() && (!several_exits || p.averaged)) p.loss = it->second;
+  }
+  if (!r.patterns.empty()) r.no_failure_loss = r.patterns[0].loss;
+}
+
 std::string subset_name(const std::vector<int>& s) {
   std::vector<std::string> parts;
   for (int i : s) parts.push_back(std::to_string(i + 1));

@@ -2,6 +2,7 @@
 // servers (upstream 1..M plus the combination server C), given per-exit and per-head accuracies.
 #pragma once
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,8 @@ struct FailurePattern {
   // the mean of their accuracies.
   std::string best_exit;
   double best_exit_accuracy = 0.0, mean_exit_accuracy = 0.0;
+  // The answer's mean cross-entropy (nats per sample), when known (add_losses).
+  std::optional<double> loss;
 };
 
 struct FailureReport {
@@ -40,6 +43,7 @@ struct FailureReport {
   std::vector<FailurePattern> patterns;
   // Over the M+1 single-server failures.
   double preserved_mean = 0.0, preserved_worst = 0.0;
+  std::optional<double> no_failure_loss;
 };
 
 // exit_accuracy[i] is upstream i's exit; head_subsets[k] / head_accuracy[k] describe each head on
@@ -57,6 +61,11 @@ FailureReport evaluate_failures(int M, const std::vector<double>& exit_accuracy,
                                 const std::vector<std::vector<int>>& head_subsets,
                                 const std::vector<double>& head_accuracy,
                                 const std::map<std::string, double>& averaged_exits = {});
+
+// Sets each pattern's loss from `losses`, keyed like the answers: exits ("1"), heads ("1+2") and
+// averaged exits ("1,3"; only for answers that are per-sample averages). Answers without an entry
+// (none alive, independent exits) keep no loss.
+void add_losses(FailureReport& r, const std::map<std::string, double>& losses);
 
 // The name of a set of exits in `averaged_exits`: 1-based indices joined by ',' ({0, 2} -> "1,3").
 std::string exits_name(const std::vector<int>& s);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <optional>
 
 #include "core/autograd.h"
@@ -70,6 +71,8 @@ EnsembleTask::Tally::Tally(const EnsembleTask& task)
   e_.names = task.model_->predictor_names();
   if (task.model_->spec.M <= 8) exit_sets_ = all_subsets(task.model_->spec.M, 2);
   averaged_correct_.assign(exit_sets_.size(), 0);
+  averaged_loss_.assign(exit_sets_.size(), 0.0);
+  loss_sums_.assign(correct_.size(), 0.0);
 }
 
 void EnsembleTask::Tally::add(const std::vector<Tensor>& logits, const data::Batch& b) {
@@ -80,6 +83,9 @@ void EnsembleTask::Tally::add(const std::vector<Tensor>& logits, const data::Bat
   for (size_t k = 0; k < logits.size(); ++k) {
     const bool coarse = static_cast<int>(k) < task_.model_->spec.M && yc.defined();
     correct_[k] += train::count_correct(logits[k], coarse ? yc : b.y);
+    CrossEntropyOptions ce;
+    ce.reduction = Reduction::sum;
+    loss_sums_[k] += cross_entropy(logits[k].detach(), (coarse ? yc : b.y).to(dev), ce).item();
   }
   e_.samples += b.y.numel();
   if (exit_sets_.empty()) return;
@@ -103,7 +109,10 @@ void EnsembleTask::Tally::add(const std::vector<Tensor>& logits, const data::Bat
         for (int64_t c = 0; c < classes; ++c) sum[static_cast<size_t>(c)] += row[c];
       }
       const auto best = std::max_element(sum.begin(), sum.end()) - sum.begin();
-      if (static_cast<double>(best) == labels[static_cast<size_t>(r)]) ++averaged_correct_[s];
+      const auto label = static_cast<size_t>(labels[static_cast<size_t>(r)]);
+      if (best == static_cast<std::ptrdiff_t>(label)) ++averaged_correct_[s];
+      averaged_loss_[s] -=
+          std::log(std::max(sum[label] / static_cast<double>(exit_sets_[s].size()), 1e-300));
     }
   }
 }
@@ -114,9 +123,12 @@ train::Evaluation EnsembleTask::Tally::finish() {
                                      : 0);
   }
   e_.loss = batches_ ? loss_sum_ / static_cast<double>(batches_) : 0.0;
+  const double n = static_cast<double>(std::max<int64_t>(e_.samples, 1));
+  for (double v : loss_sums_) e_.losses.push_back(v / n);
   for (size_t s = 0; s < exit_sets_.size() && e_.samples > 0; ++s) {
     e_.combined[exits_name(exit_sets_[s])] =
         static_cast<double>(averaged_correct_[s]) / static_cast<double>(e_.samples);
+    e_.combined_loss[exits_name(exit_sets_[s])] = averaged_loss_[s] / n;
   }
   return e_;
 }

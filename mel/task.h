@@ -85,6 +85,8 @@ class EnsembleTask : public train::Task {
     std::vector<int64_t> correct_;
     std::vector<std::vector<int>> exit_sets_;
     std::vector<int64_t> averaged_correct_;  // per exit set
+    std::vector<double> loss_sums_;          // per predictor, summed over samples
+    std::vector<double> averaged_loss_;      // per exit set, summed over samples
     double loss_sum_ = 0.0;
     int64_t batches_ = 0;
   };

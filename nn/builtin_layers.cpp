@@ -156,6 +156,8 @@ std::shared_ptr<Module> make_dropout(const JsonReader& r, const Shape&) {
 
 }  // namespace
 
+std::vector<LayerType> transformer_layer_types();  // nn/transformer.cpp
+
 std::vector<LayerType> builtin_layer_types() {
   std::vector<LayerType> t;
   t.push_back({"conv2d", make_conv2d, conv2d_shape, nullptr});
@@ -231,6 +233,7 @@ std::vector<LayerType> builtin_layer_types() {
                  return std::make_shared<Identity>();
                },
                nullptr, nullptr});
+  for (LayerType& x : transformer_layer_types()) t.push_back(std::move(x));
   return t;
 }
 

@@ -1,5 +1,6 @@
 #include "nn/optim.h"
 
+#include <algorithm>
 #include <cmath>
 #include <initializer_list>
 #include <map>
@@ -56,25 +57,35 @@ void Optimizer::track_entry_steps() {
   if (entry_steps_.empty()) entry_steps_.assign(params_.entries().size(), steps_);
 }
 
+void Optimizer::set_decay(std::vector<bool> decay) {
+  MEL_CHECK(decay.empty() || decay.size() == params_.entries().size(),
+            "{}: the weight decay groups have {} entries for {} parameters", name(), decay.size(),
+            params_.entries().size());
+  decay_ = std::move(decay);
+}
+
 void Optimizer::step(double lr, double momentum) {
-  if (!entry_steps_.empty()) {
-    step(lr, momentum, std::vector<bool>(entry_steps_.size(), true));
+  if (!entry_steps_.empty() || !decay_.empty()) {
+    step(lr, momentum, std::vector<bool>(params_.entries().size(), true));
     return;
   }
   ++steps_;
-  update(lr, momentum, 0, params_.numel(), steps_);
+  update(lr, momentum, 0, params_.numel(), steps_, true);
 }
 
 void Optimizer::step(double lr, double momentum, const std::vector<bool>& trained) {
   const auto& entries = params_.entries();
-  MEL_CHECK(!entry_steps_.empty() || entries.empty(),
+  MEL_CHECK(!entry_steps_.empty() || entries.empty() ||
+                std::find(trained.begin(), trained.end(), false) == trained.end(),
             "{}: a step of some parameters only needs track_entry_steps() first", name());
   MEL_CHECK(trained.size() == entries.size(), "{}: the step mask has {} entries for {} parameters",
             name(), trained.size(), entries.size());
   ++steps_;
-  for (size_t e = 0; e < entries.size(); ++e) entry_steps_[e] += trained[e] ? 1 : 0;
-  // Runs of adjacent trained parameters at the same count: one fused update each (typically one
-  // per model of an ensemble).
+  for (size_t e = 0; e < entry_steps_.size(); ++e) entry_steps_[e] += trained[e] ? 1 : 0;
+  const auto count = [&](size_t e) { return entry_steps_.empty() ? steps_ : entry_steps_[e]; };
+  const auto decays = [&](size_t e) { return decay_.empty() || decay_[e]; };
+  // Runs of adjacent trained parameters at the same count and decay: one fused update each
+  // (typically one per model of an ensemble, or per weight-decay group).
   size_t e = 0;
   while (e < entries.size()) {
     if (!trained[e]) {
@@ -82,10 +93,10 @@ void Optimizer::step(double lr, double momentum, const std::vector<bool>& traine
       continue;
     }
     size_t f = e + 1;
-    while (f < entries.size() && trained[f] && entry_steps_[f] == entry_steps_[e]) ++f;
+    while (f < entries.size() && trained[f] && count(f) == count(e) && decays(f) == decays(e)) ++f;
     const int64_t begin = entries[e].offset;
     const int64_t end = entries[f - 1].offset + entries[f - 1].numel;
-    update(lr, momentum, begin, end, entry_steps_[e]);
+    update(lr, momentum, begin, end, count(e), decays(e));
     e = f;
   }
 }
@@ -121,7 +132,8 @@ Sgd::Sgd(FlatParameters& params, SgdOptions options) : Optimizer(params), option
   buf_ = zeros({params.numel()}, DType::f32, params.data().device());
 }
 
-void Sgd::update(double lr, double momentum, int64_t begin, int64_t end, int64_t count) {
+void Sgd::update(double lr, double momentum, int64_t begin, int64_t end, int64_t count,
+                 bool decay) {
   check_flat(params_, "sgd", {&buf_});
   const double mom = momentum >= 0.0 ? momentum : options_.momentum;
   float* p = params_.data().data<float>() + begin;
@@ -129,7 +141,7 @@ void Sgd::update(double lr, double momentum, int64_t begin, int64_t end, int64_t
   float* buf = buf_.data<float>() + begin;
   const float f_lr = static_cast<float>(lr), f_mom = static_cast<float>(mom);
   const float f_damp = static_cast<float>(options_.dampening);
-  const float f_wd = static_cast<float>(options_.weight_decay);
+  const float f_wd = decay ? static_cast<float>(options_.weight_decay) : 0.0f;
   MEL_KERNEL(params_.data().device(), sgd_step, p, g, buf, end - begin, f_lr, f_mom, f_damp, f_wd,
              options_.nesterov, count == 1);
 }
@@ -155,7 +167,8 @@ Adam::Adam(FlatParameters& params, AdamOptions options) : Optimizer(params), opt
   v_ = zeros({params.numel()}, DType::f32, params.data().device());
 }
 
-void Adam::update(double lr, double beta1, int64_t begin, int64_t end, int64_t count) {
+void Adam::update(double lr, double beta1, int64_t begin, int64_t end, int64_t count,
+                  bool decay) {
   check_flat(params_, name().c_str(), {&m_, &v_});
   const double b1 = beta1 >= 0.0 ? beta1 : options_.beta1;
   // As PyTorch: the bias correction uses the current beta1 (one-cycle changes it every step).
@@ -165,7 +178,7 @@ void Adam::update(double lr, double beta1, int64_t begin, int64_t end, int64_t c
   const float* g = params_.grad().data<float>() + begin;
   const float f_lr = static_cast<float>(lr), f_b1 = static_cast<float>(b1);
   const float f_b2 = static_cast<float>(options_.beta2), f_eps = static_cast<float>(options_.eps);
-  const float f_wd = static_cast<float>(options_.weight_decay);
+  const float f_wd = decay ? static_cast<float>(options_.weight_decay) : 0.0f;
   MEL_KERNEL(params_.data().device(), adam_step, p, g, m_.data<float>() + begin,
              v_.data<float>() + begin, end - begin, f_lr, f_b1, f_b2, f_eps, f_wd,
              options_.decoupled, bc1, bc2);

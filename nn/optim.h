@@ -25,6 +25,10 @@ class Optimizer {
   void step(double lr, double momentum, const std::vector<bool>& trained);
   // Keeps one step count per parameter from now on (saved as the state "entry_steps").
   void track_entry_steps();
+  // Parameter groups for weight decay: one flag per FlatParameters entry (in order); a parameter
+  // whose flag is false is updated without weight decay (empty, the default: all decay).
+  void set_decay(std::vector<bool> decay);
+  const std::vector<bool>& decay() const { return decay_; }
   void zero_grad() { params_.zero_grad(); }
   int64_t steps() const { return steps_; }
   virtual std::string name() const = 0;
@@ -34,8 +38,10 @@ class Optimizer {
   virtual void load_state(const NamedTensors& state) = 0;
 
  protected:
-  // Updates elements [begin, end) of the flat buffer as the `count`-th step of their parameters.
-  virtual void update(double lr, double momentum, int64_t begin, int64_t end, int64_t count) = 0;
+  // Updates elements [begin, end) of the flat buffer as the `count`-th step of their parameters,
+  // with the optimizer's weight decay when `decay`, else none.
+  virtual void update(double lr, double momentum, int64_t begin, int64_t end, int64_t count,
+                      bool decay) = 0;
   // `buffers` with the step counts around them, and the counts back from a state.
   NamedTensors with_steps(NamedTensors buffers) const;
   void load_steps(const NamedTensors& state, const char* who);
@@ -43,6 +49,7 @@ class Optimizer {
   FlatParameters& params_;
   int64_t steps_ = 0;                 // calls of step()
   std::vector<int64_t> entry_steps_;  // per parameter, when tracked
+  std::vector<bool> decay_;           // per parameter; empty: all
 };
 
 struct SgdOptions {
@@ -58,7 +65,8 @@ class Sgd final : public Optimizer {
   void load_state(const NamedTensors& state) override;
 
  private:
-  void update(double lr, double momentum, int64_t begin, int64_t end, int64_t count) override;
+  void update(double lr, double momentum, int64_t begin, int64_t end, int64_t count,
+              bool decay) override;
   SgdOptions options_;
   Tensor buf_;
 };
@@ -76,7 +84,8 @@ class Adam final : public Optimizer {
   void load_state(const NamedTensors& state) override;
 
  private:
-  void update(double lr, double beta1, int64_t begin, int64_t end, int64_t count) override;
+  void update(double lr, double beta1, int64_t begin, int64_t end, int64_t count,
+              bool decay) override;
   AdamOptions options_;
   Tensor m_, v_;
 };

@@ -56,6 +56,7 @@ Evaluation ClassificationTask::evaluate() {
   r.accuracy = {0.0};
   if (r.samples > 0) {
     r.loss = loss_sum / static_cast<double>(r.samples);
+    r.losses = {r.loss};
     r.accuracy[0] = static_cast<double>(correct) / static_cast<double>(r.samples);
   }
   return r;

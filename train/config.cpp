@@ -6,12 +6,23 @@
 namespace mel::train {
 
 std::unique_ptr<nn::Optimizer> make_optimizer(const OptimizerConfig& c, nn::FlatParameters& p) {
+  std::unique_ptr<nn::Optimizer> opt;
   if (c.type == "sgd") {
-    return std::make_unique<nn::Sgd>(
+    opt = std::make_unique<nn::Sgd>(
         p, nn::SgdOptions{c.momentum, c.dampening, c.weight_decay, c.nesterov});
+  } else {
+    opt = std::make_unique<nn::Adam>(
+        p, nn::AdamOptions{c.beta1, c.beta2, c.eps, c.weight_decay, c.type == "adamw"});
   }
-  return std::make_unique<nn::Adam>(
-      p, nn::AdamOptions{c.beta1, c.beta2, c.eps, c.weight_decay, c.type == "adamw"});
+  MEL_CHECK(c.exclude_from_decay == "none" || c.exclude_from_decay == "norms_and_biases",
+            "optimizer: unknown exclude_from_decay '{}' (expected none or norms_and_biases)",
+            c.exclude_from_decay);
+  if (c.exclude_from_decay == "norms_and_biases") {
+    std::vector<bool> decay;
+    for (const auto& e : p.entries()) decay.push_back(e.param.dim() >= 2);
+    opt->set_decay(std::move(decay));
+  }
+  return opt;
 }
 
 std::unique_ptr<nn::LrSchedule> make_schedule(const ScheduleConfig& s, const OptimizerConfig& o,

@@ -18,6 +18,9 @@ struct OptimizerConfig {
   bool nesterov = false;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   double weight_decay = 0.0;
+  // Parameters without weight decay: "none", or "norms_and_biases" (every parameter of fewer
+  // than two dimensions: biases and norm scales, nanoGPT's groups; matrices and embeddings decay).
+  std::string exclude_from_decay = "none";
 };
 
 struct ScheduleConfig {

@@ -44,11 +44,17 @@ struct StepOutput {
 struct Evaluation {
   std::vector<std::string> names;
   std::vector<double> accuracy;
+  // Each predictor's mean cross-entropy per sample, in nats (per character for text); empty when
+  // a task does not measure it.
+  std::vector<double> losses;
   double loss = 0.0;
   int64_t samples = 0;
   // Accuracies of answers combined from several predictors per sample, by name (a MEL task: the
   // alive exits' averaged probabilities, "1,2"); empty when a task has none.
   std::map<std::string, double> combined;
+  // The mean cross-entropy of those combined answers (-log of the averaged probability of the
+  // label), by the same names.
+  std::map<std::string, double> combined_loss;
 };
 
 class Task {

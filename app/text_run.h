@@ -1,0 +1,33 @@
+// Text (language-model) runs: the corpus's token streams and window loaders for a config, and the
+// text metrics (nats and bits per character, next-character accuracy) for reports and terminals.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "app/run_config.h"
+#include "data/text.h"
+#include "train/task.h"
+
+namespace mel::app {
+
+// The context length T of a text config: its model's (or every upstream's, which must agree)
+// "input": [T].
+int64_t text_context(const RunConfigBase& c);
+
+// A text run's data: the corpus read with the config's stored vocabulary and split, the training
+// stream cut to train_limit characters when set, random training windows (batches_per_epoch of
+// batch_size, seeded) and the validation split's sequential windows (eval_batch_size, at most
+// test_limit of them).
+struct TextLoaders {
+  std::unique_ptr<data::TextData> data;
+  std::unique_ptr<data::TextWindowLoader> train, test;
+};
+TextLoaders make_text_loaders(const RunConfigBase& c);
+
+// report.json's "text" object: per predictor, nats and bits per character and next-character
+// accuracy on the validation split.
+Json text_metrics_json(const train::Evaluation& e);
+// The same as a terminal table.
+std::string text_metrics_table(const train::Evaluation& e);
+
+}  // namespace mel::app
