@@ -61,6 +61,7 @@ int run_cli(int argc, char** argv) {
   CLI::App* serve = add_serve(app, o);
   CLI::App* simulate = add_simulate(app, o);
   CLI::App* features = add_features(app, o);
+  CLI::App* sample = add_sample(app, o);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -75,6 +76,7 @@ int run_cli(int argc, char** argv) {
     if (*simulate) run_simulate(o);
     if (*info) run_info(o);
     if (*features) run_features(o);
+    if (*sample) run_sample(o);
   } catch (const std::exception& e) {
     std::fflush(stdout);
     fmt::print(stderr, "mel: error: {}\n", e.what());

@@ -1,5 +1,5 @@
 // The subcommands of `mel`, one file each (cmd_train.cpp, cmd_eval.cpp, cmd_export.cpp,
-// cmd_info.cpp, cmd_predict.cpp, cmd_serve.cpp, cmd_simulate.cpp, cmd_features.cpp): each adds its
+// cmd_info.cpp, cmd_predict.cpp, cmd_serve.cpp, cmd_simulate.cpp, cmd_features.cpp, cmd_sample.cpp): each adds its
 // options to the parser and runs once parsing succeeded.
 #pragma once
 #include <CLI/CLI.hpp>
@@ -10,6 +10,7 @@
 #include "app/run_config.h"
 #include "app/serving.h"
 #include "app/simulate.h"
+#include "app/text_run.h"
 
 namespace mel::app {
 
@@ -31,6 +32,7 @@ struct CliOptions {
   std::string export_format = "safetensors";  // export --format
   std::string splits = "train,test";          // features --splits
   std::string eval_split = "test";            // eval --split
+  SampleOptions sample;                       // sample
   serving::ServeOptions serve;                // serve
   SimulateOptions simulate;                   // simulate
 };
@@ -58,5 +60,7 @@ CLI::App* add_simulate(CLI::App& app, CliOptions& o);
 void run_simulate(const CliOptions& o);
 CLI::App* add_features(CLI::App& app, CliOptions& o);
 void run_features(const CliOptions& o);
+CLI::App* add_sample(CLI::App& app, CliOptions& o);
+void run_sample(const CliOptions& o);
 
 }  // namespace mel::app

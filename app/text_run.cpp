@@ -2,8 +2,17 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
+
+#include "app/ensemble_config.h"
+#include "app/single.h"
+#include "core/autograd.h"
+#include "core/factory.h"
+#include "core/ops_nn.h"
+#include "train/checkpoint.h"
+#include "train/device.h"
 
 namespace mel::app {
 
@@ -90,6 +99,119 @@ std::string text_metrics_table(const train::Evaluation& e) {
                        nats / std::numbers::ln2, 100.0 * e.accuracy[k]);
   }
   return out + fmt::format("({} validation characters)\n", e.samples);
+}
+
+namespace {
+
+// SplitMix64: uniform doubles in [0, 1) for the draws, the same on every platform.
+struct Draw {
+  uint64_t state;
+  double next() {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    return static_cast<double>(z >> 11) * 0x1.0p-53;
+  }
+};
+
+// The next character's id from the logits of the last position.
+int64_t choose(std::vector<double> logits, const SampleOptions& o, Draw& draw) {
+  const auto best = std::max_element(logits.begin(), logits.end()) - logits.begin();
+  if (o.temperature == 0.0) return best;
+  std::vector<size_t> order(logits.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  if (o.top_k > 0 && static_cast<size_t>(o.top_k) < order.size()) {
+    // The k largest, ties by id, so the draw does not depend on the sort's implementation.
+    std::partial_sort(order.begin(), order.begin() + o.top_k, order.end(), [&](size_t a, size_t b) {
+      return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
+    });
+    order.resize(static_cast<size_t>(o.top_k));
+    std::sort(order.begin(), order.end());
+  }
+  const double top = logits[static_cast<size_t>(best)];
+  std::vector<double> p;
+  double total = 0.0;
+  for (size_t i : order) {
+    p.push_back(std::exp((logits[i] - top) / o.temperature));
+    total += p.back();
+  }
+  double u = draw.next() * total;
+  for (size_t k = 0; k < order.size(); ++k) {
+    u -= p[k];
+    if (u < 0.0) return static_cast<int64_t>(order[k]);
+  }
+  return static_cast<int64_t>(order.back());
+}
+
+}  // namespace
+
+SampleResult sample_text(const std::string& run, const SampleOptions& o,
+                         const std::string& device_name) {
+  MEL_CHECK(o.length >= 0 && o.length <= (int64_t{1} << 24),
+            "mel sample: --length must be in [0, 2^24], got {}", o.length);
+  MEL_CHECK(std::isfinite(o.temperature) && o.temperature >= 0.0,
+            "mel sample: --temperature must be >= 0, got {}", o.temperature);
+  MEL_CHECK(o.top_k >= 0, "mel sample: --top-k must be >= 0, got {}", o.top_k);
+  const Device device = train::run_device(device_name, "mel sample");
+  const train::Checkpoint ckpt = train::read_checkpoint(run);
+  Json cfg = Json::parse(ckpt.info.config_json, nullptr, false);
+  MEL_CHECK(!cfg.is_discarded(), "{}: the stored config is not valid JSON", ckpt.file);
+  const std::string source = ckpt.file + " (stored config)";
+  // The stored config carries its vocabulary: sampling reads no corpus.
+  std::unique_ptr<RunConfigBase> c;
+  std::shared_ptr<nn::Module> model;
+  std::shared_ptr<method::Ensemble> ensemble;
+  if (is_mel_config(cfg)) {
+    auto mc = std::make_unique<MelConfig>(parse_mel_config(std::move(cfg), source, {}));
+    ensemble = build_ensemble_model(*mc);
+    model = ensemble;
+    c = std::move(mc);
+  } else {
+    auto sc = std::make_unique<SingleConfig>(parse_single_config(std::move(cfg), source, {}));
+    model = build_model(*sc);
+    c = std::move(sc);
+  }
+  MEL_CHECK(c->data.is_text(),
+            "mel sample: {} is a run on the {} dataset; sampling generates text from a text run",
+            run, c->data.dataset);
+  train::load_model_checkpoint(ckpt, *model);
+  model->to(device);
+  model->eval();
+  const data::Vocabulary vocab =
+      data::Vocabulary::from_string(c->data.text.vocabulary, source + ": data.text.vocabulary");
+  const int64_t context = text_context(*c);
+
+  std::vector<std::string> names = {"1"};
+  if (ensemble) names = ensemble->predictor_names();
+  SampleResult out;
+  out.predictor = o.predictor.empty() ? names.back() : o.predictor;
+  const auto pick = std::find(names.begin(), names.end(), out.predictor);
+  MEL_CHECK(pick != names.end(), "mel sample: unknown predictor '{}'; this run has {}",
+            out.predictor, fmt::join(names, ", "));
+  const size_t which = static_cast<size_t>(pick - names.begin());
+
+  std::vector<int64_t> ids = vocab.encode(o.prompt.empty() ? "\n" : o.prompt, "the prompt");
+  MEL_CHECK(static_cast<int64_t>(ids.size()) <= context,
+            "mel sample: the prompt has {} characters, but the model reads at most {} (its "
+            "context); give a shorter prompt",
+            ids.size(), context);
+  autograd::NoGradGuard ng;
+  Draw draw{o.seed};
+  std::vector<int64_t> generated;
+  for (int64_t n = 0; n < o.length; ++n) {
+    const auto t = std::min<int64_t>(static_cast<int64_t>(ids.size()), context);
+    Tensor x = tensor_i64(std::vector<int64_t>(ids.end() - t, ids.end()), {1, t}).to(device);
+    Tensor logits = ensemble ? ensemble->forward_all(x)[which] : model->forward(x);
+    // Rows: [t, V]; the last row predicts the next character.
+    const std::vector<double> last =
+        logits.narrow(0, t - 1, 1).to(Device::cpu()).to(DType::f64).contiguous().to_vector();
+    const int64_t next = choose(last, o, draw);
+    ids.push_back(next);
+    generated.push_back(next);
+  }
+  out.text = vocab.decode(generated);
+  return out;
 }
 
 }  // namespace mel::app

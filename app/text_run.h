@@ -30,4 +30,24 @@ Json text_metrics_json(const train::Evaluation& e);
 // The same as a terminal table.
 std::string text_metrics_table(const train::Evaluation& e);
 
+struct SampleOptions {
+  std::string prompt;      // empty: generation starts after a newline
+  int64_t length = 200;    // characters to generate
+  std::string predictor;   // an exit ("1") or head ("1+2"); empty: the last (the no-failure one)
+  double temperature = 1.0;  // 0: always the most likely character
+  int64_t top_k = 0;         // > 0: draw among the k most likely characters only
+  uint64_t seed = 0;
+};
+struct SampleResult {
+  std::string predictor;  // the predictor that generated
+  std::string text;       // the generated characters (without the prompt)
+};
+
+// Generates `length` characters after the prompt from the model stored in `run` (a text run's
+// folder or model checkpoint) on `device`, one character at a time from the chosen predictor's
+// distribution at the last position, reading at most the model's context (the last T
+// characters). Errors: not a text run, a prompt longer than the context or with characters
+// outside the run's vocabulary (listed), an unknown predictor (the known ones listed).
+SampleResult sample_text(const std::string& run, const SampleOptions& o, const std::string& device);
+
 }  // namespace mel::app

@@ -220,6 +220,25 @@ def wav_seeds():
     write("wav", "garbage.bin", bytes((i * 91 + 7) % 256 for i in range(64)))
 
 
+# ---- text: fortune-style corpus files, documents between lines "%" (data/text) ------------------
+def text_seeds():
+    write("text", "fortunes.txt",
+          "A day for firm decisions!!!!!  Or is it?\n%\n"
+          "Q:\tWhat's the difference?\nA:\tOne letter.\n\t\t-- Anonymous\n%\n"
+          "%DCL-MEM-BAD, bad memory\n%\n")
+    write("text", "utf8.txt",
+          "caf\u00e9 \u00fcber na\u00efve \u20ac5\n%\n\u65e5\u672c\u8a9e \U0001d11e \U0001f600\n"
+          "\u0080 C1 mojibake \u00c3\u00a9\n")
+    write("text", "empty_documents.txt", "%\n\n%\n \t\n%\nonly this one\n%\n%\n")
+    write("text", "no_final_newline.txt", "first\n%\nlast line without newline")
+    write("text", "overstrike.txt", "____\b\b\b\bBODY! and a bell \a\n%\nx\r\ny\n")
+    write("text", "vocabulary.txt", "\t\n !\"#$%&'()*+,-./0123456789:;<=>?@ABCxyz\u00e9\u20ac")
+    write("text", "crlf_separator.txt", b"one\r\n%\r\ntwo\r\n")
+    write("text", "latin1.txt", b"caf\xe9\n%\nna\xefve\n")
+    write("text", "overlong_surrogate.txt", b"ok\n%\n\xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80\n")
+    write("text", "nul.txt", b"a\x00b\n")
+
+
 if __name__ == "__main__":
     config_seeds()
     safetensors_seeds()
@@ -228,6 +247,7 @@ if __name__ == "__main__":
     npy_seeds()
     serving_seeds()
     wav_seeds()
+    text_seeds()
     for t in sorted(os.listdir(CORPUS)):
         files = os.listdir(os.path.join(CORPUS, t))
         size = sum(os.path.getsize(os.path.join(CORPUS, t, f)) for f in files)

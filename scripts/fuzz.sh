@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 secs=${1:-30}
 shift || true
-all_targets=(config safetensors idx cifar npy serving wav)
+all_targets=(config safetensors idx cifar npy serving wav text)
 if [ $# -gt 0 ]; then targets=("$@"); else targets=("${all_targets[@]}"); fi
 build=${MEL_FUZZ_BUILD:-build-fuzz}
 jobs=${MEL_FUZZ_JOBS:-$(nproc)}
@@ -59,6 +59,7 @@ max_len() {
   case $1 in
     cifar) echo 10000 ;;  # three CIFAR-100 records
     npy) echo 2048 ;;
+    text) echo 4096 ;;    # a few fortunes (documents between lines "%")
     *) echo 4096 ;;       # configs (the reference ones are 1.5 to 3.3 KB), headers, messages
   esac
 }
