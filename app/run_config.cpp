@@ -22,6 +22,9 @@ int64_t DataConfig::num_classes() const {
 }
 
 data::ImageDataset load_split(const DataConfig& dc, data::Split split) {
+  MEL_CHECK(!dc.is_text(),
+            "a text corpus has no images or feature maps; text runs are evaluated with mel eval "
+            "and generate with mel sample");
   return data::load_dataset(dc.dataset, dc.dir, split, dc.dataset_options());
 }
 

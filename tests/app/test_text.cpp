@@ -243,6 +243,21 @@ TEST(TextTraining, ResumeEndsWithTheWeightsOfAnUninterruptedRun) {
   EXPECT_EQ(read_file(d / "full/model.safetensors"), read_file(d / "part/model.safetensors"));
 }
 
+TEST(TextTraining, PlacedOnThreadsEndsWithTheOneProcessBytes) {
+  // Each upstream GPT on its own rank, C on another: the same weights as one process.
+  TempDir d;
+  write_toy_corpus(d / "toy", 100);
+  Json j = mel_config(d / "toy", 4, 1, 16);
+  j["ensemble"]["upstream"]["backbone"][2]["dropout"] = 0.1;
+  const std::string cfg = write_json(d, j);
+  ASSERT_EQ(run_mel({"train", cfg, "--out", d / "one", "--no-progress"}), 0);
+  ASSERT_EQ(run_mel({"train", cfg, "--out", d / "placed", "--placement", "threads", "--no-progress"}),
+            0);
+  EXPECT_EQ(read_file(d / "one/model.safetensors"), read_file(d / "placed/model.safetensors"));
+  EXPECT_EQ(read_file(d / "one/optimizer.safetensors"),
+            read_file(d / "placed/optimizer.safetensors"));
+}
+
 TEST(TextBadInput, CorpusContextAndVocabularyErrorsNameTheProblem) {
   TempDir d;
   std::string err;
