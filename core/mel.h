@@ -8,6 +8,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/factory.h"
+#include "core/ops_attention.h"
 #include "core/ops_conv.h"
 #include "core/ops_elementwise.h"
 #include "core/ops_index.h"

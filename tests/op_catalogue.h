@@ -179,6 +179,11 @@ inline void add_nn_cases(std::vector<OpCase>& c) {
   c.push_back({"concat", "", {{{2, 3}}, {{4, 3}}}, [](const Ins& t) {
                  return concat({t[0], t[1]}, 0);
                }});
+  c.push_back({"causal_self_attention",
+               "strided odd",
+               {{{2, 7, 18}, -1.0, 1.0, true}},
+               [](const Ins& t) { return causal_self_attention(t[0], 3); },
+               true});
 }
 
 inline const std::vector<OpCase>& op_catalogue() {

@@ -1,15 +1,19 @@
 // The causal self-attention kernels of kernels/cpu/attention.h. Each task takes one (b, h) (the
-// forward: one block of kRows query rows of it) and runs its products through the CPU GEMM, which
-// is single-threaded inside the parallel region: the scores of a block of query rows against the
-// keys it may see ([rows, n] scratch per thread, never [L, L] for the whole sequence), the
-// softmax in place, then the products with v (and, backward, with k, q and dout).
+// forward: one block of kRows query rows of it) on one thread: the scores of a block of query rows
+// against the keys it may see ([rows, n] scratch per thread, never [L, L] for the whole
+// sequence), the softmax in place, then the products with v (and, backward, with k, q and dout).
+// The products are small (the sums run over Dh or over a block of rows), so they go through a
+// register-tiled kernel that reads its operands in place (k and v transposed once per task)
+// rather than a GEMM that packs them, and it skips the tiles the causal mask zeroes.
 #include "kernels/cpu/attention.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <memory>
-
-#include "kernels/cpu/gemm.h"
+#include <type_traits>
 
 namespace mel::kernels::cpu {
 
@@ -18,11 +22,185 @@ namespace {
 // Query rows per block: the scratch of a block is kRows x (keys it sees), which stays in L2 for
 // sequences of a few thousand.
 constexpr int64_t kRows = 64;
+// Below this many multiply-adds in all, the tasks run on the calling thread: an OpenMP region
+// costs more than the work (and much more on a loaded machine).
+constexpr double kParallelWork = 1 << 18;
+
+// Cephes' expf as kernels/cpu/joint_loss.cpp has it (about 1 ulp; x clamped to [-87, 88], NaN
+// stays NaN), written without float comparisons so that GCC vectorises the loops that call it.
+inline float exp_fast(float x) {
+  constexpr uint32_t kInfBits = 0x7f800000u, kSign = 0x80000000u;
+  constexpr uint32_t kLo = std::bit_cast<uint32_t>(87.0f), kHi = std::bit_cast<uint32_t>(88.0f);
+  const uint32_t u = std::bit_cast<uint32_t>(x);
+  const uint32_t mag = u & ~kSign;
+  const uint32_t neg = 0u - (u >> 31);
+  const uint32_t low = neg & (0u - static_cast<uint32_t>((mag > kLo) & (mag <= kInfBits)));
+  const uint32_t high = ~neg & (0u - static_cast<uint32_t>((mag > kHi) & (mag <= kInfBits)));
+  const float xs = std::bit_cast<float>((u & ~(low | high)) | (low & (kLo | kSign)) | (high & kHi));
+  constexpr float kShifter = 12582912.0f;
+  const float t = xs * 1.44269504088896341f + kShifter;
+  const float n = t - kShifter;
+  float r = xs - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const int32_t e = std::bit_cast<int32_t>(t) - std::bit_cast<int32_t>(kShifter);
+  return p * std::bit_cast<float>((e + 127) << 23);
+}
+
+// f64 is the precision reference (gradient checks): the library exp.
+inline double exp_fast(double x) {
+  return std::exp(x);
+}
 
 // Per-thread scratch of `n` elements (uninitialised).
 template <class T>
 std::unique_ptr<T[]> scratch(int64_t n) {
   return std::unique_ptr<T[]>(new T[static_cast<size_t>(std::max<int64_t>(n, 1))]);
+}
+
+// Calls task(it, scratch) for it in [0, items), each task on one thread in its own fixed order:
+// in an OpenMP region when there are several tasks and `work` multiply-adds in all, else in
+// order on the calling thread. `scratch` holds `per_thread` elements of T.
+template <class T, class F>
+void run_tasks(int64_t items, double work, int64_t per_thread, F&& task) {
+  if (items >= 2 && work >= kParallelWork) {
+#pragma omp parallel
+    {
+      std::unique_ptr<T[]> buf = scratch<T>(per_thread);
+#pragma omp for schedule(dynamic)
+      for (int64_t it = 0; it < items; ++it) task(it, buf.get());
+    }
+  } else {
+    std::unique_ptr<T[]> buf = scratch<T>(per_thread);
+    for (int64_t it = 0; it < items; ++it) task(it, buf.get());
+  }
+}
+
+// The causal limit of a product whose row i stands for sequence row `base + i`: none, only the
+// columns j <= base + i are needed (kColumns), or only the terms k <= base + i of the sum are
+// non-zero (kTerms). Tiles wholly outside the limit are skipped; inside a tile everything is
+// computed (the operands hold zeros there, the results beyond the limit are not read).
+enum class Causal { kNone, kColumns, kTerms };
+
+// 32 bytes of columns (GCC vector extensions: an AVX2 register with -march=x86-64-v3, a pair of
+// SSE registers without).
+typedef float VecF __attribute__((vector_size(32)));
+typedef double VecD __attribute__((vector_size(32)));
+template <class T>
+using Vec = std::conditional_t<std::is_same_v<T, float>, VecF, VecD>;
+
+template <class T>
+inline Vec<T> load_vec(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// Rows per register tile: 6 rows x 2 vectors of accumulators, the two vectors of B and the
+// broadcast of A take 15 of the 16 AVX2 registers.
+constexpr int kTileRows = 6;
+
+// acc[ii][jj] = sum_{k < K} A(ii, k) B[k][jj] for ii < MR and jj < 2 vectors, in registers.
+template <int MR, class T>
+void tile_vec(int64_t K, const T* a, int64_t ars, int64_t acs, const T* b, int64_t ldb,
+              T (*acc)[2 * sizeof(Vec<T>) / sizeof(T)]) {
+  constexpr int kW = static_cast<int>(sizeof(Vec<T>) / sizeof(T));
+  Vec<T> c0[MR] = {}, c1[MR] = {};
+  for (int64_t k = 0; k < K; ++k) {
+    const Vec<T> b0 = load_vec(b + k * ldb), b1 = load_vec(b + k * ldb + kW);
+    const T* ak = a + k * acs;
+#pragma GCC unroll 6
+    for (int ii = 0; ii < MR; ++ii) {
+      const T av = ak[ii * ars];
+      c0[ii] += av * b0;
+      c1[ii] += av * b1;
+    }
+  }
+  for (int ii = 0; ii < MR; ++ii) {
+    std::memcpy(acc[ii], &c0[ii], sizeof(Vec<T>));
+    std::memcpy(acc[ii] + kW, &c1[ii], sizeof(Vec<T>));
+  }
+}
+
+// C (M x N, row stride ldc) = alpha * A B, or C += alpha * A B with accumulate. A(i, k) is
+// A[i * ars + k * acs]; B is K x N with row stride ldb. Tiles of up to 6 rows x 2 vectors of
+// columns are summed in registers over k in order (column edges in scalars, in the same order).
+template <class T>
+void tile_gemm(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t ars, int64_t acs,
+               const T* B, int64_t ldb, bool accumulate, T* C, int64_t ldc,
+               Causal causal = Causal::kNone, int64_t base = 0) {
+  constexpr int kW = static_cast<int>(sizeof(Vec<T>) / sizeof(T)), kNR = 2 * kW;
+  for (int64_t i0 = 0; i0 < M; i0 += kTileRows) {
+    const int64_t mr = std::min<int64_t>(kTileRows, M - i0);
+    const int64_t lim = base + i0 + mr;  // the limit of the tile's last row (exclusive)
+    const int64_t n_end = causal == Causal::kColumns ? std::min(N, lim) : N;
+    const int64_t k_end = causal == Causal::kTerms ? std::min(K, lim) : K;
+    const T* a = A + i0 * ars;
+    for (int64_t j0 = 0; j0 < n_end; j0 += kNR) {
+      const int64_t nr = std::min<int64_t>(kNR, N - j0);
+      const T* b = B + j0;
+      T acc[kTileRows][kNR];
+      if (nr == kNR) {
+        switch (mr) {
+          case 6:
+            tile_vec<6>(k_end, a, ars, acs, b, ldb, acc);
+            break;
+          case 5:
+            tile_vec<5>(k_end, a, ars, acs, b, ldb, acc);
+            break;
+          case 4:
+            tile_vec<4>(k_end, a, ars, acs, b, ldb, acc);
+            break;
+          case 3:
+            tile_vec<3>(k_end, a, ars, acs, b, ldb, acc);
+            break;
+          case 2:
+            tile_vec<2>(k_end, a, ars, acs, b, ldb, acc);
+            break;
+          default:
+            tile_vec<1>(k_end, a, ars, acs, b, ldb, acc);
+            break;
+        }
+      } else {
+        for (int64_t ii = 0; ii < mr; ++ii) {
+          for (int64_t jj = 0; jj < nr; ++jj) acc[ii][jj] = T(0);
+        }
+        for (int64_t k = 0; k < k_end; ++k) {
+          const T* bk = b + k * ldb;
+          for (int64_t ii = 0; ii < mr; ++ii) {
+            const T av = a[ii * ars + k * acs];
+            for (int64_t jj = 0; jj < nr; ++jj) acc[ii][jj] += av * bk[jj];
+          }
+        }
+      }
+      for (int64_t ii = 0; ii < mr; ++ii) {
+        T* c = C + (i0 + ii) * ldc + j0;
+        if (accumulate) {
+          for (int64_t jj = 0; jj < nr; ++jj) c[jj] += alpha * acc[ii][jj];
+        } else {
+          for (int64_t jj = 0; jj < nr; ++jj) c[jj] = alpha * acc[ii][jj];
+        }
+      }
+    }
+  }
+}
+
+// dst[d * n + j] = src[j * lds + d] for j < n, d < cols: rows of k or v as columns.
+template <class T>
+void transpose_rows(const T* src, int64_t n, int64_t cols, int64_t lds, T* dst) {
+  constexpr int64_t kBlk = 16;
+  for (int64_t j0 = 0; j0 < n; j0 += kBlk) {
+    const int64_t j1 = std::min(n, j0 + kBlk);
+    for (int64_t d = 0; d < cols; ++d) {
+      for (int64_t j = j0; j < j1; ++j) dst[d * n + j] = src[j * lds + d];
+    }
+  }
 }
 
 // Where head h of batch b starts in qkv, out and lse.
@@ -46,15 +224,13 @@ void softmax_block(T* S, int64_t i0, int64_t rows, int64_t n, T* lse) {
     T* row = S + r * n;
     const int64_t cnt = i0 + r + 1;  // keys 0..i0 + r
     T m = row[0];
+#pragma omp simd reduction(max : m)
     for (int64_t j = 1; j < cnt; ++j) m = std::max(m, row[j]);
+    for (int64_t j = 0; j < cnt; ++j) row[j] = exp_fast(row[j] - m);
     double s = 0;
-    for (int64_t j = 0; j < cnt; ++j) {
-      const T e = std::exp(row[j] - m);
-      row[j] = e;
-      s += e;
-    }
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < cnt; ++j) s += static_cast<double>(row[j]);
     const T inv = static_cast<T>(1.0 / s);
-#pragma omp simd
     for (int64_t j = 0; j < cnt; ++j) row[j] *= inv;
     for (int64_t j = cnt; j < n; ++j) row[j] = T(0);
     lse[i0 + r] = static_cast<T>(static_cast<double>(m) + std::log(s));
@@ -68,86 +244,90 @@ void causal_attention_forward(const T* qkv, int64_t B, int64_t L, int64_t H, int
                               double scale, T* out, T* lse) {
   if (B <= 0 || L <= 0 || H <= 0) return;
   const int64_t blocks = (L + kRows - 1) / kRows;
-  const int64_t items = B * H * blocks;
+  const int64_t s_cap = std::min(kRows, L) * L;
   const T sc = static_cast<T>(scale);
-  // Always a parallel region (even for one task), so that the GEMM inside runs on one thread
-  // whatever the thread count: results identical for any OMP_NUM_THREADS.
-#pragma omp parallel
-  {
-    std::unique_ptr<T[]> S = scratch<T>(std::min(kRows, L) * L);
-    // later blocks see more keys: hand them out first
-#pragma omp for schedule(dynamic)
-    for (int64_t it = 0; it < items; ++it) {
-      const int64_t bh = it / blocks, blk = blocks - 1 - it % blocks;
-      const Head hd = head_at(bh / H, bh % H, L, H, Dh);
-      const T* q = qkv + hd.qkv;
-      const T* k = q + hd.D;
-      const T* v = q + 2 * hd.D;
-      const int64_t i0 = blk * kRows, rows = std::min(kRows, L - i0), n = i0 + rows;
-      gemm<T>(false, true, rows, n, Dh, sc, q + i0 * hd.ld, hd.ld, k, hd.ld, T(0), S.get(), n);
-      softmax_block(S.get(), i0, rows, n, lse + hd.lse);
-      gemm<T>(false, false, rows, Dh, n, T(1), S.get(), n, v, hd.ld, T(0), out + hd.out + i0 * hd.D,
-              hd.D);
-    }
-  }
+  const double work = static_cast<double>(B * H) * static_cast<double>(L) * L * (Dh + 1);
+  // tasks: (b, h, block of query rows); later blocks see more keys and go first
+  run_tasks<T>(B * H * blocks, work, s_cap + Dh * L, [&](int64_t it, T* buf) {
+    const int64_t bh = it / blocks, blk = blocks - 1 - it % blocks;
+    const Head hd = head_at(bh / H, bh % H, L, H, Dh);
+    const T* q = qkv + hd.qkv;
+    const T* k = q + hd.D;
+    const T* v = q + 2 * hd.D;
+    const int64_t i0 = blk * kRows, rows = std::min(kRows, L - i0), n = i0 + rows;
+    T* S = buf;
+    T* kt = buf + s_cap;  // [Dh, n]: k^T
+    transpose_rows(k, n, Dh, hd.ld, kt);
+    tile_gemm(rows, n, Dh, sc, q + i0 * hd.ld, hd.ld, 1, kt, n, false, S, n, Causal::kColumns, i0);
+    softmax_block(S, i0, rows, n, lse + hd.lse);
+    tile_gemm(rows, Dh, n, T(1), S, n, 1, v, hd.ld, false, out + hd.out + i0 * hd.D, hd.D,
+              Causal::kTerms, i0);
+  });
 }
 
 template <class T>
 void causal_attention_backward(const T* qkv, const T* out, const T* lse, const T* dout, int64_t B,
                                int64_t L, int64_t H, int64_t Dh, double scale, T* delta, T* dqkv) {
   if (B <= 0 || L <= 0 || H <= 0) return;
-  const int64_t items = B * H;
   const T sc = static_cast<T>(scale);
-#pragma omp parallel
-  {
-    const int64_t cap = std::min(kRows, L) * L;
-    std::unique_ptr<T[]> P = scratch<T>(cap), dS = scratch<T>(cap);
-#pragma omp for schedule(dynamic)
-    for (int64_t it = 0; it < items; ++it) {
-      const Head hd = head_at(it / H, it % H, L, H, Dh);
-      const T* q = qkv + hd.qkv;
-      const T* k = q + hd.D;
-      const T* v = q + 2 * hd.D;
-      const T* o = out + hd.out;
-      const T* g = dout + hd.out;
-      const T* ls = lse + hd.lse;
-      T* dl = delta + hd.lse;
-      T* dq = dqkv + hd.qkv;
-      T* dk = dq + hd.D;
-      T* dv = dq + 2 * hd.D;
-      for (int64_t i = 0; i < L; ++i) {
-        double s = 0;
-        for (int64_t d = 0; d < Dh; ++d) {
-          s += static_cast<double>(g[i * hd.D + d]) * static_cast<double>(o[i * hd.D + d]);
-        }
-        dl[i] = static_cast<T>(s);
-        std::fill(dk + i * hd.ld, dk + i * hd.ld + Dh, T(0));
-        std::fill(dv + i * hd.ld, dv + i * hd.ld + Dh, T(0));
-      }
-      for (int64_t i0 = 0; i0 < L; i0 += kRows) {
-        const int64_t rows = std::min(kRows, L - i0), n = i0 + rows;
-        const T* qi = q + i0 * hd.ld;
-        const T* gi = g + i0 * hd.D;
-        // P = exp(scale * q k^T - lse) below the diagonal
-        gemm<T>(false, true, rows, n, Dh, sc, qi, hd.ld, k, hd.ld, T(0), P.get(), n);
-        // dP = dout v^T
-        gemm<T>(false, true, rows, n, Dh, T(1), gi, hd.D, v, hd.ld, T(0), dS.get(), n);
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t i = i0 + r, cnt = i + 1;
-          T* pr = P.get() + r * n;
-          T* sr = dS.get() + r * n;
-          const T li = ls[i], di = dl[i];
-          for (int64_t j = 0; j < cnt; ++j) pr[j] = std::exp(pr[j] - li);
-#pragma omp simd
-          for (int64_t j = 0; j < cnt; ++j) sr[j] = pr[j] * (sr[j] - di);
-          for (int64_t j = cnt; j < n; ++j) pr[j] = sr[j] = T(0);
-        }
-        gemm<T>(false, false, rows, Dh, n, sc, dS.get(), n, k, hd.ld, T(0), dq + i0 * hd.ld, hd.ld);
-        gemm<T>(true, false, n, Dh, rows, sc, dS.get(), n, qi, hd.ld, T(1), dk, hd.ld);
-        gemm<T>(true, false, n, Dh, rows, T(1), P.get(), n, gi, hd.D, T(1), dv, hd.ld);
-      }
+  const int64_t cap = std::min(kRows, L) * L;
+  const double work = 2.5 * static_cast<double>(B * H) * static_cast<double>(L) * L * (Dh + 1);
+  // tasks: (b, h); dk and dv add up over the blocks of query rows in order
+  run_tasks<T>(B * H, work, 2 * cap + 2 * Dh * L, [&](int64_t it, T* buf) {
+    T* P = buf;
+    T* dS = buf + cap;
+    T* kt = buf + 2 * cap;  // [Dh, L]: k^T and v^T
+    T* vt = kt + Dh * L;
+    const Head hd = head_at(it / H, it % H, L, H, Dh);
+    const T* q = qkv + hd.qkv;
+    const T* k = q + hd.D;
+    const T* v = q + 2 * hd.D;
+    const T* o = out + hd.out;
+    const T* g = dout + hd.out;
+    const T* ls = lse + hd.lse;
+    T* dl = delta + hd.lse;
+    T* dq = dqkv + hd.qkv;
+    T* dk = dq + hd.D;
+    T* dv = dq + 2 * hd.D;
+    transpose_rows(k, L, Dh, hd.ld, kt);
+    transpose_rows(v, L, Dh, hd.ld, vt);
+    for (int64_t i = 0; i < L; ++i) {
+      const T* gi = g + i * hd.D;
+      const T* oi = o + i * hd.D;
+      double s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t d = 0; d < Dh; ++d) s += static_cast<double>(gi[d]) * static_cast<double>(oi[d]);
+      dl[i] = static_cast<T>(s);
     }
-  }
+    for (int64_t i0 = 0; i0 < L; i0 += kRows) {
+      const int64_t rows = std::min(kRows, L - i0), n = i0 + rows;
+      const T* qi = q + i0 * hd.ld;
+      const T* gi = g + i0 * hd.D;
+      // P = exp(scale * q k^T - lse) and dS = P * (dout v^T - delta) on and below the diagonal
+      tile_gemm(rows, n, Dh, sc, qi, hd.ld, 1, kt, L, false, P, n, Causal::kColumns, i0);
+      tile_gemm(rows, n, Dh, T(1), gi, hd.D, 1, vt, L, false, dS, n, Causal::kColumns, i0);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t cnt = i0 + r + 1;
+        T* pr = P + r * n;
+        T* sr = dS + r * n;
+        const T li = ls[i0 + r], di = dl[i0 + r];
+        for (int64_t j = 0; j < cnt; ++j) {
+          const T p = exp_fast(pr[j] - li);
+          pr[j] = p;
+          sr[j] = p * (sr[j] - di);
+        }
+        for (int64_t j = cnt; j < n; ++j) pr[j] = sr[j] = T(0);
+      }
+      // dq = scale * dS k; dk (+)= scale * dS^T q and dv (+)= P^T dout over keys 0..n - 1 (the
+      // first block writes them, later ones add; keys from i0 on are new in this block)
+      tile_gemm(rows, Dh, n, sc, dS, n, 1, k, hd.ld, false, dq + i0 * hd.ld, hd.ld, Causal::kTerms,
+                i0);
+      tile_gemm(i0, Dh, rows, sc, dS, 1, n, qi, hd.ld, true, dk, hd.ld);
+      tile_gemm(i0, Dh, rows, T(1), P, 1, n, gi, hd.D, true, dv, hd.ld);
+      tile_gemm(rows, Dh, rows, sc, dS + i0, 1, n, qi, hd.ld, false, dk + i0 * hd.ld, hd.ld);
+      tile_gemm(rows, Dh, rows, T(1), P + i0, 1, n, gi, hd.D, false, dv + i0 * hd.ld, hd.ld);
+    }
+  });
 }
 
 #define MEL_INSTANTIATE_ATTENTION(T)                                                              \
