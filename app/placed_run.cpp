@@ -136,8 +136,8 @@ Json run_rank(const MelConfig& c, const RunOverrides& ov, const std::string& res
     gpu = dist::nccl_communicator(*own_replica, device);
     if (placement.replicas > 1) replicas_gpu = dist::nccl_communicator(*same_server, device);
   }
-  method::PlacedMelTask task(model, mel_spec(c, device), train_data, test_data,
-                             *own_replica, same_server.get(), gpu.get(), replicas_gpu.get());
+  method::PlacedMelTask task(model, mel_spec(c, device), train_data, test_data, *own_replica,
+                             same_server.get(), gpu.get(), replicas_gpu.get());
   const train::TrainerHooks hooks = ensemble_hooks(model, c, [&](Json& report) {
     report["placement"] = placement_json(task, *model, *own_replica, placement);
   });

@@ -69,7 +69,8 @@ std::string failure_table(const FailureReport& r) {
                     p.best_exit.empty()
                         ? "-"
                         : fmt::format("exit {}: {:.2f}", p.best_exit, 100 * p.best_exit_accuracy)});
-    if (losses) rows.back().insert(rows.back().begin() + 3, p.loss ? fmt::format("{:.4f}", *p.loss) : "-");
+    if (losses)
+      rows.back().insert(rows.back().begin() + 3, p.loss ? fmt::format("{:.4f}", *p.loss) : "-");
   }
   std::vector<size_t> w(header.size());
   for (size_t c = 0; c < header.size(); ++c) {

@@ -121,8 +121,7 @@ Json train_single_text(const SingleConfig& c, const RunOverrides& ov,
     fmt::print("\n{}run folder {}; {} training, {:.0f} characters/s\n", text_metrics_table(s.last),
                s.out, train::format_duration(s.train_seconds), s.samples_per_second);
   };
-  return train::Trainer(task, run_options(c.name, c.json, device, tc, ov, resume_dir), hooks)
-      .run();
+  return train::Trainer(task, run_options(c.name, c.json, device, tc, ov, resume_dir), hooks).run();
 }
 
 Json eval_single(const std::string& run, const RunOverrides& ov) {

@@ -33,9 +33,10 @@ int64_t text_context(const RunConfigBase& c) {
   }
   int64_t context = 0;
   for (const auto& [key, in] : inputs) {
-    MEL_CHECK(in.is_array() && in.size() == 1 && in[0].is_number_integer() && in[0].get<int64_t>() >= 1,
-              "{}: {} must be [T] (the context length in characters) for text, got {}", c.path,
-              key, in.dump());
+    MEL_CHECK(
+        in.is_array() && in.size() == 1 && in[0].is_number_integer() && in[0].get<int64_t>() >= 1,
+        "{}: {} must be [T] (the context length in characters) for text, got {}", c.path, key,
+        in.dump());
     const auto t = in[0].get<int64_t>();
     MEL_CHECK(context == 0 || context == t,
               "{}: {} is [{}], but another model's context is {}; the upstream models of a text "

@@ -31,9 +31,9 @@ Json text_metrics_json(const train::Evaluation& e);
 std::string text_metrics_table(const train::Evaluation& e);
 
 struct SampleOptions {
-  std::string prompt;      // empty: generation starts after a newline
-  int64_t length = 200;    // characters to generate
-  std::string predictor;   // an exit ("1") or head ("1+2"); empty: the last (the no-failure one)
+  std::string prompt;        // empty: generation starts after a newline
+  int64_t length = 200;      // characters to generate
+  std::string predictor;     // an exit ("1") or head ("1+2"); empty: the last (the no-failure one)
   double temperature = 1.0;  // 0: always the most likely character
   int64_t top_k = 0;         // > 0: draw among the k most likely characters only
   uint64_t seed = 0;

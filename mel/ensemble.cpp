@@ -133,8 +133,9 @@ std::shared_ptr<Head> build_head(const HeadSpec& spec, const std::vector<int>& s
                                  int64_t num_classes) {
   auto seq = std::make_shared<nn::Sequential>();
   if (spec.norm) {
-    MEL_CHECK(spec.kind != HeadKind::conv, "a conv head has its own batch norm (\"norm\" is for "
-                                           "linear and mlp heads)");
+    MEL_CHECK(spec.kind != HeadKind::conv,
+              "a conv head has its own batch norm (\"norm\" is for "
+              "linear and mlp heads)");
     seq->push_back(std::make_shared<nn::LayerNorm>(Shape{flat_width(spec.kind, subset, ups)}));
   }
   if (spec.kind == HeadKind::linear) {

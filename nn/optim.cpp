@@ -167,8 +167,7 @@ Adam::Adam(FlatParameters& params, AdamOptions options) : Optimizer(params), opt
   v_ = zeros({params.numel()}, DType::f32, params.data().device());
 }
 
-void Adam::update(double lr, double beta1, int64_t begin, int64_t end, int64_t count,
-                  bool decay) {
+void Adam::update(double lr, double beta1, int64_t begin, int64_t end, int64_t count, bool decay) {
   check_flat(params_, name().c_str(), {&m_, &v_});
   const double b1 = beta1 >= 0.0 ? beta1 : options_.beta1;
   // As PyTorch: the bias correction uses the current beta1 (one-cycle changes it every step).

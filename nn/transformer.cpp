@@ -142,7 +142,8 @@ Tensor LmHead::forward(const Tensor& x) {
 
 std::string LmHead::extra_repr() const {
   return fmt::format("in_features={}, out_features={}, bias={}{}", dim, vocab,
-                     bias.defined() ? "True" : "False", tied ? ", tied to the token embedding" : "");
+                     bias.defined() ? "True" : "False",
+                     tied ? ", tied to the token embedding" : "");
 }
 
 namespace {
@@ -221,36 +222,35 @@ std::vector<LayerType> transformer_layer_types() {
                  return std::make_shared<PositionEmbedding>(context, in[1], init_std_of(r));
                },
                nullptr, nullptr});
-  t.push_back(
-      {"transformer",
-       [](const JsonReader& r, const Shape& in) -> std::shared_ptr<Module> {
-         require_dims(in, 2, kSequence);
-         TransformerOptions o;
-         o.layers = int_in(r, "layers", r.get_int("layers"), 1, 1024);
-         o.heads = int_in(r, "heads", r.get_int("heads"), 1, 1024);
-         o.mlp_ratio = int_in(r, "mlp_ratio", r.get_int("mlp_ratio", 4), 1, 64);
-         o.dropout = r.get_number("dropout", 0.0);
-         if (!(o.dropout >= 0.0 && o.dropout < 1.0)) {
-           r.error("dropout", fmt::format("must be in [0, 1), got {}", o.dropout));
-         }
-         o.bias = r.get_bool("bias", true);
-         o.init_std = init_std_of(r);
-         o.activation = r.get_string("activation", "gelu");
-         try {
-           find_activation(o.activation);
-         } catch (const Error& e) {
-           r.error("activation", e.what());
-         }
-         if (in[1] % o.heads != 0) {
-           throw ShapeError(fmt::format("a width divisible by \"heads\" ({})", o.heads));
-         }
-         auto seq = std::make_shared<Sequential>();
-         for (int64_t i = 0; i < o.layers; ++i) {
-           seq->push_back(std::make_shared<TransformerBlock>(in[1], o));
-         }
-         return seq;
-       },
-       nullptr, nullptr});
+  t.push_back({"transformer",
+               [](const JsonReader& r, const Shape& in) -> std::shared_ptr<Module> {
+                 require_dims(in, 2, kSequence);
+                 TransformerOptions o;
+                 o.layers = int_in(r, "layers", r.get_int("layers"), 1, 1024);
+                 o.heads = int_in(r, "heads", r.get_int("heads"), 1, 1024);
+                 o.mlp_ratio = int_in(r, "mlp_ratio", r.get_int("mlp_ratio", 4), 1, 64);
+                 o.dropout = r.get_number("dropout", 0.0);
+                 if (!(o.dropout >= 0.0 && o.dropout < 1.0)) {
+                   r.error("dropout", fmt::format("must be in [0, 1), got {}", o.dropout));
+                 }
+                 o.bias = r.get_bool("bias", true);
+                 o.init_std = init_std_of(r);
+                 o.activation = r.get_string("activation", "gelu");
+                 try {
+                   find_activation(o.activation);
+                 } catch (const Error& e) {
+                   r.error("activation", e.what());
+                 }
+                 if (in[1] % o.heads != 0) {
+                   throw ShapeError(fmt::format("a width divisible by \"heads\" ({})", o.heads));
+                 }
+                 auto seq = std::make_shared<Sequential>();
+                 for (int64_t i = 0; i < o.layers; ++i) {
+                   seq->push_back(std::make_shared<TransformerBlock>(in[1], o));
+                 }
+                 return seq;
+               },
+               nullptr, nullptr});
   t.push_back({"rows",
                [](const JsonReader&, const Shape& in) -> std::shared_ptr<Module> {
                  require_dims(in, 2, kSequence);

@@ -24,9 +24,10 @@ PACKAGES=(
 # Only for the tests: the ONNX checker, OpenCV's dnn module as an ONNX runtime that runs the
 # exported models (ONNX Runtime itself is not packaged in Debian), and clang with libFuzzer for
 # the fuzz targets (scripts/fuzz.sh), espeak-ng and sox for the spoken-word tests (which run
-# scripts/make_spoken_words.sh on a few voices).
+# scripts/make_spoken_words.sh on a few voices), and fortunes, the English text of the language
+# tests (scripts/make_text_corpus.sh).
 TEST_PACKAGES=(python3-onnx python3-numpy python3-opencv clang libclang-rt-dev espeak-ng sox
-               libsox-fmt-base)
+               libsox-fmt-base fortunes)
 for arg in "$@"; do
   case "$arg" in
     --tests) PACKAGES+=("${TEST_PACKAGES[@]}") ;;

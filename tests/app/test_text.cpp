@@ -25,8 +25,8 @@ bool have_fortunes() {
 
 // The corpus written by scripts/make_text_corpus.sh from Debian's fortunes into `out`.
 int make_corpus(const std::string& out) {
-  const std::string cmd = source_path("scripts/make_text_corpus.sh") + " --out " + out + " > " +
-                          out + ".log 2>&1";
+  const std::string cmd =
+      source_path("scripts/make_text_corpus.sh") + " --out " + out + " > " + out + ".log 2>&1";
   return std::system(cmd.c_str());
 }
 
@@ -45,8 +45,7 @@ void write_toy_corpus(const std::string& dir, int documents = 400) {
   };
   for (int d = 0; d < documents; ++d) {
     for (int line = 0; line < 3; ++line) {
-      f << subjects[next()] << " " << verbs[next()] << " " << objects[next()] << " #" << d
-        << "\n";
+      f << subjects[next()] << " " << verbs[next()] << " " << objects[next()] << " #" << d << "\n";
     }
     f << "%\n";
   }
@@ -251,8 +250,8 @@ TEST(TextTraining, PlacedOnThreadsEndsWithTheOneProcessBytes) {
   j["ensemble"]["upstream"]["backbone"][2]["dropout"] = 0.1;
   const std::string cfg = write_json(d, j);
   ASSERT_EQ(run_mel({"train", cfg, "--out", d / "one", "--no-progress"}), 0);
-  ASSERT_EQ(run_mel({"train", cfg, "--out", d / "placed", "--placement", "threads", "--no-progress"}),
-            0);
+  ASSERT_EQ(
+      run_mel({"train", cfg, "--out", d / "placed", "--placement", "threads", "--no-progress"}), 0);
   EXPECT_EQ(read_file(d / "one/model.safetensors"), read_file(d / "placed/model.safetensors"));
   EXPECT_EQ(read_file(d / "one/optimizer.safetensors"),
             read_file(d / "placed/optimizer.safetensors"));
