@@ -219,6 +219,9 @@ void Trainer::finish_epoch(const EpochStats& stats, int phase, int64_t epoch, in
   line["train_accuracy"] = per_predictor(names, train_acc);
   line["test_loss"] = last_.loss;
   line["test_accuracy"] = per_predictor(last_.names, last_.accuracy);
+  if (last_.losses.size() == last_.names.size()) {
+    line["test_losses"] = per_predictor(last_.names, last_.losses);
+  }
   line["epoch_seconds"] = secs;
   line["samples_per_second"] = seen / secs;
   metrics_ += line.dump() + "\n";

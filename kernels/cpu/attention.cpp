@@ -6,6 +6,7 @@
 // register-tiled kernel that reads its operands in place (k and v transposed once per task)
 // rather than a GEMM that packs them, and it skips the tiles the causal mask zeroes.
 #include "kernels/cpu/attention.h"
+#include "kernels/fast_math.h"
 
 #include <algorithm>
 #include <bit>
@@ -26,37 +27,8 @@ constexpr int64_t kRows = 64;
 // costs more than the work (and much more on a loaded machine).
 constexpr double kParallelWork = 1 << 18;
 
-// Cephes' expf as kernels/cpu/joint_loss.cpp has it (about 1 ulp; x clamped to [-87, 88], NaN
-// stays NaN), written without float comparisons so that GCC vectorises the loops that call it.
-inline float exp_fast(float x) {
-  constexpr uint32_t kInfBits = 0x7f800000u, kSign = 0x80000000u;
-  constexpr uint32_t kLo = std::bit_cast<uint32_t>(87.0f), kHi = std::bit_cast<uint32_t>(88.0f);
-  const uint32_t u = std::bit_cast<uint32_t>(x);
-  const uint32_t mag = u & ~kSign;
-  const uint32_t neg = 0u - (u >> 31);
-  const uint32_t low = neg & (0u - static_cast<uint32_t>((mag > kLo) & (mag <= kInfBits)));
-  const uint32_t high = ~neg & (0u - static_cast<uint32_t>((mag > kHi) & (mag <= kInfBits)));
-  const float xs = std::bit_cast<float>((u & ~(low | high)) | (low & (kLo | kSign)) | (high & kHi));
-  constexpr float kShifter = 12582912.0f;
-  const float t = xs * 1.44269504088896341f + kShifter;
-  const float n = t - kShifter;
-  float r = xs - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
-  const int32_t e = std::bit_cast<int32_t>(t) - std::bit_cast<int32_t>(kShifter);
-  return p * std::bit_cast<float>((e + 127) << 23);
-}
 
 // f64 is the precision reference (gradient checks): the library exp.
-inline double exp_fast(double x) {
-  return std::exp(x);
-}
 
 // Per-thread scratch of `n` elements (uninitialised).
 template <class T>

@@ -1,4 +1,5 @@
 #include "kernels/cpu/joint_loss.h"
+#include "kernels/fast_math.h"
 
 #include <algorithm>
 #include <bit>
@@ -23,41 +24,7 @@ constexpr int64_t kParallelWork = 65536;
 // chunk), which saves almost every log call.
 constexpr double kFlushProduct = 1e250;
 
-// Cephes' expf: exp(x) = 2^n exp(r), r = x - n ln2 in [-ln2/2, ln2/2], with a degree-6
-// polynomial (about 1 ulp). x is first clamped to [-87, 88] (exp(-87) stands in for 0). Written
-// without float comparisons, which GCC treats as possibly trapping and so will not turn into
-// vector selects: the clamp works on the bits, and rounding by adding 1.5 * 2^23 leaves n in the
-// low mantissa bits. A NaN x passes the clamp and comes out NaN.
-inline float exp_fast(float x) {
-  constexpr uint32_t kInfBits = 0x7f800000u, kSign = 0x80000000u;
-  constexpr uint32_t kLo = std::bit_cast<uint32_t>(87.0f), kHi = std::bit_cast<uint32_t>(88.0f);
-  const uint32_t u = std::bit_cast<uint32_t>(x);
-  const uint32_t mag = u & ~kSign;
-  // all ones where x < -87 (including -inf) or x > 88 (including +inf)
-  const uint32_t neg = 0u - (u >> 31);
-  const uint32_t low = neg & (0u - static_cast<uint32_t>((mag > kLo) & (mag <= kInfBits)));
-  const uint32_t high = ~neg & (0u - static_cast<uint32_t>((mag > kHi) & (mag <= kInfBits)));
-  const float xs = std::bit_cast<float>((u & ~(low | high)) | (low & (kLo | kSign)) | (high & kHi));
-  constexpr float kShifter = 12582912.0f;
-  const float t = xs * 1.44269504088896341f + kShifter;
-  const float n = t - kShifter;
-  float r = xs - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
-  const int32_t e = std::bit_cast<int32_t>(t) - std::bit_cast<int32_t>(kShifter);
-  return p * std::bit_cast<float>((e + 127) << 23);
-}
 
-// f64 is the precision reference (gradchecks), so it keeps the library exp.
-inline double exp_fast(double x) {
-  return std::exp(x);
-}
 
 // By value, so that it compiles to one max instruction.
 template <class T>
