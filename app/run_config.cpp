@@ -351,14 +351,12 @@ RunLoaders make_loaders(const RunData& ds, const DataConfig& dc, const TrainConf
               ds.test, loader_options(dc, tc.eval_batch_size, 0, false, tc.test_limit))};
 }
 
-RunData load_run_data(const RunConfigBase& c) {
-  RunData ds = load_run_data(c.data);
-  const Shape image(ds.train.images.shape().begin() + 1, ds.train.images.shape().end());
+std::vector<std::pair<std::string, Json>> model_inputs(const Json& config) {
   std::vector<std::pair<std::string, Json>> inputs;
-  if (c.json.contains("model")) {
-    inputs.emplace_back("model.input", c.json["model"].value("input", Json()));
-  } else if (c.json.contains("ensemble")) {
-    const Json& up = c.json["ensemble"].value("upstream", Json());
+  if (config.contains("model")) {
+    inputs.emplace_back("model.input", config["model"].value("input", Json()));
+  } else if (config.contains("ensemble")) {
+    const Json& up = config["ensemble"].value("upstream", Json());
     if (up.is_array()) {
       for (size_t i = 0; i < up.size(); ++i) {
         inputs.emplace_back(fmt::format("ensemble.upstream[{}].input", i),
@@ -368,7 +366,13 @@ RunData load_run_data(const RunConfigBase& c) {
       inputs.emplace_back("ensemble.upstream.input", up.value("input", Json()));
     }
   }
-  for (const auto& [key, in] : inputs) {
+  return inputs;
+}
+
+RunData load_run_data(const RunConfigBase& c) {
+  RunData ds = load_run_data(c.data);
+  const Shape image(ds.train.images.shape().begin() + 1, ds.train.images.shape().end());
+  for (const auto& [key, in] : model_inputs(c.json)) {
     if (!in.is_array()) continue;
     const Shape want(in.begin(), in.end());
     MEL_CHECK(want == image,

@@ -19,9 +19,10 @@
 namespace mel::app {
 
 struct DataConfig {
-  std::string dataset = "fashion-mnist";  // fashion-mnist, mnist, cifar10, cifar100, spoken-words, text
-  std::string dir;                        // empty: the dataset's default folder
-  std::vector<float> mean, std;           // per channel, applied after scaling u8 to [0, 1]
+  // fashion-mnist, mnist, cifar10, cifar100, spoken-words, text
+  std::string dataset = "fashion-mnist";
+  std::string dir;               // empty: the dataset's default folder
+  std::vector<float> mean, std;  // per channel, applied after scaling u8 to [0, 1]
   int64_t crop_padding = 0;
   bool hflip = false;
   // Spoken words: the log-mel front end ("features") and SpecAugment masking ("spec_augment").
@@ -96,6 +97,9 @@ RunData load_run_data(const DataConfig& dc);
 // The same, checking before any training that the images fit the config's model: every model
 // input (`model.input`, or each upstream's `input`) must be the images' [C, H, W].
 RunData load_run_data(const RunConfigBase& c);
+// Every model input of a config, with its key's path: `model.input`, or each upstream's
+// (`ensemble.upstream.input`, or `ensemble.upstream[i].input` for a list); null where missing.
+std::vector<std::pair<std::string, Json>> model_inputs(const Json& config);
 
 // The training and test loaders of a run (test: eval_batch_size, no augmentation, test_limit).
 struct RunLoaders {

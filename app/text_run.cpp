@@ -11,28 +11,15 @@
 #include "core/autograd.h"
 #include "core/factory.h"
 #include "core/ops_nn.h"
+#include "core/random.h"
 #include "train/checkpoint.h"
 #include "train/device.h"
 
 namespace mel::app {
 
 int64_t text_context(const RunConfigBase& c) {
-  std::vector<std::pair<std::string, Json>> inputs;
-  if (c.json.contains("model")) {
-    inputs.emplace_back("model.input", c.json["model"].value("input", Json()));
-  } else if (c.json.contains("ensemble")) {
-    const Json& up = c.json["ensemble"].value("upstream", Json());
-    if (up.is_array()) {
-      for (size_t i = 0; i < up.size(); ++i) {
-        inputs.emplace_back(fmt::format("ensemble.upstream[{}].input", i),
-                            up[i].value("input", Json()));
-      }
-    } else {
-      inputs.emplace_back("ensemble.upstream.input", up.value("input", Json()));
-    }
-  }
   int64_t context = 0;
-  for (const auto& [key, in] : inputs) {
+  for (const auto& [key, in] : model_inputs(c.json)) {
     MEL_CHECK(
         in.is_array() && in.size() == 1 && in[0].is_number_integer() && in[0].get<int64_t>() >= 1,
         "{}: {} must be [T] (the context length in characters) for text, got {}", c.path, key,
@@ -104,20 +91,8 @@ std::string text_metrics_table(const train::Evaluation& e) {
 
 namespace {
 
-// SplitMix64: uniform doubles in [0, 1) for the draws, the same on every platform.
-struct Draw {
-  uint64_t state;
-  double next() {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
-    return static_cast<double>(z >> 11) * 0x1.0p-53;
-  }
-};
-
 // The next character's id from the logits of the last position.
-int64_t choose(std::vector<double> logits, const SampleOptions& o, Draw& draw) {
+int64_t choose(std::vector<double> logits, const SampleOptions& o, SplitMix64& draw) {
   const auto best = std::max_element(logits.begin(), logits.end()) - logits.begin();
   if (o.temperature == 0.0) return best;
   std::vector<size_t> order(logits.size());
@@ -137,7 +112,8 @@ int64_t choose(std::vector<double> logits, const SampleOptions& o, Draw& draw) {
     p.push_back(std::exp((logits[i] - top) / o.temperature));
     total += p.back();
   }
-  double u = draw.next() * total;
+  // Uniform in [0, total): 53 random bits, the same on every platform.
+  double u = static_cast<double>(draw.next() >> 11) * 0x1.0p-53 * total;
   for (size_t k = 0; k < order.size(); ++k) {
     u -= p[k];
     if (u < 0.0) return static_cast<int64_t>(order[k]);
@@ -198,7 +174,7 @@ SampleResult sample_text(const std::string& run, const SampleOptions& o,
             "context); give a shorter prompt",
             ids.size(), context);
   autograd::NoGradGuard ng;
-  Draw draw{o.seed};
+  SplitMix64 draw(o.seed);
   std::vector<int64_t> generated;
   for (int64_t n = 0; n < o.length; ++n) {
     const auto t = std::min<int64_t>(static_cast<int64_t>(ids.size()), context);

@@ -14,6 +14,36 @@ inline uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+// SplitMix64 as a sequential generator with unbiased bounded draws (Lemire's method), written out
+// so that data orders and windows are the same with every standard library.
+class SplitMix64 {
+ public:
+  explicit SplitMix64(uint64_t state) : state_(state) {}
+  uint64_t next() {
+    state_ += 0x9e3779b97f4a7c15ull;
+    uint64_t z = state_;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  // Uniform in [0, range), range >= 1.
+  uint64_t below(uint64_t range) {
+    unsigned __int128 m = static_cast<unsigned __int128>(next()) * range;
+    auto low = static_cast<uint64_t>(m);
+    if (low < range) {
+      const uint64_t threshold = (0 - range) % range;
+      while (low < threshold) {
+        m = static_cast<unsigned __int128>(next()) * range;
+        low = static_cast<uint64_t>(m);
+      }
+    }
+    return static_cast<uint64_t>(m >> 64);
+  }
+
+ private:
+  uint64_t state_;
+};
+
 class Generator {
  public:
   explicit Generator(uint64_t seed = 0) : seed_(seed) {}

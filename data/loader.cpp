@@ -19,35 +19,6 @@ uint64_t key(uint64_t seed, int64_t epoch, uint64_t stream) {
   return splitmix64(splitmix64(splitmix64(seed) ^ stream) + static_cast<uint64_t>(epoch));
 }
 
-// SplitMix64 as a sequential generator, with unbiased bounded draws (Lemire's method); written out
-// so the permutation is the same with every standard library.
-class Rng {
- public:
-  explicit Rng(uint64_t state) : state_(state) {}
-  uint64_t next() {
-    state_ += 0x9e3779b97f4a7c15ull;
-    uint64_t z = state_;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  uint64_t below(uint64_t range) {  // uniform in [0, range), range >= 1
-    unsigned __int128 m = static_cast<unsigned __int128>(next()) * range;
-    uint64_t low = static_cast<uint64_t>(m);
-    if (low < range) {
-      const uint64_t threshold = (0 - range) % range;
-      while (low < threshold) {
-        m = static_cast<unsigned __int128>(next()) * range;
-        low = static_cast<uint64_t>(m);
-      }
-    }
-    return static_cast<uint64_t>(m >> 64);
-  }
-
- private:
-  uint64_t state_;
-};
-
 int64_t channels_of(const ImageDataset& ds) {
   return ds.images.defined() && ds.images.dim() == 4 ? ds.images.size(1) : 1;
 }
@@ -111,7 +82,7 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch, bool s
   std::vector<int64_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), int64_t{0});
   if (shuffle) {
-    Rng rng(key(seed, epoch, kShuffleStream));
+    SplitMix64 rng(key(seed, epoch, kShuffleStream));
     for (int64_t i = n - 1; i > 0; --i) {
       const auto j = static_cast<int64_t>(rng.below(static_cast<uint64_t>(i) + 1));
       std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(j)]);

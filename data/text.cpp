@@ -143,34 +143,6 @@ std::string describe_char(char32_t cp) {
   return fmt::format("'{}'", utf8_of(cp));
 }
 
-// SplitMix64 as a sequential generator with unbiased bounded draws (Lemire's method).
-class WindowRng {
- public:
-  explicit WindowRng(uint64_t state) : state_(state) {}
-  uint64_t next() {
-    state_ += 0x9e3779b97f4a7c15ull;
-    uint64_t z = state_;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  uint64_t below(uint64_t range) {  // uniform in [0, range), range >= 1
-    unsigned __int128 m = static_cast<unsigned __int128>(next()) * range;
-    auto low = static_cast<uint64_t>(m);
-    if (low < range) {
-      const uint64_t threshold = (0 - range) % range;
-      while (low < threshold) {
-        m = static_cast<unsigned __int128>(next()) * range;
-        low = static_cast<uint64_t>(m);
-      }
-    }
-    return static_cast<uint64_t>(m >> 64);
-  }
-
- private:
-  uint64_t state_;
-};
-
 // The distinct characters of the documents that `v` lacks, as UTF-8, in order of first appearance.
 std::vector<std::string> missing_in_documents(const Vocabulary& v,
                                               const std::vector<TextDocument>& docs) {
@@ -541,7 +513,7 @@ int64_t TextWindowLoader::window_start(int64_t epoch, int64_t i) const {
   if (!opts_.random) return i * opts_.context;
   const uint64_t key = splitmix64(splitmix64(splitmix64(opts_.seed) ^ kTextWindowStream) +
                                   static_cast<uint64_t>(epoch));
-  WindowRng rng(splitmix64(key ^ splitmix64(static_cast<uint64_t>(i))));
+  SplitMix64 rng(splitmix64(key ^ splitmix64(static_cast<uint64_t>(i))));
   const auto starts = static_cast<uint64_t>(static_cast<int64_t>(tokens_.size()) - opts_.context);
   return static_cast<int64_t>(rng.below(starts));
 }
