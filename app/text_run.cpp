@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numbers>
+#include <optional>
 
 #include "app/ensemble_config.h"
 #include "app/single.h"
@@ -135,19 +136,22 @@ SampleResult sample_text(const std::string& run, const SampleOptions& o,
   Json cfg = Json::parse(ckpt.info.config_json, nullptr, false);
   MEL_CHECK(!cfg.is_discarded(), "{}: the stored config is not valid JSON", ckpt.file);
   const std::string source = ckpt.file + " (stored config)";
-  // The stored config carries its vocabulary: sampling reads no corpus.
-  std::unique_ptr<RunConfigBase> c;
+  // The stored config carries its vocabulary: sampling reads no corpus. (Held by value: the
+  // config structs have no virtual destructor.)
+  std::optional<MelConfig> mc;
+  std::optional<SingleConfig> sc;
+  const RunConfigBase* c = nullptr;
   std::shared_ptr<nn::Module> model;
   std::shared_ptr<method::Ensemble> ensemble;
   if (is_mel_config(cfg)) {
-    auto mc = std::make_unique<MelConfig>(parse_mel_config(std::move(cfg), source, {}));
+    mc.emplace(parse_mel_config(std::move(cfg), source, {}));
     ensemble = build_ensemble_model(*mc);
     model = ensemble;
-    c = std::move(mc);
+    c = &*mc;
   } else {
-    auto sc = std::make_unique<SingleConfig>(parse_single_config(std::move(cfg), source, {}));
+    sc.emplace(parse_single_config(std::move(cfg), source, {}));
     model = build_model(*sc);
-    c = std::move(sc);
+    c = &*sc;
   }
   MEL_CHECK(c->data.is_text(),
             "mel sample: {} is a run on the {} dataset; sampling generates text from a text run",
