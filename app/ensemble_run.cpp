@@ -149,20 +149,9 @@ train::Evaluation evaluate_ensemble(method::Ensemble& model, const MelConfig& c,
 Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& resume_dir) {
   const Device device = train::run_device(ov.device, "mel train");
   const TrainConfig& tc = c.train;
-  if (c.data.is_text()) {
-    const TextLoaders loaders = make_text_loaders(c);
-    auto model = build_ensemble_model(c);
-    Generator gen(tc.seed);
-    model->reset_parameters(gen);
-    model->to(device);
-    method::MelTask task(model, mel_spec(c, device), *loaders.train, *loaders.test);
-    return train::Trainer(task, run_options(c.name, c.json, device, tc, ov, resume_dir),
-                          ensemble_hooks(model, c))
-        .run();
-  }
-  const RunData ds = load_run_data(c);
+  const auto data = open_run_sources(c);
   if (c.loss.hierarchical && c.loss.coarse_map.empty()) {
-    MEL_CHECK(ds.train.coarse_labels.defined(),
+    MEL_CHECK(data->images.train.coarse_labels.defined(),
               "{}: hierarchical labels need coarse labels, and the {} dataset has none", c.path,
               c.data.dataset);
   }
@@ -170,9 +159,7 @@ Json train_mel(const MelConfig& c, const RunOverrides& ov, const std::string& re
   Generator gen(tc.seed);
   model->reset_parameters(gen);
   model->to(device);
-  const RunLoaders loaders = make_loaders(ds, c.data, tc);
-  method::MelTask task(model, mel_spec(c, device), *loaders.train, *loaders.test);
-
+  method::MelTask task(model, mel_spec(c, device), data->train(), data->test());
   const train::TrainerHooks hooks = ensemble_hooks(model, c);
   return train::Trainer(task, run_options(c.name, c.json, device, tc, ov, resume_dir), hooks).run();
 }

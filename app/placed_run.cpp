@@ -110,19 +110,7 @@ Json run_rank(const MelConfig& c, const RunOverrides& ov, const std::string& res
   const Device device = rank_device(ov, placement.kind);
   const TrainConfig& tc = c.train;
   // Every rank reads the data: the upstreams their inputs, C the labels.
-  RunData ds;  // the image loaders keep references into it
-  RunLoaders loaders;
-  TextLoaders text;
-  if (c.data.is_text()) {
-    text = make_text_loaders(c);
-  } else {
-    ds = load_run_data(c);
-    loaders = make_loaders(ds, c.data, tc);
-  }
-  data::BatchSource& train_data =
-      text.train ? static_cast<data::BatchSource&>(*text.train) : *loaders.train;
-  data::BatchSource& test_data =
-      text.test ? static_cast<data::BatchSource&>(*text.test) : *loaders.test;
+  const auto data = open_run_sources(c);
   auto model = build_ensemble_model(c);
   Generator gen(tc.seed);
   model->reset_parameters(gen);
@@ -136,7 +124,7 @@ Json run_rank(const MelConfig& c, const RunOverrides& ov, const std::string& res
     gpu = dist::nccl_communicator(*own_replica, device);
     if (placement.replicas > 1) replicas_gpu = dist::nccl_communicator(*same_server, device);
   }
-  method::PlacedMelTask task(model, mel_spec(c, device), train_data, test_data, *own_replica,
+  method::PlacedMelTask task(model, mel_spec(c, device), data->train(), data->test(), *own_replica,
                              same_server.get(), gpu.get(), replicas_gpu.get());
   const train::TrainerHooks hooks = ensemble_hooks(model, c, [&](Json& report) {
     report["placement"] = placement_json(task, *model, *own_replica, placement);

@@ -82,45 +82,29 @@ train::Evaluation evaluate(nn::Module& model, const data::ImageDataset& ds, cons
   return train::ClassificationTask(m, spec, test, test).evaluate();
 }
 
-Json train_single_text(const SingleConfig& c, const RunOverrides& ov,
-                       const std::string& resume_dir);
-
 Json train_single(const SingleConfig& c, const RunOverrides& ov, const std::string& resume_dir) {
-  if (c.data.is_text()) return train_single_text(c, ov, resume_dir);
   const Device device = train::run_device(ov.device, "mel train");
   const TrainConfig& tc = c.train;
-  const RunData ds = load_run_data(c);
-  auto model = build_model(c);
-  Generator gen(tc.seed);
-  model->reset_parameters(gen);
-  model->to(device);
-  const RunLoaders loaders = make_loaders(ds, c.data, tc);
-  train::ClassificationSpec spec{tc.epochs,          tc.optimizer,  tc.schedule,
-                                 tc.label_smoothing, tc.batch_size, device};
-  train::ClassificationTask task(model, spec, *loaders.train, *loaders.test);
-  return train::Trainer(task, run_options(c.name, c.json, device, tc, ov, resume_dir)).run();
-}
-
-Json train_single_text(const SingleConfig& c, const RunOverrides& ov,
-                       const std::string& resume_dir) {
-  const Device device = train::run_device(ov.device, "mel train");
-  const TrainConfig& tc = c.train;
-  const TextLoaders loaders = make_text_loaders(c);
+  const bool is_text = c.data.is_text();
+  const auto data = open_run_sources(c);
   auto model = build_model(c);
   Generator gen(tc.seed);
   model->reset_parameters(gen);
   model->to(device);
   train::ClassificationSpec spec{tc.epochs,          tc.optimizer,  tc.schedule,
                                  tc.label_smoothing, tc.batch_size, device};
-  train::ClassificationTask task(model, spec, *loaders.train, *loaders.test);
+  train::ClassificationTask task(model, spec, data->train(), data->test());
   train::TrainerHooks hooks;
-  hooks.report = [](Json& report, const train::Evaluation& last) {
-    report["text"] = text_metrics_json(last);
-  };
-  hooks.finish = [](const train::RunSummary& s) {
-    fmt::print("\n{}run folder {}; {} training, {:.0f} characters/s\n", text_metrics_table(s.last),
-               s.out, train::format_duration(s.train_seconds), s.samples_per_second);
-  };
+  if (is_text) {
+    hooks.report = [](Json& report, const train::Evaluation& last) {
+      report["text"] = text_metrics_json(last);
+    };
+    hooks.finish = [](const train::RunSummary& s) {
+      fmt::print("\n{}run folder {}; {} training, {:.0f} characters/s\n",
+                 text_metrics_table(s.last), s.out, train::format_duration(s.train_seconds),
+                 s.samples_per_second);
+    };
+  }
   return train::Trainer(task, run_options(c.name, c.json, device, tc, ov, resume_dir), hooks).run();
 }
 

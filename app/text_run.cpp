@@ -63,6 +63,24 @@ TextLoaders make_text_loaders(const RunConfigBase& c) {
   return out;
 }
 
+data::BatchSource& RunSources::train() const {
+  return text.train ? static_cast<data::BatchSource&>(*text.train) : *loaders.train;
+}
+data::BatchSource& RunSources::test() const {
+  return text.test ? static_cast<data::BatchSource&>(*text.test) : *loaders.test;
+}
+
+std::unique_ptr<RunSources> open_run_sources(const RunConfigBase& c) {
+  auto s = std::make_unique<RunSources>();
+  if (c.data.is_text()) {
+    s->text = make_text_loaders(c);
+  } else {
+    s->images = load_run_data(c);
+    s->loaders = make_loaders(s->images, c.data, c.train);
+  }
+  return s;
+}
+
 Json text_metrics_json(const train::Evaluation& e) {
   Json nats = Json::object(), bits = Json::object(), acc = Json::object();
   for (size_t k = 0; k < e.names.size(); ++k) {

@@ -24,6 +24,17 @@ struct TextLoaders {
 };
 TextLoaders make_text_loaders(const RunConfigBase& c);
 
+// A run's training and evaluation batches: text windows, or the loaders over the image (or
+// feature) datasets it holds. Made in place (the image loaders keep references into `images`).
+struct RunSources {
+  RunData images;  // empty for text
+  RunLoaders loaders;
+  TextLoaders text;
+  data::BatchSource& train() const;
+  data::BatchSource& test() const;
+};
+std::unique_ptr<RunSources> open_run_sources(const RunConfigBase& c);
+
 // report.json's "text" object: per predictor, nats and bits per character and next-character
 // accuracy on the validation split.
 Json text_metrics_json(const train::Evaluation& e);
